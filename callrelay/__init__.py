@@ -1,0 +1,3 @@
+"""callrelay: live phone calls on the web."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,362 @@
+"""One live call: its media stream's state machine, its tracks' timelines and its sinks.
+
+This is the pure core of the relay. It never touches a socket or a file: the WebSocket adapter
+feeds it text frames, and sinks (Socket.IO relay, recorder, recogniser) receive typed events.
+
+A track's timeline is Twilio's `media.timestamp` (ms since the stream started), not the arrival
+rate: Twilio may skip silence or drop frames, so a jump in timestamps is filled with silence and
+both tracks stay aligned sample for sample from time 0.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from callrelay.audio import Int16Array, Upsampler2x
+from callrelay.logs import log_event
+from callrelay.twilio.media_stream import (
+    Connected,
+    Dtmf,
+    InvalidMediaMessage,
+    Mark,
+    Media,
+    Start,
+    Stop,
+    Track,
+    UnknownEvent,
+    parse_message,
+)
+
+logger = logging.getLogger("callrelay.call")
+
+INPUT_RATE = 8000
+OUTPUT_RATE = 16000
+SPEAKERS: Mapping[Track, str] = {"inbound": "caller", "outbound": "receiver"}
+
+JITTER_TOLERANCE_SAMPLES = 8
+"""Timestamps are whole ms; a mismatch up to 1 ms is rounding, not a gap or an overlap."""
+
+MAX_GAP_SECONDS = 600
+"""A longer jump is no silence Twilio skipped (the TwiML pauses 600 s at most) but a bad frame."""
+
+GAP_CHUNK_SAMPLES = INPUT_RATE
+"""Silence for a long gap goes out in 1 s pieces, so no sink ever holds a whole gap in memory."""
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    call_sid: str
+    stream_sid: str
+    account_sid: str
+    tracks: tuple[Track, ...]
+    custom_parameters: Mapping[str, str]
+    started_at: float
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    """16 kHz PCM for one track, placed on the call's timeline.
+
+    `timestamp_ms` is the Twilio timestamp of the frame it came from (for a gap, the time the
+    gap starts); `start_sample` is where it begins on the 16 kHz timeline of the call.
+    """
+
+    track: Track
+    timestamp_ms: int
+    start_sample: int
+    pcm: Int16Array
+    is_gap: bool = False
+
+    @property
+    def end_sample(self) -> int:
+        return self.start_sample + len(self.pcm)
+
+
+class CallSink(Protocol):
+    """Where a call's events go. Called on the stream's thread: return quickly."""
+
+    def call_started(self, call: CallInfo) -> None: ...
+
+    def audio(self, call: CallInfo, chunk: AudioChunk) -> None: ...
+
+    def dtmf(self, call: CallInfo, digit: str) -> None: ...
+
+    def call_ended(self, call: CallInfo, reason: str) -> None: ...
+
+
+class LateFrame(Exception):
+    """A frame whose whole span lies before the track's current position (a duplicate)."""
+
+
+class TrackPipeline:
+    """One track: places frames on the timeline, fills gaps, decodes and upsamples."""
+
+    def __init__(self, track: Track) -> None:
+        self.track = track
+        self.position = 0
+        """Next input sample (8 kHz) on the timeline."""
+        self._upsampler = Upsampler2x()
+        self.frames = 0
+        self.gap_samples = 0
+        self.late_frames = 0
+
+    def accept(self, timestamp_ms: int, payload: bytes) -> Iterator[AudioChunk]:
+        target = timestamp_ms * INPUT_RATE // 1000
+        offset = target - self.position
+        if offset > INPUT_RATE * MAX_GAP_SECONDS:
+            raise InvalidMediaMessage(
+                f"media.timestamp {timestamp_ms} jumps {offset / INPUT_RATE:.0f} s ahead of"
+                f" the {self.track} track"
+            )
+        if offset < -JITTER_TOLERANCE_SAMPLES:
+            overlap = -offset
+            if overlap >= len(payload):
+                self.late_frames += 1
+                raise LateFrame(f"{self.track} frame at {timestamp_ms} ms is behind the track")
+            payload = payload[overlap:]
+        if offset > JITTER_TOLERANCE_SAMPLES:
+            yield from self._silence(offset)
+        start = self.position
+        self.position += len(payload)
+        self.frames += 1
+        yield AudioChunk(
+            track=self.track,
+            timestamp_ms=timestamp_ms,
+            start_sample=2 * start,
+            pcm=self._upsampler.process_mulaw(payload),
+        )
+
+    def pad_to(self, position: int) -> Iterator[AudioChunk]:
+        """Silence up to `position`, so the call's tracks end together."""
+        if position > self.position:
+            yield from self._silence(position - self.position)
+
+    def _silence(self, sample_count: int) -> Iterator[AudioChunk]:
+        self.gap_samples += sample_count
+        while sample_count > 0:
+            piece = min(sample_count, GAP_CHUNK_SAMPLES)
+            start = self.position
+            self.position += piece
+            sample_count -= piece
+            yield AudioChunk(
+                track=self.track,
+                timestamp_ms=start * 1000 // INPUT_RATE,
+                start_sample=2 * start,
+                pcm=self._upsampler.process_silence(piece),
+                is_gap=True,
+            )
+
+
+class StreamState(enum.Enum):
+    AWAITING_START = "awaiting-start"
+    STREAMING = "streaming"
+    ENDED = "ended"
+
+
+class StreamProtocolError(Exception):
+    """The peer broke the Media Streams protocol; the socket must close with `close_code`."""
+
+    def __init__(self, close_code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.close_code = close_code
+        self.reason = reason
+
+
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_INVALID_PAYLOAD = 1007
+CLOSE_POLICY_VIOLATION = 1008
+
+
+@dataclass
+class FrameProblems:
+    """Counts of frames dropped for each reason, logged once each and summed at the end."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, kind: str) -> bool:
+        """Count one; True the first time this kind is seen (time to log it)."""
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        return self.counts[kind] == 1
+
+
+class MediaStreamSession:
+    """One Twilio Media Streams WebSocket: AWAITING_START -> STREAMING -> ENDED.
+
+    Feed it every text frame with `receive`; call `close` when the socket goes away however it
+    went. Fatal protocol breaks raise `StreamProtocolError`; a bad media frame is dropped,
+    counted and logged once, and the call goes on.
+    """
+
+    def __init__(
+        self,
+        sinks: Sequence[CallSink],
+        registry: CallRegistry,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.state = StreamState.AWAITING_START
+        self._sinks = sinks
+        self._registry = registry
+        self._clock = clock
+        self.call: CallInfo | None = None
+        self._tracks: dict[Track, TrackPipeline] = {}
+        self.problems = FrameProblems()
+        self.unknown_events: set[str] = set()
+
+    def receive(self, text: str | bytes) -> None:
+        try:
+            message = parse_message(text)
+        except InvalidMediaMessage as error:
+            self._bad_message(text, error)
+            return
+        if self.state is StreamState.ENDED:
+            raise StreamProtocolError(CLOSE_PROTOCOL_ERROR, "message after stop")
+        match message:
+            case Media():
+                self._media(message)
+            case Start():
+                self._start(message)
+            case Connected():
+                if self.state is not StreamState.AWAITING_START:
+                    raise StreamProtocolError(CLOSE_PROTOCOL_ERROR, "connected after start")
+            case Stop():
+                self._require_streaming("stop")
+                self.close("stop")
+            case Dtmf():
+                call = self._require_streaming("dtmf")
+                for sink in self._sinks:
+                    sink.dtmf(call, message.digit)
+            case Mark():
+                self._require_streaming("mark")
+            case UnknownEvent():
+                if message.event not in self.unknown_events and len(self.unknown_events) < 16:
+                    self.unknown_events.add(message.event)
+                    log_event(logger, "unknown_event", logging.WARNING, event=message.event,
+                              **self._ids())
+
+    def close(self, reason: str) -> None:
+        """End the call once, whatever ended it; every sink hears of it exactly once."""
+        if self.state is StreamState.ENDED:
+            return
+        was_streaming = self.state is StreamState.STREAMING
+        self.state = StreamState.ENDED
+        call = self.call
+        if not was_streaming or call is None:
+            return
+        end = max(pipeline.position for pipeline in self._tracks.values())
+        for pipeline in self._tracks.values():
+            for chunk in pipeline.pad_to(end):
+                self._deliver(call, chunk)
+        self._registry.remove(call.stream_sid)
+        log_event(
+            logger,
+            "call_ended",
+            reason=reason,
+            duration_s=round(end / INPUT_RATE, 3),
+            frames={track: p.frames for track, p in self._tracks.items()},
+            gap_ms={track: p.gap_samples * 1000 // INPUT_RATE for track, p in self._tracks.items()},
+            dropped=dict(self.problems.counts),
+            **self._ids(),
+        )
+        for sink in self._sinks:
+            sink.call_ended(call, reason)
+
+    def _ids(self) -> dict[str, str]:
+        if self.call is None:
+            return {}
+        return {"callSid": self.call.call_sid, "streamSid": self.call.stream_sid}
+
+    def _bad_message(self, text: str | bytes, error: InvalidMediaMessage) -> None:
+        if isinstance(text, bytes):
+            raise StreamProtocolError(CLOSE_UNSUPPORTED_DATA, str(error))
+        if self.state is StreamState.STREAMING and error.event == "media":
+            self._drop_frame("invalid_media", str(error))
+            return
+        raise StreamProtocolError(CLOSE_INVALID_PAYLOAD, str(error))
+
+    def _drop_frame(self, kind: str, detail: str) -> None:
+        if self.problems.add(kind):
+            log_event(logger, "frame_dropped", logging.WARNING, kind=kind, detail=detail,
+                      **self._ids())
+
+    def _require_streaming(self, event: str) -> CallInfo:
+        if self.state is not StreamState.STREAMING or self.call is None:
+            raise StreamProtocolError(CLOSE_PROTOCOL_ERROR, f"{event} before start")
+        return self.call
+
+    def _start(self, start: Start) -> None:
+        if self.state is not StreamState.AWAITING_START:
+            raise StreamProtocolError(CLOSE_PROTOCOL_ERROR, "second start on one stream")
+        self.call = CallInfo(
+            call_sid=start.call_sid,
+            stream_sid=start.stream_sid,
+            account_sid=start.account_sid,
+            tracks=start.tracks,
+            custom_parameters=start.custom_parameters,
+            started_at=self._clock(),
+        )
+        self._tracks = {track: TrackPipeline(track) for track in start.tracks}
+        self.state = StreamState.STREAMING
+        self._registry.add(self.call)
+        log_event(
+            logger,
+            "call_started",
+            tracks=list(start.tracks),
+            customParameters=dict(start.custom_parameters),
+            **self._ids(),
+        )
+        for sink in self._sinks:
+            sink.call_started(self.call)
+
+    def _media(self, media: Media) -> None:
+        call = self._require_streaming("media")
+        if media.stream_sid != call.stream_sid:
+            self._drop_frame("wrong_stream_sid", f"streamSid {media.stream_sid[:40]!r}")
+            return
+        pipeline = self._tracks.get(media.track)
+        if pipeline is None:
+            self._drop_frame("undeclared_track", f"track {media.track!r} not in start.tracks")
+            return
+        try:
+            for chunk in pipeline.accept(media.timestamp_ms, media.payload):
+                self._deliver(call, chunk)
+        except LateFrame as late:
+            self._drop_frame("late_frame", str(late))
+        except InvalidMediaMessage as error:
+            self._drop_frame("bad_timestamp", str(error))
+
+    def _deliver(self, call: CallInfo, chunk: AudioChunk) -> None:
+        for sink in self._sinks:
+            sink.audio(call, chunk)
+
+
+class CallRegistry:
+    """The calls in flight, for `GET /` and for shutdown."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[str, CallInfo] = {}
+
+    def add(self, call: CallInfo) -> None:
+        with self._lock:
+            self._calls[call.stream_sid] = call
+
+    def remove(self, stream_sid: str) -> None:
+        with self._lock:
+            self._calls.pop(stream_sid, None)
+
+    def active(self) -> list[CallInfo]:
+        with self._lock:
+            return list(self._calls.values())
+
+
+def pcm_bytes(pcm: Int16Array) -> bytes:
+    """Little-endian PCM16 bytes, whatever the machine's byte order."""
+    return pcm.astype("<i2", copy=False).tobytes()
+

@@ -1,0 +1,154 @@
+"""Settings: read once at start from the environment and `.env`, typed and validated.
+
+A wrong value stops the server with a message that names the variable. No Twilio setting is
+required: the relay, the recordings and the simulator work without any; only placing calls needs
+credentials, and `calling_missing()` says which.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+
+
+def is_e164(number: str) -> bool:
+    return bool(E164.match(number))
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message names the variable."""
+
+
+def _optional_str(value: object) -> object:
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_number: str | None = None
+    twilio_app_sid: str | None = None
+    twilio_api_key: str | None = None
+    twilio_api_secret: SecretStr | None = None
+    public_url: str | None = None
+    forward_to: str | None = None
+    twilio_api_base: str = "https://api.twilio.com"
+
+    captures_dir: Path = Path("captures")
+    log_file: Path = Path("media.log")
+    log_level: str = "INFO"
+    host: str = "0.0.0.0"
+    port: Annotated[int, Field(ge=1, le=65535)] = 6000
+    threads: Annotated[int, Field(ge=4, le=2000)] = 200
+    cors_allowed_origins: str = "*"
+
+    @field_validator(
+        "twilio_account_sid",
+        "twilio_auth_token",
+        "twilio_number",
+        "twilio_app_sid",
+        "twilio_api_key",
+        "twilio_api_secret",
+        "public_url",
+        "forward_to",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return _optional_str(value)
+
+    @field_validator("twilio_account_sid")
+    @classmethod
+    def _account_sid(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"AC[0-9a-fA-F]{32}", value):
+            raise ValueError("must be 'AC' followed by 32 hex digits")
+        return value
+
+    @field_validator("twilio_api_key")
+    @classmethod
+    def _api_key(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"SK[0-9a-fA-F]{32}", value):
+            raise ValueError("must be 'SK' followed by 32 hex digits")
+        return value
+
+    @field_validator("twilio_app_sid")
+    @classmethod
+    def _app_sid(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"AP[0-9a-fA-F]{32}", value):
+            raise ValueError("must be 'AP' followed by 32 hex digits")
+        return value
+
+    @field_validator("twilio_number", "forward_to")
+    @classmethod
+    def _phone_number(cls, value: str | None) -> str | None:
+        if value is not None and not is_e164(value):
+            raise ValueError("must be an E.164 number such as +14155550100")
+        return value
+
+    @field_validator("public_url", "twilio_api_base")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http(s) URL such as https://abc.ngrok.app")
+        if parts.query or parts.fragment:
+            raise ValueError("must not carry a query string or fragment")
+        return value.rstrip("/")
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+        return level
+
+    def calling_missing(self) -> list[str]:
+        """The settings that placing a call still needs (empty when calling is configured)."""
+        missing = []
+        if self.twilio_account_sid is None:
+            missing.append("TWILIO_ACCOUNT_SID")
+        has_key = self.twilio_api_key is not None and self.twilio_api_secret is not None
+        if not has_key and self.twilio_auth_token is None:
+            missing.append("TWILIO_AUTH_TOKEN (or TWILIO_API_KEY and TWILIO_API_SECRET)")
+        if self.twilio_number is None:
+            missing.append("TWILIO_NUMBER")
+        if self.public_url is None:
+            missing.append("PUBLIC_URL")
+        return missing
+
+    def secrets(self) -> list[str]:
+        """Every secret value, so that logging can redact them wherever they appear."""
+        return [
+            secret.get_secret_value()
+            for secret in (self.twilio_auth_token, self.twilio_api_secret)
+            if secret is not None and secret.get_secret_value()
+        ]
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings, turning pydantic's report into one line per wrong variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors():
+            name = str(problem["loc"][0]).upper() if problem["loc"] else "settings"
+            message = str(problem["msg"]).removeprefix("Value error, ")
+            lines.append(f"{name}: {message}")
+        raise ConfigError("invalid configuration: " + "; ".join(lines)) from None

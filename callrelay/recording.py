@@ -1,0 +1,255 @@
+"""Recordings: `captures/<CallSid>/caller.wav` and `receiver.wav`, streamed to disk as the call goes.
+
+The WAV header is rewritten after every append, so a file being written is a valid, playable WAV
+at every moment, even if the process is killed; `repair_captures` fixes the rare file whose
+header missed the last append. A write that fails (disk full, removed folder) is logged once per
+call; the writer retries at most once a second and fills what it missed with silence, so the
+two files stay aligned sample for sample when recording resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import struct
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from callrelay.audio import Int16Array
+from callrelay.call import OUTPUT_RATE, SPEAKERS, AudioChunk, CallInfo
+from callrelay.logs import log_event
+
+logger = logging.getLogger("callrelay.recording")
+
+HEADER_BYTES = 44
+RETRY_SECONDS = 1.0
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def wav_header(data_bytes: int, rate: int = OUTPUT_RATE) -> bytes:
+    """The canonical 44-byte header of a mono PCM16 WAV holding `data_bytes` of samples."""
+    return b"RIFF" + struct.pack(
+        "<I4s4sIHHIIHH4sI",
+        36 + data_bytes,
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,
+        1,
+        rate,
+        rate * 2,
+        2,
+        16,
+        b"data",
+        data_bytes,
+    )
+
+
+class WavWriter:
+    """A mono PCM16 WAV file that grows by appends and is always valid on disk."""
+
+    def __init__(self, path: Path, rate: int = OUTPUT_RATE) -> None:
+        self.path = path
+        self.rate = rate
+        self.samples = 0
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.write(self._fd, wav_header(0, rate))
+
+    def append(self, pcm: Int16Array) -> None:
+        """Append samples; on failure the file keeps every whole sample written before it."""
+        data = pcm.astype("<i2", copy=False).tobytes()
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+        finally:
+            if written < len(data):
+                self._truncate_to_whole_samples(written)
+            self.samples += written // 2
+            self._write_header()
+
+    def _truncate_to_whole_samples(self, written: int) -> None:
+        size = HEADER_BYTES + 2 * self.samples + written - written % 2
+        try:
+            os.ftruncate(self._fd, size)
+            os.lseek(self._fd, size, os.SEEK_SET)
+        except OSError:
+            pass
+
+    def _write_header(self) -> None:
+        data_bytes = 2 * self.samples
+        os.pwrite(self._fd, struct.pack("<I", 36 + data_bytes), 4)
+        os.pwrite(self._fd, struct.pack("<I", data_bytes), 40)
+
+    def close(self) -> None:
+        if self._fd < 0:
+            return
+        try:
+            self._write_header()
+        except OSError:
+            pass
+        os.close(self._fd)
+        self._fd = -1
+
+
+class TrackRecording:
+    """One track's WAV, written at the positions the call's timeline gives."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer: WavWriter | None = None
+        self._next_try = 0.0
+        self.failures = 0
+        self.error: OSError | None = None
+
+    @property
+    def samples(self) -> int:
+        return self._writer.samples if self._writer else 0
+
+    def write(self, chunk: AudioChunk) -> bool:
+        """Write the chunk at its place; False if the disk refused it (it is retried later)."""
+        now = time.monotonic()
+        if self.error is not None and now < self._next_try:
+            return False
+        try:
+            if self._writer is None:
+                self._writer = WavWriter(self.path)
+            missing = chunk.start_sample - self._writer.samples
+            if missing > 0:
+                self._writer.append(np.zeros(missing, dtype=np.int16))
+            skip = max(0, -missing)
+            if skip < len(chunk.pcm):
+                self._writer.append(chunk.pcm[skip:])
+        except OSError as error:
+            self.failures += 1
+            self.error = error
+            self._next_try = now + RETRY_SECONDS
+            return False
+        self.error = None
+        return True
+
+    def pad_to(self, samples: int) -> None:
+        if self._writer is not None and self._writer.samples < samples:
+            try:
+                self._writer.append(np.zeros(samples - self._writer.samples, dtype=np.int16))
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+class CallRecorder:
+    """The recording sink: one `TrackRecording` per track of every call in flight."""
+
+    def __init__(self, captures_dir: Path) -> None:
+        self.captures_dir = captures_dir
+        self._lock = threading.Lock()
+        self._calls: dict[str, dict[str, TrackRecording]] = {}
+        self._warned: set[str] = set()
+
+    def call_folder(self, call_sid: str) -> Path:
+        return self.captures_dir / (_SAFE_NAME.sub("_", call_sid)[:64] or "call")
+
+    def call_started(self, call: CallInfo) -> None:
+        folder = self.call_folder(call.call_sid)
+        suffix = ""
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            # A second stream for the same call (a reconnect) must not overwrite the first.
+            number = 1
+            while any((folder / f"{SPEAKERS[t]}{suffix}.wav").exists() for t in call.tracks):
+                number += 1
+                suffix = f"-{number}"
+        except OSError as error:
+            self._warn(call, error)
+        tracks = {
+            track: TrackRecording(folder / f"{SPEAKERS[track]}{suffix}.wav")
+            for track in call.tracks
+        }
+        with self._lock:
+            self._calls[call.stream_sid] = tracks  # type: ignore[assignment]
+        log_event(logger, "recording_started", callSid=call.call_sid, streamSid=call.stream_sid,
+                  files=[str(t.path) for t in tracks.values()])
+
+    def audio(self, call: CallInfo, chunk: AudioChunk) -> None:
+        tracks = self._calls.get(call.stream_sid)
+        if tracks is None:
+            return
+        recording = tracks[chunk.track]
+        if not recording.write(chunk) and recording.error is not None:
+            self._warn(call, recording.error)
+
+    def dtmf(self, call: CallInfo, digit: str) -> None:
+        pass
+
+    def call_ended(self, call: CallInfo, reason: str) -> None:
+        with self._lock:
+            tracks = self._calls.pop(call.stream_sid, {})
+            self._warned.discard(call.stream_sid)
+        if not tracks:
+            return
+        end = max(recording.samples for recording in tracks.values())
+        for recording in tracks.values():
+            recording.pad_to(end)
+            recording.close()
+        log_event(
+            logger,
+            "recording_finished",
+            callSid=call.call_sid,
+            streamSid=call.stream_sid,
+            seconds=round(end / OUTPUT_RATE, 3),
+            failures=sum(r.failures for r in tracks.values()),
+        )
+
+    def _warn(self, call: CallInfo, error: OSError) -> None:
+        if call.stream_sid in self._warned:
+            return
+        self._warned.add(call.stream_sid)
+        log_event(
+            logger,
+            "recording_failed",
+            logging.ERROR,
+            callSid=call.call_sid,
+            streamSid=call.stream_sid,
+            error=f"{type(error).__name__}: {error.strerror or error}",
+            detail="audio still goes to clients; recording resumes when the disk allows",
+        )
+
+
+def repair_wav(path: Path) -> bool:
+    """Make a WAV's header match the samples on disk (after a crash). True if it changed."""
+    with path.open("r+b") as file:
+        header = file.read(HEADER_BYTES)
+        if len(header) < HEADER_BYTES or header[:4] != b"RIFF" or header[36:40] != b"data":
+            return False
+        rate = struct.unpack("<I", header[24:28])[0]
+        data_bytes = path.stat().st_size - HEADER_BYTES
+        data_bytes -= data_bytes % 2
+        if struct.unpack("<I", header[40:44])[0] == data_bytes and header == wav_header(
+            data_bytes, rate
+        ):
+            return False
+        file.truncate(HEADER_BYTES + data_bytes)
+        file.seek(0)
+        file.write(wav_header(data_bytes, rate))
+        return True
+
+
+def repair_captures(captures_dir: Path) -> list[Path]:
+    """Repair every WAV under `captures_dir`; return the ones that needed it."""
+    repaired = []
+    if captures_dir.is_dir():
+        for path in sorted(captures_dir.glob("*/*.wav")):
+            try:
+                if repair_wav(path):
+                    repaired.append(path)
+            except OSError as error:
+                log_event(logger, "repair_failed", logging.WARNING, path=str(path),
+                          error=str(error))
+    return repaired

@@ -1,0 +1,66 @@
+"""`python app.py`: the relay on gunicorn's threaded worker (one process, a thread per socket).
+
+One worker process because Socket.IO rooms and the call registry live in memory; threads
+because every Twilio stream and Socket.IO WebSocket holds one for its whole life.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from callrelay import __version__
+from callrelay.config import ConfigError, Settings, load_settings
+from callrelay.logs import configure_logging, log_event
+from callrelay.web.app import create_relay
+
+logger = logging.getLogger("callrelay.server")
+
+
+class RelayServer(BaseApplication):  # type: ignore[misc]
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        s = self.settings
+        options: dict[str, Any] = {
+            "bind": f"[{s.host}]:{s.port}" if ":" in s.host else f"{s.host}:{s.port}",
+            "workers": 1,
+            "worker_class": "gthread",
+            "threads": s.threads,
+            "timeout": 0,
+            "graceful_timeout": 10,
+            "keepalive": 5,
+            "accesslog": None,
+            "errorlog": "-",
+            "loglevel": "warning",
+            "proc_name": "callrelay",
+        }
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        return create_relay(self.settings).app
+
+
+def main() -> None:
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        print(f"callrelay: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(settings.log_file, settings.log_level, settings.secrets())
+    log_event(
+        logger,
+        "server_starting",
+        version=__version__,
+        host=settings.host,
+        port=settings.port,
+        captures=str(settings.captures_dir),
+        callingConfigured=not settings.calling_missing(),
+    )
+    RelayServer(settings).run()

@@ -1,0 +1,1 @@
+"""Everything Twilio-shaped: Media Streams messages, TwiML, REST calls."""

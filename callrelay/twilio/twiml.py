@@ -1,0 +1,45 @@
+"""TwiML for calls the relay handles, built with the twilio library's `VoiceResponse`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+from twilio.twiml.voice_response import Start, VoiceResponse
+
+PAUSE_SECONDS = 600
+
+
+def stream_url(public_base: str) -> str:
+    """The `<Stream>` URL for a public http(s) base: https -> wss, http -> ws, path /stream.
+
+    Twilio only dials wss://; plain ws:// is for the simulator on loopback.
+    """
+    parts = urlsplit(public_base)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/stream", "", ""))
+
+
+def stream_twiml(
+    stream: str,
+    *,
+    dial: str | None = None,
+    caller_id: str | None = None,
+    parameters: Mapping[str, str] | None = None,
+) -> str:
+    """`<Start><Stream track="both_tracks">`, then a `<Dial>` to bridge a party or a long pause.
+
+    `<Start>` (not `<Connect>`) because only it streams both tracks; with a `<Dial>`, inbound is
+    the party Twilio called and outbound the dialled party.
+    """
+    response = VoiceResponse()
+    start = Start()
+    stream_verb = start.stream(url=stream, track="both_tracks")
+    for name, value in (parameters or {}).items():
+        stream_verb.parameter(name=name, value=value)
+    response.append(start)
+    if dial:
+        response.dial(dial, caller_id=caller_id)
+    else:
+        response.pause(length=PAUSE_SECONDS)
+    return str(response)

@@ -1,0 +1,1 @@
+"""Thin adapters: Flask routes, the Twilio `/stream` WebSocket and Socket.IO."""

@@ -1,0 +1,111 @@
+"""Socket.IO: who receives which call, and the sink that relays a call's events to them.
+
+Every client receives every call unless it picks one: `auth={"callSid": "CA..."}` at connect,
+or the `subscribe` event, puts it in that call's room only; `unsubscribe` returns it to all calls.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any
+
+from flask import request
+from flask_socketio import SocketIO, join_room, leave_room
+
+from callrelay.call import AudioChunk, CallInfo, pcm_bytes
+from callrelay.logs import log_event
+
+logger = logging.getLogger("callrelay.socketio")
+
+ALL_CALLS = "calls:*"
+MEDIA_EVENTS = {"inbound": "media_in", "outbound": "media_out"}
+
+
+def call_room(call_sid: str) -> str:
+    return f"call:{call_sid}"
+
+
+def _call_sid(data: object) -> str | None:
+    if isinstance(data, dict):
+        value = data.get("callSid")
+        if isinstance(value, str) and 0 < len(value) <= 64:
+            return value
+    return None
+
+
+def register_client_events(socketio: SocketIO) -> None:
+    @socketio.on("connect")  # type: ignore[untyped-decorator]
+    def connect(auth: object = None) -> None:
+        call_sid = _call_sid(auth)
+        join_room(call_room(call_sid) if call_sid else ALL_CALLS)
+        log_event(logger, "client_connected", logging.DEBUG, sid=request.sid, callSid=call_sid)
+
+    @socketio.on("subscribe")  # type: ignore[untyped-decorator]
+    def subscribe(data: object) -> dict[str, Any]:
+        call_sid = _call_sid(data)
+        if call_sid is None:
+            return {"ok": False, "error": "subscribe needs {'callSid': 'CA...'}"}
+        leave_room(ALL_CALLS)
+        join_room(call_room(call_sid))
+        return {"ok": True, "callSid": call_sid}
+
+    @socketio.on("unsubscribe")  # type: ignore[untyped-decorator]
+    def unsubscribe(data: object = None) -> dict[str, Any]:
+        call_sid = _call_sid(data)
+        if call_sid:
+            leave_room(call_room(call_sid))
+        join_room(ALL_CALLS)
+        return {"ok": True}
+
+
+class SocketIORelay:
+    """The sink that puts a call on Socket.IO: audio, start and end, DTMF."""
+
+    def __init__(self, socketio: SocketIO) -> None:
+        self._socketio = socketio
+
+    def _emit(self, event: str, call: CallInfo, payload: dict[str, Any]) -> None:
+        self._socketio.emit(event, payload, to=[ALL_CALLS, call_room(call.call_sid)])
+
+    def _ids(self, call: CallInfo) -> dict[str, Any]:
+        return {"callSid": call.call_sid, "streamSid": call.stream_sid}
+
+    def call_started(self, call: CallInfo) -> None:
+        self._emit(
+            "call_started",
+            call,
+            {
+                **self._ids(call),
+                "tracks": list(call.tracks),
+                "customParameters": dict(call.custom_parameters),
+            },
+        )
+
+    def audio(self, call: CallInfo, chunk: AudioChunk) -> None:
+        if chunk.is_gap:
+            return
+        self._emit(
+            MEDIA_EVENTS[chunk.track],
+            call,
+            {
+                **self._ids(call),
+                "timestamp": chunk.timestamp_ms,
+                "audio": base64.b64encode(pcm_bytes(chunk.pcm)).decode("ascii"),
+            },
+        )
+
+    def dtmf(self, call: CallInfo, digit: str) -> None:
+        self._emit("dtmf", call, {**self._ids(call), "digit": digit})
+
+    def call_ended(self, call: CallInfo, reason: str) -> None:
+        self._emit(
+            "call_ended",
+            call,
+            {**self._ids(call), "tracks": list(call.tracks), "reason": reason,
+             "customParameters": dict(call.custom_parameters)},
+        )
+
+    def call_status(self, status: dict[str, Any]) -> None:
+        call_sid = str(status.get("callSid", ""))
+        self._socketio.emit("call_status", status, to=[ALL_CALLS, call_room(call_sid)])

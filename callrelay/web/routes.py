@@ -1,0 +1,129 @@
+"""HTTP routes: health, placing and hanging up calls, and Twilio's webhooks."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from callrelay import __version__
+from callrelay.config import Settings, is_e164
+from callrelay.logs import log_event
+from callrelay.twilio.calls import CallingNotConfigured, TwilioCalls, TwilioRefused
+from callrelay.twilio.twiml import stream_twiml, stream_url
+
+logger = logging.getLogger("callrelay.http")
+
+routes = Blueprint("callrelay", __name__)
+
+CALL_SID_CHARS = frozenset("0123456789abcdefABCDEF")
+
+
+def _relay() -> Any:
+    return current_app.extensions["callrelay"]
+
+
+def _error(status: int, message: str, **extra: Any) -> tuple[Response, int]:
+    return jsonify({"error": message, **extra}), status
+
+
+def _fields() -> dict[str, Any]:
+    """Form or JSON body, whichever the client sent."""
+    if request.is_json:
+        body = request.get_json(silent=True)
+        return body if isinstance(body, dict) else {}
+    return request.form.to_dict()
+
+
+@routes.get("/")
+def health() -> Response:
+    relay = _relay()
+    return jsonify(
+        {
+            "status": "ok",
+            "service": "callrelay",
+            "version": __version__,
+            "activeCalls": len(relay.registry.active()),
+            "callingConfigured": not relay.settings.calling_missing(),
+        }
+    )
+
+
+@routes.post("/make-call")
+def make_call() -> tuple[Response, int]:
+    fields = _fields()
+    to = fields.get("to")
+    bridge_to = fields.get("bridgeTo") or None
+    if not isinstance(to, str) or not is_e164(to):
+        return _error(400, "'to' must be an E.164 phone number such as +14155550100")
+    if bridge_to is not None and (not isinstance(bridge_to, str) or not is_e164(bridge_to)):
+        return _error(400, "'bridgeTo' must be an E.164 phone number such as +14155550100")
+    calls: TwilioCalls = _relay().calls
+    try:
+        placed = calls.place(to, bridge_to)
+    except CallingNotConfigured as error:
+        return _error(503, str(error), missing=error.missing)
+    except TwilioRefused as error:
+        log_event(logger, "call_refused", logging.WARNING, twilioCode=error.code,
+                  twilioStatus=error.status, error=error.message)
+        return _error(502, error.message, twilioCode=error.code, twilioStatus=error.status)
+    return jsonify({"callSid": placed.call_sid, "status": placed.status}), 200
+
+
+@routes.post("/calls/<call_sid>/hangup")
+def hang_up(call_sid: str) -> tuple[Response, int]:
+    if not (call_sid.startswith("CA") and len(call_sid) == 34 and set(call_sid[2:]) <= CALL_SID_CHARS):
+        return _error(400, "call SID must be 'CA' followed by 32 hex digits")
+    calls: TwilioCalls = _relay().calls
+    try:
+        result = calls.hang_up(call_sid)
+    except CallingNotConfigured as error:
+        return _error(503, str(error), missing=error.missing)
+    except TwilioRefused as error:
+        status = 404 if error.status == 404 else 502
+        return _error(status, error.message, twilioCode=error.code, twilioStatus=error.status)
+    return jsonify({"callSid": result.call_sid, "status": result.status}), 200
+
+
+def _public_base(settings: Settings) -> str:
+    if settings.public_url:
+        return settings.public_url
+    return request.host_url.rstrip("/")
+
+
+@routes.post("/voice")
+def voice() -> Response:
+    settings: Settings = _relay().settings
+    bridge_to = request.args.get("bridgeTo") or None
+    if bridge_to is not None and not is_e164(bridge_to):
+        bridge_to = None
+    if bridge_to is None and request.form.get("Direction") == "inbound":
+        bridge_to = settings.forward_to
+    twiml = stream_twiml(
+        stream_url(_public_base(settings)),
+        dial=bridge_to,
+        caller_id=settings.twilio_number,
+    )
+    log_event(logger, "voice_webhook", callSid=request.form.get("CallSid"),
+              direction=request.form.get("Direction"), bridged=bridge_to is not None)
+    return Response(twiml, mimetype="text/xml")
+
+
+STATUS_FIELDS = {
+    "CallSid": "callSid",
+    "CallStatus": "callStatus",
+    "CallDuration": "callDuration",
+    "Direction": "direction",
+    "SequenceNumber": "sequenceNumber",
+    "Timestamp": "timestamp",
+    "SipResponseCode": "sipResponseCode",
+}
+
+
+@routes.post("/call-status")
+def call_status() -> tuple[str, int]:
+    status = {name: request.form[key] for key, name in STATUS_FIELDS.items() if key in request.form}
+    log_event(logger, "call_status", **status)
+    _relay().socketio_relay.call_status(status)
+    return "", 204

@@ -1,0 +1,77 @@
+"""The `/stream` WebSocket Twilio connects to: frames in, `MediaStreamSession` does the rest."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from simple_websocket import ConnectionClosed
+
+from callrelay.call import MediaStreamSession, StreamProtocolError, StreamState
+from callrelay.logs import log_event
+
+logger = logging.getLogger("callrelay.stream")
+
+MAX_MESSAGE_BYTES = 64 * 1024
+"""A Twilio media message is ~400 bytes; anything near this is not Twilio."""
+
+IDLE_TIMEOUT_SECONDS = 60.0
+"""Twilio sends a frame every 20 ms or at worst skips silence; a minute of nothing is a dead peer."""
+
+CLOSE_MESSAGE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
+
+
+def serve_stream(
+    ws: Any,
+    new_session: Callable[[], MediaStreamSession],
+    remote: str,
+    idle_timeout: float = IDLE_TIMEOUT_SECONDS,
+) -> None:
+    """Run one Twilio stream to its end; the call is always closed, however the socket ends."""
+    session = new_session()
+    log_event(logger, "stream_connected", remote=remote)
+    reason = "disconnected"
+    try:
+        while session.state is not StreamState.ENDED:
+            message = ws.receive(timeout=idle_timeout)
+            if message is None:
+                reason = "idle_timeout"
+                log_event(logger, "stream_idle", logging.WARNING, remote=remote,
+                          seconds=idle_timeout, **_ids(session))
+                ws.close(1000, "idle timeout")
+                break
+            session.receive(message)
+        else:
+            ws.close(1000, "stream stopped")
+    except StreamProtocolError as error:
+        reason = "protocol_error"
+        log_event(logger, "stream_refused", logging.WARNING, remote=remote,
+                  closeCode=error.close_code, error=error.reason, **_ids(session))
+        _close_quietly(ws, error.close_code, error.reason[:120])
+    except ConnectionClosed:
+        if getattr(ws, "close_reason", None) == CLOSE_MESSAGE_TOO_BIG:
+            reason = "protocol_error"
+            log_event(logger, "stream_refused", logging.WARNING, remote=remote,
+                      closeCode=CLOSE_MESSAGE_TOO_BIG,
+                      error=f"message larger than {MAX_MESSAGE_BYTES} bytes", **_ids(session))
+    except Exception:
+        reason = "server_error"
+        logger.exception("stream handler failed")
+        _close_quietly(ws, CLOSE_INTERNAL_ERROR, "internal error")
+    finally:
+        session.close(reason)
+
+
+def _ids(session: MediaStreamSession) -> dict[str, str]:
+    if session.call is None:
+        return {}
+    return {"callSid": session.call.call_sid, "streamSid": session.call.stream_sid}
+
+
+def _close_quietly(ws: Any, code: int, reason: str) -> None:
+    try:
+        ws.close(code, reason)
+    except Exception:
+        pass
