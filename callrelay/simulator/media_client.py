@@ -1,0 +1,197 @@
+"""The Media Streams client: what Twilio does once TwiML says `<Start><Stream>`.
+
+It opens the WebSocket with Twilio's headers and signature, sends `connected`, `start`, one
+`media` message per track every 20 ms (timestamps from 5 ms, as in Twilio's docs), `dtmf` where
+asked, and `stop`, then closes. Knobs reproduce what real calls do: skipped silence, dropped
+frames, bursty delivery, faster than real time.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from simple_websocket import Client, ConnectionClosed
+
+from callrelay.simulator.audio_source import FRAME_MS, frames, is_silent
+from callrelay.twilio import media_stream as msg
+from callrelay.twilio.media_stream import Track
+from callrelay.twilio.signatures import sign
+
+TWILIO_USER_AGENT = "Twilio.TmeWs/1.0"
+
+
+def new_sid(prefix: str) -> str:
+    return prefix + secrets.token_hex(16)
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """How the stream is delivered.
+
+    speed: 1.0 is real time, 10.0 ten times faster, 0 as fast as the socket takes it.
+    silence: "continuous" sends every frame (Twilio's usual); "skip" leaves out silent frames,
+        as some calls do, so timestamps jump.
+    drop_rate: share of frames lost (Twilio's warning 31930, audio discarded under congestion).
+    jitter_ms: frames are held back up to this long and then sent in a burst, order kept.
+    dtmf: (digit, seconds into the call) pairs, sent on the inbound track.
+    """
+
+    speed: float = 1.0
+    silence: Literal["continuous", "skip"] = "continuous"
+    drop_rate: float = 0.0
+    jitter_ms: float = 0.0
+    dtmf: Sequence[tuple[str, float]] = ()
+    first_timestamp_ms: int = 5
+    seed: int = 1
+
+
+@dataclass
+class StreamReport:
+    call_sid: str
+    stream_sid: str
+    frames_sent: dict[str, int] = field(default_factory=dict)
+    frames_dropped: int = 0
+    frames_skipped_silent: int = 0
+    messages_sent: int = 0
+    seconds: float = 0.0
+    hung_up: bool = False
+    server_closed: tuple[int, str] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StreamTarget:
+    """Where to connect, and the public URL Twilio signs (they differ behind a proxy)."""
+
+    connect_url: str
+    signed_url: str
+    auth_token: str | None = None
+
+
+def handshake_headers(target: StreamTarget) -> dict[str, str]:
+    headers = {"User-Agent": TWILIO_USER_AGENT}
+    if target.auth_token:
+        headers["X-Twilio-Signature"] = sign(target.auth_token, target.signed_url)
+    return headers
+
+
+def play_stream(
+    target: StreamTarget,
+    tracks: Mapping[Track, bytes],
+    *,
+    call_sid: str | None = None,
+    account_sid: str = "AC" + "0" * 32,
+    custom_parameters: Mapping[str, str] | None = None,
+    options: StreamOptions | None = None,
+    hang_up: threading.Event | None = None,
+    progress: Callable[[float, float], None] | None = None,
+) -> StreamReport:
+    """Stream mu-law audio per track (all tracks as long as the longest) and end the stream."""
+    options = options or StreamOptions()
+    hang_up = hang_up or threading.Event()
+    rng = random.Random(options.seed)
+    call_sid = call_sid or new_sid("CA")
+    stream_sid = new_sid("MZ")
+    track_names = tuple(tracks)
+    longest = max(-(-len(audio) // 160) for audio in tracks.values())
+    framed = {track: frames(audio, longest) for track, audio in tracks.items()}
+    report = StreamReport(call_sid=call_sid, stream_sid=stream_sid)
+    report.frames_sent = {track: 0 for track in track_names}
+    chunks = {track: 0 for track in track_names}
+    dtmf_due = sorted(options.dtmf, key=lambda item: item[1])
+    ws = Client.connect(target.connect_url, headers=handshake_headers(target))
+    sequence = 0
+
+    def send(text: str) -> None:
+        ws.send(text)
+        report.messages_sent += 1
+
+    started = time.monotonic()
+    try:
+        send(msg.connected_message())
+        sequence += 1
+        send(
+            msg.start_message(
+                stream_sid=stream_sid,
+                account_sid=account_sid,
+                call_sid=call_sid,
+                tracks=track_names,
+                custom_parameters=custom_parameters or {},
+                sequence_number=sequence,
+            )
+        )
+        held_until = 0.0
+        for index in range(longest):
+            if hang_up.is_set():
+                report.hung_up = True
+                break
+            timestamp = options.first_timestamp_ms + index * FRAME_MS
+            if options.speed > 0:
+                due = started + index * FRAME_MS / 1000 / options.speed
+                if options.jitter_ms and due >= held_until:
+                    held_until = due + rng.uniform(0, options.jitter_ms) / 1000 / options.speed
+                wait = max(due, held_until) - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+            while dtmf_due and dtmf_due[0][1] * 1000 <= timestamp:
+                digit, _ = dtmf_due.pop(0)
+                sequence += 1
+                send(msg.dtmf_message(stream_sid=stream_sid, digit=digit, sequence_number=sequence))
+            for track in track_names:
+                frame = framed[track][index]
+                if options.drop_rate and rng.random() < options.drop_rate:
+                    report.frames_dropped += 1
+                    continue
+                if options.silence == "skip" and is_silent(frame):
+                    report.frames_skipped_silent += 1
+                    continue
+                sequence += 1
+                chunks[track] += 1
+                send(
+                    msg.media_message(
+                        stream_sid=stream_sid,
+                        track=track,
+                        chunk=chunks[track],
+                        timestamp_ms=timestamp,
+                        payload=frame,
+                        sequence_number=sequence,
+                    )
+                )
+                report.frames_sent[track] += 1
+            if progress and index % 250 == 0:
+                progress(index * FRAME_MS / 1000, longest * FRAME_MS / 1000)
+            _note_server_messages(ws, report)
+        sequence += 1
+        send(
+            msg.stop_message(
+                stream_sid=stream_sid,
+                account_sid=account_sid,
+                call_sid=call_sid,
+                sequence_number=sequence,
+            )
+        )
+        _note_server_messages(ws, report)
+    except ConnectionClosed:
+        report.server_closed = (int(ws.close_reason), str(ws.close_message or ""))
+    finally:
+        report.seconds = time.monotonic() - started
+        try:
+            ws.close()
+        except ConnectionClosed:
+            pass
+    return report
+
+
+def _note_server_messages(ws: Client, report: StreamReport) -> None:
+    """A `<Start>` stream is one-way: anything the server sends is Twilio's error 31924."""
+    while True:
+        message = ws.receive(timeout=0)
+        if message is None:
+            return
+        report.warnings.append("31924 Protocol Error: server sent a message on a <Start> stream")

@@ -1,0 +1,42 @@
+"""A Socket.IO client that watches the relay, counts audio frames and prints everything else."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import socketio
+
+AUDIO_EVENTS = ("media_in", "media_out")
+WATCHED_EVENTS = ("call_started", "call_ended", "dtmf", "call_status", "Caller", "Receiver")
+
+
+class RelayObserver:
+    def __init__(self, server_url: str, on_event: Callable[[str, Any], None] | None = None,
+                 call_sid: str | None = None) -> None:
+        self.counts: Counter[str] = Counter()
+        self.events: list[tuple[str, Any]] = []
+        self.ended = threading.Event()
+        self._on_event = on_event
+        self._client = socketio.Client(reconnection=False)
+        for name in (*AUDIO_EVENTS, *WATCHED_EVENTS):
+            self._client.on(name, self._handler(name))
+        self._client.connect(server_url, auth={"callSid": call_sid} if call_sid else None,
+                             transports=["websocket"], wait_timeout=10)
+
+    def _handler(self, name: str) -> Callable[[Any], None]:
+        def handle(data: Any) -> None:
+            self.counts[name] += 1
+            if name not in AUDIO_EVENTS:
+                self.events.append((name, data))
+                if self._on_event:
+                    self._on_event(name, data)
+            if name == "call_ended":
+                self.ended.set()
+
+        return handle
+
+    def close(self) -> None:
+        self._client.disconnect()
