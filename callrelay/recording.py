@@ -22,6 +22,7 @@ import numpy as np
 from callrelay.audio import Int16Array
 from callrelay.call import OUTPUT_RATE, SPEAKERS, AudioChunk, CallInfo
 from callrelay.logs import log_event
+from callrelay.twilio.media_stream import Track
 
 logger = logging.getLogger("callrelay.recording")
 
@@ -56,6 +57,7 @@ class WavWriter:
         self.path = path
         self.rate = rate
         self.samples = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.write(self._fd, wav_header(0, rate))
 
@@ -110,6 +112,20 @@ class TrackRecording:
     def samples(self) -> int:
         return self._writer.samples if self._writer else 0
 
+    def open(self) -> bool:
+        """Create the file now, so that every track has one even if it stays silent."""
+        try:
+            self._writer = WavWriter(self.path)
+        except OSError as error:
+            self._failed(error, time.monotonic())
+            return False
+        return True
+
+    def _failed(self, error: OSError, now: float) -> None:
+        self.failures += 1
+        self.error = error
+        self._next_try = now + RETRY_SECONDS
+
     def write(self, chunk: AudioChunk) -> bool:
         """Write the chunk at its place; False if the disk refused it (it is retried later)."""
         now = time.monotonic()
@@ -125,9 +141,7 @@ class TrackRecording:
             if skip < len(chunk.pcm):
                 self._writer.append(chunk.pcm[skip:])
         except OSError as error:
-            self.failures += 1
-            self.error = error
-            self._next_try = now + RETRY_SECONDS
+            self._failed(error, now)
             return False
         self.error = None
         return True
@@ -150,7 +164,7 @@ class CallRecorder:
     def __init__(self, captures_dir: Path) -> None:
         self.captures_dir = captures_dir
         self._lock = threading.Lock()
-        self._calls: dict[str, dict[str, TrackRecording]] = {}
+        self._calls: dict[str, dict[Track, TrackRecording]] = {}
         self._warned: set[str] = set()
 
     def call_folder(self, call_sid: str) -> Path:
@@ -173,7 +187,10 @@ class CallRecorder:
             for track in call.tracks
         }
         with self._lock:
-            self._calls[call.stream_sid] = tracks  # type: ignore[assignment]
+            self._calls[call.stream_sid] = tracks
+        for recording in tracks.values():
+            if not recording.open() and recording.error is not None:
+                self._warn(call, recording.error)
         log_event(logger, "recording_started", callSid=call.call_sid, streamSid=call.stream_sid,
                   files=[str(t.path) for t in tracks.values()])
 

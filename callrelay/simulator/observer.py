@@ -15,9 +15,11 @@ WATCHED_EVENTS = ("call_started", "call_ended", "dtmf", "call_status", "Caller",
 
 class RelayObserver:
     def __init__(self, server_url: str, on_event: Callable[[str, Any], None] | None = None,
-                 call_sid: str | None = None) -> None:
+                 call_sid: str | None = None, keep_audio: bool = False) -> None:
         self.counts: Counter[str] = Counter()
         self.events: list[tuple[str, Any]] = []
+        self.audio: list[tuple[str, Any]] = []
+        self._keep_audio = keep_audio
         self.ended = threading.Event()
         self._on_event = on_event
         self._client = socketio.Client(reconnection=False)
@@ -29,7 +31,10 @@ class RelayObserver:
     def _handler(self, name: str) -> Callable[[Any], None]:
         def handle(data: Any) -> None:
             self.counts[name] += 1
-            if name not in AUDIO_EVENTS:
+            if name in AUDIO_EVENTS:
+                if self._keep_audio:
+                    self.audio.append((name, data))
+            else:
                 self.events.append((name, data))
                 if self._on_event:
                     self._on_event(name, data)

@@ -1,0 +1,251 @@
+"""Simulator -> real relay process -> real Socket.IO client, over loopback sockets."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+from simple_websocket import Client, ConnectionClosed
+
+from callrelay.audio import Upsampler2x
+from callrelay.simulator.audio_source import default_call_audio, frames, load_telephone_audio
+from callrelay.simulator.media_client import StreamOptions, StreamTarget, new_sid, play_stream
+from callrelay.simulator.observer import RelayObserver
+from callrelay.twilio import media_stream as msg
+from tests.audio_files import read_wav
+from tests.conftest import RunningRelay
+
+SECONDS = 4
+
+
+def call_audio(seconds: float = SECONDS) -> dict[msg.Track, bytes]:
+    caller, receiver = default_call_audio()
+    size = int(8000 * seconds)
+    return {"inbound": load_telephone_audio(caller)[:size],
+            "outbound": load_telephone_audio(receiver)[:size]}
+
+
+def expected_pcm(mulaw: bytes) -> np.ndarray:
+    upsampler = Upsampler2x()
+    return np.concatenate([upsampler.process_mulaw(f) for f in frames(mulaw)])
+
+
+def decode(event: dict) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(event["audio"]), dtype="<i2")
+
+
+def stream_call(relay: RunningRelay, audio: dict[msg.Track, bytes], options: StreamOptions,
+                call_sid: str | None = None):
+    return play_stream(StreamTarget(relay.ws_url, relay.ws_url), audio,
+                       call_sid=call_sid or new_sid("CA"), options=options,
+                       custom_parameters={"campaign": "e2e"})
+
+
+def logged(relay: RunningRelay, evt: str, call_sid: str) -> bool:
+    lines = [json.loads(line) for line in relay.log_file.read_text().splitlines()]
+    return any(line["evt"] == evt and line.get("callSid") == call_sid for line in lines)
+
+
+def wait_for(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_call_arrives_at_socketio_clients_as_16khz_pcm_exactly(relay: RunningRelay) -> None:
+    audio = call_audio()
+    call_sid = new_sid("CA")
+    observer = RelayObserver(relay.url, call_sid=call_sid, keep_audio=True)
+    try:
+        report = stream_call(relay, audio, StreamOptions(speed=0), call_sid)
+        assert observer.ended.wait(10)
+    finally:
+        observer.close()
+    frames_per_track = SECONDS * 50
+    assert report.frames_sent == {"inbound": frames_per_track, "outbound": frames_per_track}
+    assert observer.counts["media_in"] == observer.counts["media_out"] == frames_per_track
+    names = [name for name, _ in observer.events]
+    assert names[0] == "call_started" and names[-1] == "call_ended"
+    started = observer.events[0][1]
+    assert started["callSid"] == call_sid and started["tracks"] == ["inbound", "outbound"]
+    assert started["customParameters"] == {"campaign": "e2e"}
+    for event, track in (("media_in", "inbound"), ("media_out", "outbound")):
+        received = [data for name, data in observer.audio if name == event]
+        assert [d["timestamp"] for d in received] == [5 + 20 * i for i in range(frames_per_track)]
+        assert all(d["callSid"] == call_sid and d["streamSid"] == report.stream_sid
+                   for d in received)
+        assert all(len(decode(d)) == 320 for d in received)
+        pcm = np.concatenate([decode(d) for d in received])
+        assert np.array_equal(pcm, expected_pcm(audio[track]))
+
+
+def test_recordings_hold_both_sides_aligned_sample_for_sample(relay: RunningRelay) -> None:
+    audio = call_audio()
+    report = stream_call(relay, audio, StreamOptions(speed=0))
+    folder = relay.captures / report.call_sid
+    wait_for(lambda: logged(relay, "recording_finished", report.call_sid))
+    caller, rate = read_wav(folder / "caller.wav")
+    receiver, _ = read_wav(folder / "receiver.wav")
+    assert rate == 16000 and len(caller) == len(receiver) == 80 + SECONDS * 16000
+    # The first frame is stamped 5 ms: 80 samples of silence come first on both files.
+    assert np.array_equal(caller, np.concatenate([np.zeros(80, np.int16),
+                                                  expected_pcm(audio["inbound"])]))
+    assert np.array_equal(receiver, np.concatenate([np.zeros(80, np.int16),
+                                                    expected_pcm(audio["outbound"])]))
+
+
+def test_dropped_frames_and_skipped_silence_keep_recordings_aligned(
+    relay: RunningRelay,
+) -> None:
+    audio = call_audio()
+    observer = RelayObserver(relay.url, keep_audio=True)
+    try:
+        report = stream_call(relay, audio,
+                             StreamOptions(speed=0, silence="skip", drop_rate=0.1, seed=4))
+        assert observer.ended.wait(10)
+    finally:
+        observer.close()
+    assert report.frames_dropped > 0 and report.frames_skipped_silent > 0
+    wait_for(lambda: logged(relay, "recording_finished", report.call_sid))
+    caller, _ = read_wav(relay.captures / report.call_sid / "caller.wav")
+    receiver, _ = read_wav(relay.captures / report.call_sid / "receiver.wav")
+    assert len(caller) == len(receiver)
+    wavs = {"media_in": caller, "media_out": receiver}
+    received = [(name, data) for name, data in observer.audio
+                if data["callSid"] == report.call_sid]
+    assert len(received) == sum(report.frames_sent.values())
+    for name, data in received:
+        start = data["timestamp"] * 16
+        # Every frame sits in its file exactly where its Twilio timestamp puts it.
+        assert np.array_equal(wavs[name][start : start + 320], decode(data))
+
+
+def test_dtmf_is_relayed(relay: RunningRelay) -> None:
+    observer = RelayObserver(relay.url)
+    try:
+        stream_call(relay, call_audio(1), StreamOptions(speed=0, dtmf=(("4", 0.2), ("#", 0.5))))
+        assert observer.ended.wait(10)
+    finally:
+        observer.close()
+    assert [data["digit"] for name, data in observer.events if name == "dtmf"] == ["4", "#"]
+
+
+def test_a_client_can_follow_one_call_only(relay: RunningRelay) -> None:
+    followed, other = new_sid("CA"), new_sid("CA")
+    picky = RelayObserver(relay.url, call_sid=followed)
+    everything = RelayObserver(relay.url)
+    try:
+        stream_call(relay, call_audio(1), StreamOptions(speed=0), other)
+        stream_call(relay, call_audio(1), StreamOptions(speed=0), followed)
+        assert picky.ended.wait(10)
+        wait_for(lambda: everything.counts["call_ended"] == 2)
+    finally:
+        picky.close()
+        everything.close()
+    assert {data["callSid"] for _, data in picky.events} == {followed}
+    assert picky.counts["media_in"] == 50
+    assert everything.counts["media_in"] == 100
+
+
+def test_log_has_one_json_line_per_event_and_no_per_frame_lines(relay: RunningRelay) -> None:
+    report = stream_call(relay, call_audio(1), StreamOptions(speed=0))
+    wait_for(lambda: logged(relay, "recording_finished", report.call_sid))
+    lines = [json.loads(line) for line in relay.log_file.read_text().splitlines()]
+    mine = [line for line in lines if line.get("callSid") == report.call_sid]
+    assert [line["evt"] for line in mine] == [
+        "call_started", "recording_started", "call_ended", "recording_finished"]
+    ended = mine[2]
+    assert ended["reason"] == "stop" and ended["frames"] == {"inbound": 50, "outbound": 50}
+    assert all(line["ts"].endswith("Z") for line in lines)
+
+
+def raw_stream(relay: RunningRelay) -> Client:
+    return Client.connect(relay.ws_url, headers={"User-Agent": "Twilio.TmeWs/1.0"})
+
+
+def closed_with(ws: Client, timeout: float = 5) -> int:
+    try:
+        while ws.receive(timeout=timeout) is not None:
+            pass
+    except ConnectionClosed:
+        return int(ws.close_reason)
+    return -1
+
+
+@pytest.mark.parametrize(
+    ("messages", "code"),
+    [
+        (["{not json"], 1007),
+        ([b"\x00binary"], 1003),
+        ([msg.media_message(stream_sid="MZ1", track="inbound", chunk=1, timestamp_ms=0,
+                            payload=b"\xff", sequence_number=1)], 1002),
+        (["x" * (70 * 1024)], 1009),
+    ],
+    ids=["malformed-json", "binary-frame", "media-before-start", "oversized"],
+)
+def test_bad_input_gets_a_clean_close_with_a_reason(relay: RunningRelay, messages, code) -> None:
+    ws = raw_stream(relay)
+    for message in messages:
+        ws.send(message)
+    assert closed_with(ws) == code
+    assert relay.get("/").json()["status"] == "ok"
+    assert "stream_refused" in relay.log_file.read_text()
+
+
+def test_bad_streams_do_not_disturb_a_call_in_flight(relay: RunningRelay) -> None:
+    audio = call_audio(3)
+    result = {}
+    good = threading.Thread(target=lambda: result.update(
+        report=stream_call(relay, audio, StreamOptions(speed=5))))
+    observer = RelayObserver(relay.url, keep_audio=True)
+    good.start()
+    try:
+        for i in range(30):
+            ws = raw_stream(relay)
+            ws.send(["{", "[]", msg.stop_message(stream_sid="MZ", account_sid="AC", call_sid="CA",
+                                                 sequence_number=1)][i % 3])
+            closed_with(ws)
+        good.join(30)
+        assert observer.ended.wait(10)
+    finally:
+        observer.close()
+    report = result["report"]
+    received = [d for n, d in observer.audio if n == "media_in" and d["callSid"] == report.call_sid]
+    assert len(received) == 150
+    assert np.array_equal(np.concatenate([decode(d) for d in received]),
+                          expected_pcm(audio["inbound"]))
+
+
+def test_a_twilio_socket_that_vanishes_mid_call_finalises_the_call(relay: RunningRelay) -> None:
+    observer = RelayObserver(relay.url)
+    call_sid, stream_sid = new_sid("CA"), new_sid("MZ")
+    ws = raw_stream(relay)
+    ws.send(msg.connected_message())
+    ws.send(msg.start_message(stream_sid=stream_sid, account_sid="AC" + "0" * 32,
+                              call_sid=call_sid, tracks=("inbound", "outbound"),
+                              custom_parameters={}, sequence_number=1))
+    for i in range(25):
+        ws.send(msg.media_message(stream_sid=stream_sid, track="inbound", chunk=i + 1,
+                                  timestamp_ms=20 * i, payload=b"\x10" * 160,
+                                  sequence_number=i + 2))
+    wait_for(lambda: relay.get("/").json()["activeCalls"] >= 1)
+    ws.sock.shutdown(socket.SHUT_RDWR)  # gone: no stop, no close frame
+    ws.sock.close()
+    try:
+        wait_for(lambda: any(name == "call_ended" and data["callSid"] == call_sid
+                             for name, data in observer.events))
+    finally:
+        observer.close()
+    ended = next(data for name, data in observer.events if name == "call_ended")
+    assert ended["reason"] == "disconnected"
+    wait_for(lambda: logged(relay, "recording_finished", call_sid))
+    caller, _ = read_wav(relay.captures / call_sid / "caller.wav")
+    receiver, _ = read_wav(relay.captures / call_sid / "receiver.wav")
+    assert len(caller) == len(receiver) == 25 * 320
+    assert relay.get("/").json()["activeCalls"] == 0
