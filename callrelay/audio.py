@@ -58,7 +58,8 @@ def _half_sample_taps(length: int, kaiser_beta: float) -> npt.NDArray[np.float64
     """A windowed-sinc filter that interpolates the point halfway between two samples."""
     offsets = np.arange(length) - (length - 1) / 2
     taps = np.sinc(offsets) * np.kaiser(length, kaiser_beta)
-    return taps / taps.sum()
+    normalised: npt.NDArray[np.float64] = taps / taps.sum()
+    return normalised
 
 
 class Upsampler2x:

@@ -237,8 +237,9 @@ class MediaStreamSession:
             case UnknownEvent():
                 if message.event not in self.unknown_events and len(self.unknown_events) < 16:
                     self.unknown_events.add(message.event)
-                    log_event(logger, "unknown_event", logging.WARNING, event=message.event,
-                              **self._ids())
+                    log_event(
+                        logger, "unknown_event", logging.WARNING, event=message.event, **self._ids()
+                    )
 
     def close(self, reason: str) -> None:
         """End the call once, whatever ended it; every sink hears of it exactly once."""
@@ -282,8 +283,9 @@ class MediaStreamSession:
 
     def _drop_frame(self, kind: str, detail: str) -> None:
         if self.problems.add(kind):
-            log_event(logger, "frame_dropped", logging.WARNING, kind=kind, detail=detail,
-                      **self._ids())
+            log_event(
+                logger, "frame_dropped", logging.WARNING, kind=kind, detail=detail, **self._ids()
+            )
 
     def _require_streaming(self, event: str) -> CallInfo:
         if self.state is not StreamState.STREAMING or self.call is None:
@@ -359,4 +361,3 @@ class CallRegistry:
 def pcm_bytes(pcm: Int16Array) -> bytes:
     """Little-endian PCM16 bytes, whatever the machine's byte order."""
     return pcm.astype("<i2", copy=False).tobytes()
-

@@ -24,7 +24,9 @@ _FIELDS = "callrelay_fields"
 _EVENT = "callrelay_evt"
 
 
-def log_event(logger: logging.Logger, evt: str, level: int = logging.INFO, **fields: Any) -> None:
+def log_event(
+    logger: logging.Logger, evt: str, level: int = logging.INFO, /, **fields: Any
+) -> None:
     if logger.isEnabledFor(level):
         logger.log(level, evt, extra={_EVENT: evt, _FIELDS: fields})
 
@@ -59,7 +61,8 @@ class JsonLineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         evt, fields = _record_fields(record)
         line = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+            "ts": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
             .replace("+00:00", "Z"),
             "level": record.levelname,
             "evt": evt,

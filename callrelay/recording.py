@@ -1,4 +1,4 @@
-"""Recordings: `captures/<CallSid>/caller.wav` and `receiver.wav`, streamed to disk as the call goes.
+"""Recordings: `captures/<CallSid>/caller.wav` and `receiver.wav`, streamed to disk live.
 
 The WAV header is rewritten after every append, so a file being written is a valid, playable WAV
 at every moment, even if the process is killed; `repair_captures` fixes the rare file whose
@@ -9,6 +9,7 @@ two files stay aligned sample for sample when recording resumes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -90,10 +91,8 @@ class WavWriter:
     def close(self) -> None:
         if self._fd < 0:
             return
-        try:
+        with contextlib.suppress(OSError):
             self._write_header()
-        except OSError:
-            pass
         os.close(self._fd)
         self._fd = -1
 
@@ -148,10 +147,8 @@ class TrackRecording:
 
     def pad_to(self, samples: int) -> None:
         if self._writer is not None and self._writer.samples < samples:
-            try:
+            with contextlib.suppress(OSError):
                 self._writer.append(np.zeros(samples - self._writer.samples, dtype=np.int16))
-            except OSError:
-                pass
 
     def close(self) -> None:
         if self._writer is not None:
@@ -191,8 +188,13 @@ class CallRecorder:
         for recording in tracks.values():
             if not recording.open() and recording.error is not None:
                 self._warn(call, recording.error)
-        log_event(logger, "recording_started", callSid=call.call_sid, streamSid=call.stream_sid,
-                  files=[str(t.path) for t in tracks.values()])
+        log_event(
+            logger,
+            "recording_started",
+            callSid=call.call_sid,
+            streamSid=call.stream_sid,
+            files=[str(t.path) for t in tracks.values()],
+        )
 
     def audio(self, call: CallInfo, chunk: AudioChunk) -> None:
         tracks = self._calls.get(call.stream_sid)
@@ -267,6 +269,7 @@ def repair_captures(captures_dir: Path) -> list[Path]:
                 if repair_wav(path):
                     repaired.append(path)
             except OSError as error:
-                log_event(logger, "repair_failed", logging.WARNING, path=str(path),
-                          error=str(error))
+                log_event(
+                    logger, "repair_failed", logging.WARNING, path=str(path), error=str(error)
+                )
     return repaired

@@ -76,10 +76,21 @@ def start_relay(tmp: Path, extra_env: dict[str, str]) -> RunningRelay:
     env.update({name: value.replace("{port}", str(port)) for name, value in extra_env.items()})
     output = tmp / "server.out"
     with output.open("wb") as sink:
-        process = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=tmp, env=env,
-                                   stdout=sink, stderr=subprocess.STDOUT)
-    relay = RunningRelay(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/stream",
-                         tmp / "captures", tmp / "media.log", process, output)
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "app.py")],
+            cwd=tmp,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    relay = RunningRelay(
+        f"http://127.0.0.1:{port}",
+        f"ws://127.0.0.1:{port}/stream",
+        tmp / "captures",
+        tmp / "media.log",
+        process,
+        output,
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if process.poll() is not None:

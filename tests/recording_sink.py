@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +31,6 @@ class RememberingSink:
 
     def track_pcm(self, track: str) -> np.ndarray:
         chunks = [c for c in self.chunks if c.track == track]
-        for before, after in zip(chunks, chunks[1:], strict=False):
+        for before, after in itertools.pairwise(chunks):
             assert after.start_sample == before.end_sample, "chunks must tile the timeline"
         return np.concatenate([c.pcm for c in chunks]) if chunks else np.zeros(0, np.int16)

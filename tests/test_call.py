@@ -35,8 +35,9 @@ def test_contiguous_frames_make_one_unbroken_track() -> None:
     chunks = [c for ts in (0, 20, 40) for c in track.accept(ts, frame(ts))]
     assert [c.start_sample for c in chunks] == [0, 320, 640]
     assert not any(c.is_gap for c in chunks)
-    assert np.array_equal(np.concatenate([c.pcm for c in chunks]),
-                          expected_pcm(frame(0), frame(20), frame(40)))
+    assert np.array_equal(
+        np.concatenate([c.pcm for c in chunks]), expected_pcm(frame(0), frame(20), frame(40))
+    )
 
 
 def test_first_frame_at_5_ms_is_preceded_by_5_ms_of_silence() -> None:
@@ -90,18 +91,31 @@ def test_absurd_timestamp_jump_is_an_invalid_frame() -> None:
 
 
 def start_text(tracks: tuple[msg.Track, ...] = ("inbound", "outbound")) -> str:
-    return msg.start_message(stream_sid=STREAM, account_sid=ACCOUNT, call_sid=CALL,
-                             tracks=tracks, custom_parameters={"k": "v"}, sequence_number=1)
+    return msg.start_message(
+        stream_sid=STREAM,
+        account_sid=ACCOUNT,
+        call_sid=CALL,
+        tracks=tracks,
+        custom_parameters={"k": "v"},
+        sequence_number=1,
+    )
 
 
 def media_text(track: msg.Track, timestamp: int, payload: bytes = frame(), seq: int = 2) -> str:
-    return msg.media_message(stream_sid=STREAM, track=track, chunk=1, timestamp_ms=timestamp,
-                             payload=payload, sequence_number=seq)
+    return msg.media_message(
+        stream_sid=STREAM,
+        track=track,
+        chunk=1,
+        timestamp_ms=timestamp,
+        payload=payload,
+        sequence_number=seq,
+    )
 
 
 def stop_text() -> str:
-    return msg.stop_message(stream_sid=STREAM, account_sid=ACCOUNT, call_sid=CALL,
-                            sequence_number=99)
+    return msg.stop_message(
+        stream_sid=STREAM, account_sid=ACCOUNT, call_sid=CALL, sequence_number=99
+    )
 
 
 def new_session() -> tuple[MediaStreamSession, RememberingSink, CallRegistry]:
@@ -178,13 +192,12 @@ def test_bad_media_frames_are_dropped_counted_and_the_call_goes_on() -> None:
     session.receive(media_text("outbound", 20))  # not a declared track
     session.receive(media_text("inbound", 0))  # duplicate
     session.receive(media_text("inbound", 20))
-    assert session.problems.counts == {"invalid_media": 1, "undeclared_track": 1,
-                                       "late_frame": 1}
+    assert session.problems.counts == {"invalid_media": 1, "undeclared_track": 1, "late_frame": 1}
     assert len(sink.track_pcm("inbound")) == 640
 
 
 def test_unknown_events_are_ignored() -> None:
-    session, sink, _ = new_session()
+    session, _sink, _ = new_session()
     session.receive(start_text())
     session.receive('{"event": "future-thing", "streamSid": "MZ"}')
     assert session.state is StreamState.STREAMING

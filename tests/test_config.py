@@ -10,8 +10,17 @@ SID = "AC" + "a" * 32
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)  # no stray .env
-    for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_NUMBER", "TWILIO_APP_SID",
-                 "TWILIO_API_KEY", "TWILIO_API_SECRET", "PUBLIC_URL", "PORT", "HOST"):
+    for name in (
+        "TWILIO_ACCOUNT_SID",
+        "TWILIO_AUTH_TOKEN",
+        "TWILIO_NUMBER",
+        "TWILIO_APP_SID",
+        "TWILIO_API_KEY",
+        "TWILIO_API_SECRET",
+        "PUBLIC_URL",
+        "PORT",
+        "HOST",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -22,8 +31,7 @@ def test_server_settings_need_no_twilio_values() -> None:
     assert "TWILIO_ACCOUNT_SID" in settings.calling_missing()[0]
 
 
-def test_environment_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch,
-                                         tmp_path: Path) -> None:
+def test_environment_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (tmp_path / ".env").write_text(f"TWILIO_ACCOUNT_SID={SID}\nTWILIO_NUMBER=+14155550100\n")
     monkeypatch.setenv("PORT", "6010")
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", "tok")
@@ -60,8 +68,12 @@ def test_blank_values_count_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_api_key_and_secret_stand_in_for_the_auth_token(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in (("TWILIO_ACCOUNT_SID", SID), ("TWILIO_API_KEY", "SK" + "b" * 32),
-                        ("TWILIO_API_SECRET", "secret"), ("TWILIO_NUMBER", "+14155550100"),
-                        ("PUBLIC_URL", "https://x.example")):
+    for name, value in (
+        ("TWILIO_ACCOUNT_SID", SID),
+        ("TWILIO_API_KEY", "SK" + "b" * 32),
+        ("TWILIO_API_SECRET", "secret"),
+        ("TWILIO_NUMBER", "+14155550100"),
+        ("PUBLIC_URL", "https://x.example"),
+    ):
         monkeypatch.setenv(name, value)
     assert load_settings().calling_missing() == []

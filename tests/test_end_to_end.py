@@ -26,8 +26,10 @@ SECONDS = 4
 def call_audio(seconds: float = SECONDS) -> dict[msg.Track, bytes]:
     caller, receiver = default_call_audio()
     size = int(8000 * seconds)
-    return {"inbound": load_telephone_audio(caller)[:size],
-            "outbound": load_telephone_audio(receiver)[:size]}
+    return {
+        "inbound": load_telephone_audio(caller)[:size],
+        "outbound": load_telephone_audio(receiver)[:size],
+    }
 
 
 def expected_pcm(mulaw: bytes) -> np.ndarray:
@@ -39,11 +41,19 @@ def decode(event: dict) -> np.ndarray:
     return np.frombuffer(base64.b64decode(event["audio"]), dtype="<i2")
 
 
-def stream_call(relay: RunningRelay, audio: dict[msg.Track, bytes], options: StreamOptions,
-                call_sid: str | None = None):
-    return play_stream(StreamTarget(relay.ws_url, relay.ws_url), audio,
-                       call_sid=call_sid or new_sid("CA"), options=options,
-                       custom_parameters={"campaign": "e2e"})
+def stream_call(
+    relay: RunningRelay,
+    audio: dict[msg.Track, bytes],
+    options: StreamOptions,
+    call_sid: str | None = None,
+):
+    return play_stream(
+        StreamTarget(relay.ws_url, relay.ws_url),
+        audio,
+        call_sid=call_sid or new_sid("CA"),
+        options=options,
+        custom_parameters={"campaign": "e2e"},
+    )
 
 
 def logged(relay: RunningRelay, evt: str, call_sid: str) -> bool:
@@ -78,8 +88,9 @@ def test_a_call_arrives_at_socketio_clients_as_16khz_pcm_exactly(relay: RunningR
     for event, track in (("media_in", "inbound"), ("media_out", "outbound")):
         received = [data for name, data in observer.audio if name == event]
         assert [d["timestamp"] for d in received] == [5 + 20 * i for i in range(frames_per_track)]
-        assert all(d["callSid"] == call_sid and d["streamSid"] == report.stream_sid
-                   for d in received)
+        assert all(
+            d["callSid"] == call_sid and d["streamSid"] == report.stream_sid for d in received
+        )
         assert all(len(decode(d)) == 320 for d in received)
         pcm = np.concatenate([decode(d) for d in received])
         assert np.array_equal(pcm, expected_pcm(audio[track]))
@@ -94,10 +105,12 @@ def test_recordings_hold_both_sides_aligned_sample_for_sample(relay: RunningRela
     receiver, _ = read_wav(folder / "receiver.wav")
     assert rate == 16000 and len(caller) == len(receiver) == 80 + SECONDS * 16000
     # The first frame is stamped 5 ms: 80 samples of silence come first on both files.
-    assert np.array_equal(caller, np.concatenate([np.zeros(80, np.int16),
-                                                  expected_pcm(audio["inbound"])]))
-    assert np.array_equal(receiver, np.concatenate([np.zeros(80, np.int16),
-                                                    expected_pcm(audio["outbound"])]))
+    assert np.array_equal(
+        caller, np.concatenate([np.zeros(80, np.int16), expected_pcm(audio["inbound"])])
+    )
+    assert np.array_equal(
+        receiver, np.concatenate([np.zeros(80, np.int16), expected_pcm(audio["outbound"])])
+    )
 
 
 def test_dropped_frames_and_skipped_silence_keep_recordings_aligned(
@@ -106,8 +119,9 @@ def test_dropped_frames_and_skipped_silence_keep_recordings_aligned(
     audio = call_audio()
     observer = RelayObserver(relay.url, keep_audio=True)
     try:
-        report = stream_call(relay, audio,
-                             StreamOptions(speed=0, silence="skip", drop_rate=0.1, seed=4))
+        report = stream_call(
+            relay, audio, StreamOptions(speed=0, silence="skip", drop_rate=0.1, seed=4)
+        )
         assert observer.ended.wait(10)
     finally:
         observer.close()
@@ -117,8 +131,7 @@ def test_dropped_frames_and_skipped_silence_keep_recordings_aligned(
     receiver, _ = read_wav(relay.captures / report.call_sid / "receiver.wav")
     assert len(caller) == len(receiver)
     wavs = {"media_in": caller, "media_out": receiver}
-    received = [(name, data) for name, data in observer.audio
-                if data["callSid"] == report.call_sid]
+    received = [(name, data) for name, data in observer.audio if data["callSid"] == report.call_sid]
     assert len(received) == sum(report.frames_sent.values())
     for name, data in received:
         start = data["timestamp"] * 16
@@ -159,7 +172,11 @@ def test_log_has_one_json_line_per_event_and_no_per_frame_lines(relay: RunningRe
     lines = [json.loads(line) for line in relay.log_file.read_text().splitlines()]
     mine = [line for line in lines if line.get("callSid") == report.call_sid]
     assert [line["evt"] for line in mine] == [
-        "call_started", "recording_started", "call_ended", "recording_finished"]
+        "call_started",
+        "recording_started",
+        "call_ended",
+        "recording_finished",
+    ]
     ended = mine[2]
     assert ended["reason"] == "stop" and ended["frames"] == {"inbound": 50, "outbound": 50}
     assert all(line["ts"].endswith("Z") for line in lines)
@@ -183,8 +200,19 @@ def closed_with(ws: Client, timeout: float = 5) -> int:
     [
         (["{not json"], 1007),
         ([b"\x00binary"], 1003),
-        ([msg.media_message(stream_sid="MZ1", track="inbound", chunk=1, timestamp_ms=0,
-                            payload=b"\xff", sequence_number=1)], 1002),
+        (
+            [
+                msg.media_message(
+                    stream_sid="MZ1",
+                    track="inbound",
+                    chunk=1,
+                    timestamp_ms=0,
+                    payload=b"\xff",
+                    sequence_number=1,
+                )
+            ],
+            1002,
+        ),
         (["x" * (70 * 1024)], 1009),
     ],
     ids=["malformed-json", "binary-frame", "media-before-start", "oversized"],
@@ -201,15 +229,23 @@ def test_bad_input_gets_a_clean_close_with_a_reason(relay: RunningRelay, message
 def test_bad_streams_do_not_disturb_a_call_in_flight(relay: RunningRelay) -> None:
     audio = call_audio(3)
     result = {}
-    good = threading.Thread(target=lambda: result.update(
-        report=stream_call(relay, audio, StreamOptions(speed=5))))
+    good = threading.Thread(
+        target=lambda: result.update(report=stream_call(relay, audio, StreamOptions(speed=5)))
+    )
     observer = RelayObserver(relay.url, keep_audio=True)
     good.start()
     try:
         for i in range(30):
             ws = raw_stream(relay)
-            ws.send(["{", "[]", msg.stop_message(stream_sid="MZ", account_sid="AC", call_sid="CA",
-                                                 sequence_number=1)][i % 3])
+            ws.send(
+                [
+                    "{",
+                    "[]",
+                    msg.stop_message(
+                        stream_sid="MZ", account_sid="AC", call_sid="CA", sequence_number=1
+                    ),
+                ][i % 3]
+            )
             closed_with(ws)
         good.join(30)
         assert observer.ended.wait(10)
@@ -218,8 +254,9 @@ def test_bad_streams_do_not_disturb_a_call_in_flight(relay: RunningRelay) -> Non
     report = result["report"]
     received = [d for n, d in observer.audio if n == "media_in" and d["callSid"] == report.call_sid]
     assert len(received) == 150
-    assert np.array_equal(np.concatenate([decode(d) for d in received]),
-                          expected_pcm(audio["inbound"]))
+    assert np.array_equal(
+        np.concatenate([decode(d) for d in received]), expected_pcm(audio["inbound"])
+    )
 
 
 def test_a_twilio_socket_that_vanishes_mid_call_finalises_the_call(relay: RunningRelay) -> None:
@@ -227,19 +264,37 @@ def test_a_twilio_socket_that_vanishes_mid_call_finalises_the_call(relay: Runnin
     call_sid, stream_sid = new_sid("CA"), new_sid("MZ")
     ws = raw_stream(relay)
     ws.send(msg.connected_message())
-    ws.send(msg.start_message(stream_sid=stream_sid, account_sid="AC" + "0" * 32,
-                              call_sid=call_sid, tracks=("inbound", "outbound"),
-                              custom_parameters={}, sequence_number=1))
+    ws.send(
+        msg.start_message(
+            stream_sid=stream_sid,
+            account_sid="AC" + "0" * 32,
+            call_sid=call_sid,
+            tracks=("inbound", "outbound"),
+            custom_parameters={},
+            sequence_number=1,
+        )
+    )
     for i in range(25):
-        ws.send(msg.media_message(stream_sid=stream_sid, track="inbound", chunk=i + 1,
-                                  timestamp_ms=20 * i, payload=b"\x10" * 160,
-                                  sequence_number=i + 2))
+        ws.send(
+            msg.media_message(
+                stream_sid=stream_sid,
+                track="inbound",
+                chunk=i + 1,
+                timestamp_ms=20 * i,
+                payload=b"\x10" * 160,
+                sequence_number=i + 2,
+            )
+        )
     wait_for(lambda: relay.get("/").json()["activeCalls"] >= 1)
     ws.sock.shutdown(socket.SHUT_RDWR)  # gone: no stop, no close frame
     ws.sock.close()
     try:
-        wait_for(lambda: any(name == "call_ended" and data["callSid"] == call_sid
-                             for name, data in observer.events))
+        wait_for(
+            lambda: any(
+                name == "call_ended" and data["callSid"] == call_sid
+                for name, data in observer.events
+            )
+        )
     finally:
         observer.close()
     ended = next(data for name, data in observer.events if name == "call_ended")

@@ -21,7 +21,10 @@ def test_events_are_json_lines_with_utc_timestamps_and_secrets_redacted(tmp_path
 
 def test_log_file_rotates_at_8_mb_keeping_4_backups(tmp_path: Path) -> None:
     configure_logging(tmp_path / "media.log", "INFO", [])
-    handler = next(h for h in logging.getLogger("callrelay").handlers
-                   if isinstance(h, logging.handlers.RotatingFileHandler))
+    handler = next(
+        h
+        for h in logging.getLogger("callrelay").handlers
+        if isinstance(h, logging.handlers.RotatingFileHandler)
+    )
     assert handler.maxBytes == LOG_MAX_BYTES == 8 * 1024 * 1024
     assert handler.backupCount == LOG_BACKUPS == 4

@@ -21,20 +21,20 @@ CALL = "CA" + "b" * 32
 ACCOUNT = "AC" + "c" * 32
 
 # Twilio's documented examples, verbatim apart from the SIDs.
-DOC_START = """{
+DOC_START = f"""{{
   "event": "start", "sequenceNumber": "1",
-  "start": {
-    "accountSid": "%s", "streamSid": "%s", "callSid": "%s",
+  "start": {{
+    "accountSid": "{ACCOUNT}", "streamSid": "{STREAM}", "callSid": "{CALL}",
     "tracks": [ "inbound", "outbound" ],
-    "mediaFormat": { "encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1 },
-    "customParameters": { "FirstName": "Jane", "LastName": "Doe", "RemoteParty": "Bob" }
-  },
-  "streamSid": "%s"
-}""" % (ACCOUNT, STREAM, CALL, STREAM)
+    "mediaFormat": {{ "encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1 }},
+    "customParameters": {{ "FirstName": "Jane", "LastName": "Doe", "RemoteParty": "Bob" }}
+  }},
+  "streamSid": "{STREAM}"
+}}"""
 
-DOC_MEDIA = """{ "event": "media", "sequenceNumber": "3",
- "media": { "track": "outbound", "chunk": "1", "timestamp": "5", "payload": "no+JhoaJjpz=" },
- "streamSid": "%s" }""" % STREAM
+DOC_MEDIA = f"""{{ "event": "media", "sequenceNumber": "3",
+ "media": {{ "track": "outbound", "chunk": "1", "timestamp": "5", "payload": "no+JhoaJjpz=" }},
+ "streamSid": "{STREAM}" }}"""
 
 
 def test_connected_message_is_parsed() -> None:
@@ -54,24 +54,36 @@ def test_documented_media_message_is_parsed_with_string_counters() -> None:
     media = parse_message(DOC_MEDIA)
     assert isinstance(media, Media)
     assert (media.track, media.chunk, media.timestamp_ms, media.sequence_number) == (
-        "outbound", 1, 5, 3)
+        "outbound",
+        1,
+        5,
+        3,
+    )
     assert media.payload == base64.b64decode("no+JhoaJjpz=")
 
 
 def test_built_messages_parse_back_to_the_same_values() -> None:
-    text = msg.media_message(stream_sid=STREAM, track="inbound", chunk=7, timestamp_ms=145,
-                             payload=b"\x01\x02", sequence_number=9)
+    text = msg.media_message(
+        stream_sid=STREAM,
+        track="inbound",
+        chunk=7,
+        timestamp_ms=145,
+        payload=b"\x01\x02",
+        sequence_number=9,
+    )
     assert parse_message(text) == Media(STREAM, "inbound", 7, 145, b"\x01\x02", 9)
-    stop = msg.stop_message(stream_sid=STREAM, account_sid=ACCOUNT, call_sid=CALL,
-                            sequence_number=10)
+    stop = msg.stop_message(
+        stream_sid=STREAM, account_sid=ACCOUNT, call_sid=CALL, sequence_number=10
+    )
     assert parse_message(stop) == Stop(STREAM, ACCOUNT, CALL, 10)
     dtmf = msg.dtmf_message(stream_sid=STREAM, digit="#", sequence_number=4)
     assert parse_message(dtmf) == Dtmf(STREAM, "#", "inbound_track", 4)
 
 
 def test_mark_is_parsed() -> None:
-    text = json.dumps({"event": "mark", "sequenceNumber": "4", "streamSid": STREAM,
-                       "mark": {"name": "my label"}})
+    text = json.dumps(
+        {"event": "mark", "sequenceNumber": "4", "streamSid": STREAM, "mark": {"name": "my label"}}
+    )
     assert parse_message(text) == Mark(STREAM, "my label", 4)
 
 

@@ -12,8 +12,7 @@ from callrelay.call import AudioChunk, CallInfo
 from callrelay.recording import CallRecorder, WavWriter, repair_captures, repair_wav, wav_header
 from tests.audio_files import read_wav
 
-CALL = CallInfo("CA" + "1" * 32, "MZ" + "2" * 32, "AC" + "3" * 32, ("inbound", "outbound"),
-                {}, 0.0)
+CALL = CallInfo("CA" + "1" * 32, "MZ" + "2" * 32, "AC" + "3" * 32, ("inbound", "outbound"), {}, 0.0)
 
 
 def chunk(track: str, start: int, samples: np.ndarray) -> AudioChunk:

@@ -23,8 +23,14 @@ def test_voice_twiml_streams_both_tracks_then_pauses() -> None:
 
 
 def test_voice_twiml_can_bridge_a_second_party() -> None:
-    script = read_twiml(stream_twiml("wss://h/stream", dial="+14155550111",
-                                     caller_id="+14155550100", parameters={"team": "a"}))
+    script = read_twiml(
+        stream_twiml(
+            "wss://h/stream",
+            dial="+14155550111",
+            caller_id="+14155550100",
+            parameters={"team": "a"},
+        )
+    )
     assert script.dial == "+14155550111" and script.pause_seconds == 0
     assert script.stream is not None and script.stream.parameters == {"team": "a"}
 
@@ -34,8 +40,10 @@ def test_voice_twiml_can_bridge_a_second_party() -> None:
     [
         ("<Response><Start><Stream url='https://h/s'/></Start></Response>", "31922"),
         ("<Response><Start><Stream url='wss://h/s?token=1'/></Start></Response>", "31920"),
-        ("<Response><Connect><Stream url='wss://h/s' track='both_tracks'/></Connect></Response>",
-         "31941"),
+        (
+            "<Response><Connect><Stream url='wss://h/s' track='both_tracks'/></Connect></Response>",
+            "31941",
+        ),
         ("<Response><Start>", "12100"),
     ],
 )

@@ -1,9 +1,9 @@
 """`python -m callrelay.simulator`: be Twilio for a running relay.
 
-  call   a call straight to the relay: the signed `/voice` webhook, then the media stream with
-         two audio files as caller and receiver; prints progress and the Socket.IO events.
-  rest   the fake Twilio REST API; start the relay with TWILIO_API_BASE pointing at it and
-         `POST /make-call` plays calls through it.
+call   a call straight to the relay: the signed `/voice` webhook, then the media stream with
+       two audio files as caller and receiver; prints progress and the Socket.IO events.
+rest   the fake Twilio REST API; start the relay with TWILIO_API_BASE pointing at it and
+       `POST /make-call` plays calls through it.
 """
 
 from __future__ import annotations
@@ -52,16 +52,28 @@ def _stream_options(args: argparse.Namespace) -> StreamOptions:
 def _add_audio_options(parser: argparse.ArgumentParser) -> None:
     caller, receiver = default_call_audio()
     parser.add_argument("--caller", type=Path, default=caller, help="inbound track audio file")
-    parser.add_argument("--receiver", type=Path, default=receiver,
-                        help="outbound track audio file")
-    parser.add_argument("--speed", type=float, default=1.0,
-                        help="1 = real time, 10 = ten times faster, 0 = as fast as possible")
-    parser.add_argument("--silence", choices=("continuous", "skip"), default="continuous",
-                        help="send silent frames (continuous) or leave them out (skip)")
+    parser.add_argument("--receiver", type=Path, default=receiver, help="outbound track audio file")
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="1 = real time, 10 = ten times faster, 0 = as fast as possible",
+    )
+    parser.add_argument(
+        "--silence",
+        choices=("continuous", "skip"),
+        default="continuous",
+        help="send silent frames (continuous) or leave them out (skip)",
+    )
     parser.add_argument("--drop", type=float, default=0.0, help="share of frames to drop")
     parser.add_argument("--jitter", type=float, default=0.0, help="max burst delay in ms")
-    parser.add_argument("--dtmf", type=_dtmf, action="append", default=[],
-                        help="send a DTMF digit at a time, e.g. 5@2.5 (repeatable)")
+    parser.add_argument(
+        "--dtmf",
+        type=_dtmf,
+        action="append",
+        default=[],
+        help="send a DTMF digit at a time, e.g. 5@2.5 (repeatable)",
+    )
     parser.add_argument("--seed", type=int, default=1)
 
 
@@ -101,8 +113,10 @@ def run_call(args: argparse.Namespace) -> int:
     connect_url = server.replace("http", "ws", 1) + "/stream"
     print(f"   TwiML streams {','.join(script.stream.tracks)} to {stream_url}", flush=True)
     observer = None if args.quiet else RelayObserver(server, _print_event, call_sid=call_sid)
-    audio = {"inbound": load_telephone_audio(args.caller),
-             "outbound": load_telephone_audio(args.receiver)}
+    audio = {
+        "inbound": load_telephone_audio(args.caller),
+        "outbound": load_telephone_audio(args.receiver),
+    }
 
     def progress(done: float, total: float) -> None:
         print(f"   streaming {done:5.1f} / {total:.1f} s", flush=True)
@@ -133,22 +147,29 @@ def run_call(args: argparse.Namespace) -> int:
 def run_rest(args: argparse.Namespace) -> int:
     settings = load_settings()
     if settings.twilio_account_sid is None or settings.twilio_auth_token is None:
-        print("the fake REST API needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (any values of "
-              "the right shape; the relay must use the same)", file=sys.stderr)
+        print(
+            "the fake REST API needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (any values of "
+            "the right shape; the relay must use the same)",
+            file=sys.stderr,
+        )
         return 2
     fake = FakeTwilio(
         account_sid=settings.twilio_account_sid,
         auth_token=settings.twilio_auth_token.get_secret_value(),
         api_key=settings.twilio_api_key,
-        api_secret=(settings.twilio_api_secret.get_secret_value()
-                    if settings.twilio_api_secret else None),
+        api_secret=(
+            settings.twilio_api_secret.get_secret_value() if settings.twilio_api_secret else None
+        ),
         caller_audio=load_telephone_audio(args.caller),
         receiver_audio=load_telephone_audio(args.receiver),
         stream_options=_stream_options(args),
         port=args.port,
     ).start()
-    print(f"fake Twilio REST API on {fake.base_url}; start the relay with "
-          f"TWILIO_API_BASE={fake.base_url}", flush=True)
+    print(
+        f"fake Twilio REST API on {fake.base_url}; start the relay with "
+        f"TWILIO_API_BASE={fake.base_url}",
+        flush=True,
+    )
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
@@ -157,14 +178,17 @@ def run_rest(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m callrelay.simulator",
-                                     description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m callrelay.simulator",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     call = commands.add_parser("call", help="stream a call to a running relay")
     call.add_argument("--server", default="http://127.0.0.1:6000", help="the relay's URL")
-    call.add_argument("--public-url", help="the public URL Twilio would sign (default PUBLIC_URL "
-                      "or --server)")
+    call.add_argument(
+        "--public-url", help="the public URL Twilio would sign (default PUBLIC_URL or --server)"
+    )
     call.add_argument("--from", dest="from_number", default="+14155550100")
     call.add_argument("--quiet", action="store_true", help="do not watch Socket.IO")
     _add_audio_options(call)

@@ -14,8 +14,8 @@ import binascii
 import logging
 import threading
 from dataclasses import dataclass, field
-from email.utils import format_datetime
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,8 +40,11 @@ logger = logging.getLogger("callrelay.simulator")
 API_VERSION = "2010-04-01"
 MAGIC_NUMBERS = {
     "+15005550001": (400, 21211, "The 'To' number +15005550001 is not a valid phone number."),
-    "+15005550002": (400, 21612, "The 'To' phone number is not currently reachable using the "
-                     "'From' phone number via SMS."),
+    "+15005550002": (
+        400,
+        21612,
+        "The 'To' phone number is not currently reachable using the 'From' phone number via SMS.",
+    ),
 }
 
 
@@ -188,14 +191,21 @@ class FakeTwilio:
         if not header.startswith("Basic ") or (user, password) not in self._credentials:
             return self._refuse(401, 20003, "Authenticate")
         if account_sid != self.account_sid:
-            return self._refuse(404, 20404, f"The requested resource /{API_VERSION}/Accounts/"
-                                f"{account_sid} was not found")
+            return self._refuse(
+                404,
+                20404,
+                f"The requested resource /{API_VERSION}/Accounts/{account_sid} was not found",
+            )
         return None
 
     def _create_call(self, account_sid: str) -> tuple[Response, int]:
-        self.requests.append({"path": request.path, "form": request.form.to_dict(flat=False),
-                              "auth_user": request.authorization.username
-                              if request.authorization else None})
+        self.requests.append(
+            {
+                "path": request.path,
+                "form": request.form.to_dict(flat=False),
+                "auth_user": request.authorization.username if request.authorization else None,
+            }
+        )
         refused = self._authenticate(account_sid)
         if refused:
             return refused
@@ -210,8 +220,12 @@ class FakeTwilio:
         if not from_:
             return self._refuse(400, 21213, "No 'From' number is specified")
         if not is_e164(from_):
-            return self._refuse(400, 21212, f"The 'From' number {from_} is not a valid phone "
-                                "number, shortcode, or alphanumeric sender ID.")
+            return self._refuse(
+                400,
+                21212,
+                f"The 'From' number {from_} is not a valid phone "
+                "number, shortcode, or alphanumeric sender ID.",
+            )
         url = form.get("Url")
         if not url:
             return self._refuse(400, 21205, "Url parameter is required.")
@@ -253,7 +267,7 @@ class FakeTwilio:
 
     def _run_call(self, call: SimulatedCall) -> None:
         try:
-            self._status_callback(call, "initiated", "queued")
+            self._status_callback(call, "initiated", "initiated")
             call.status = "ringing"
             self._status_callback(call, "ringing", "ringing")
             if call.hang_up.is_set():
@@ -300,8 +314,9 @@ class FakeTwilio:
         response = self._signed_post(call.url, self._webhook_params(call, "in-progress"))
         call.webhook_status = response.status_code
         if response.status_code != 200:
-            raise TwimlError(f"11200 HTTP retrieval failure: {call.url} answered "
-                             f"{response.status_code}")
+            raise TwimlError(
+                f"11200 HTTP retrieval failure: {call.url} answered {response.status_code}"
+            )
         return read_twiml(response.text)
 
     def _stream(self, call: SimulatedCall, script: CallScript) -> StreamReport:
@@ -330,11 +345,12 @@ class FakeTwilio:
             "Timestamp": format_datetime(datetime.now(UTC)),
         }
         if status in ("completed", "busy", "failed", "no-answer", "canceled"):
-            seconds = (call.ended - call.started).total_seconds() if call.ended and call.started else 0
+            seconds = (
+                (call.ended - call.started).total_seconds() if call.ended and call.started else 0
+            )
             params |= {"CallDuration": str(int(seconds)), "Duration": str(int(-(-seconds // 60)))}
         call.callback_sequence += 1
         try:
             self._signed_post(call.status_callback, params)
         except requests.RequestException as error:
             call.errors.append(f"status callback failed: {error}")
-

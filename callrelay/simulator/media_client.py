@@ -8,6 +8,7 @@ frames, bursty delivery, faster than real time.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import secrets
 import threading
@@ -181,10 +182,8 @@ def play_stream(
         report.server_closed = (int(ws.close_reason), str(ws.close_message or ""))
     finally:
         report.seconds = time.monotonic() - started
-        try:
+        with contextlib.suppress(ConnectionClosed):
             ws.close()
-        except ConnectionClosed:
-            pass
     return report
 
 

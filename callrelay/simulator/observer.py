@@ -14,8 +14,13 @@ WATCHED_EVENTS = ("call_started", "call_ended", "dtmf", "call_status", "Caller",
 
 
 class RelayObserver:
-    def __init__(self, server_url: str, on_event: Callable[[str, Any], None] | None = None,
-                 call_sid: str | None = None, keep_audio: bool = False) -> None:
+    def __init__(
+        self,
+        server_url: str,
+        on_event: Callable[[str, Any], None] | None = None,
+        call_sid: str | None = None,
+        keep_audio: bool = False,
+    ) -> None:
         self.counts: Counter[str] = Counter()
         self.events: list[tuple[str, Any]] = []
         self.audio: list[tuple[str, Any]] = []
@@ -25,8 +30,12 @@ class RelayObserver:
         self._client = socketio.Client(reconnection=False)
         for name in (*AUDIO_EVENTS, *WATCHED_EVENTS):
             self._client.on(name, self._handler(name))
-        self._client.connect(server_url, auth={"callSid": call_sid} if call_sid else None,
-                             transports=["websocket"], wait_timeout=10)
+        self._client.connect(
+            server_url,
+            auth={"callSid": call_sid} if call_sid else None,
+            transports=["websocket"],
+            wait_timeout=10,
+        )
 
     def _handler(self, name: str) -> Callable[[Any], None]:
         def handle(data: Any) -> None:

@@ -50,7 +50,7 @@ def read_twiml(text: str) -> CallScript:
                 stream = _stream(element, bidirectional=verb.tag == "Connect")
         elif verb.tag == "Dial":
             number = verb.find("Number")
-            dial = (number.text if number is not None else verb.text or "").strip() or None
+            dial = ((number.text if number is not None else verb.text) or "").strip() or None
         elif verb.tag == "Pause":
             pause += float(verb.get("length", "1"))
     return CallScript(stream=stream, dial=dial, pause_seconds=pause)

@@ -78,6 +78,7 @@ class TwilioCalls:
                 if s.twilio_api_base != "https://api.twilio.com"
                 else TwilioHttpClient(timeout=15)
             )
+            username: str | None
             if s.twilio_api_key and s.twilio_api_secret:
                 username, password = s.twilio_api_key, s.twilio_api_secret.get_secret_value()
             else:

@@ -325,9 +325,7 @@ def dtmf_message(*, stream_sid: str, digit: str, sequence_number: int) -> str:
     )
 
 
-def stop_message(
-    *, stream_sid: str, account_sid: str, call_sid: str, sequence_number: int
-) -> str:
+def stop_message(*, stream_sid: str, account_sid: str, call_sid: str, sequence_number: int) -> str:
     return json.dumps(
         {
             "event": "stop",

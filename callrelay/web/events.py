@@ -39,7 +39,13 @@ def register_client_events(socketio: SocketIO) -> None:
     def connect(auth: object = None) -> None:
         call_sid = _call_sid(auth)
         join_room(call_room(call_sid) if call_sid else ALL_CALLS)
-        log_event(logger, "client_connected", logging.DEBUG, sid=request.sid, callSid=call_sid)
+        log_event(
+            logger,
+            "client_connected",
+            logging.DEBUG,
+            sid=getattr(request, "sid", None),
+            callSid=call_sid,
+        )
 
     @socketio.on("subscribe")  # type: ignore[untyped-decorator]
     def subscribe(data: object) -> dict[str, Any]:
@@ -102,8 +108,12 @@ class SocketIORelay:
         self._emit(
             "call_ended",
             call,
-            {**self._ids(call), "tracks": list(call.tracks), "reason": reason,
-             "customParameters": dict(call.custom_parameters)},
+            {
+                **self._ids(call),
+                "tracks": list(call.tracks),
+                "reason": reason,
+                "customParameters": dict(call.custom_parameters),
+            },
         )
 
     def call_status(self, status: dict[str, Any]) -> None:

@@ -65,15 +65,23 @@ def make_call() -> tuple[Response, int]:
     except CallingNotConfigured as error:
         return _error(503, str(error), missing=error.missing)
     except TwilioRefused as error:
-        log_event(logger, "call_refused", logging.WARNING, twilioCode=error.code,
-                  twilioStatus=error.status, error=error.message)
+        log_event(
+            logger,
+            "call_refused",
+            logging.WARNING,
+            twilioCode=error.code,
+            twilioStatus=error.status,
+            error=error.message,
+        )
         return _error(502, error.message, twilioCode=error.code, twilioStatus=error.status)
     return jsonify({"callSid": placed.call_sid, "status": placed.status}), 200
 
 
 @routes.post("/calls/<call_sid>/hangup")
 def hang_up(call_sid: str) -> tuple[Response, int]:
-    if not (call_sid.startswith("CA") and len(call_sid) == 34 and set(call_sid[2:]) <= CALL_SID_CHARS):
+    if not (
+        call_sid.startswith("CA") and len(call_sid) == 34 and set(call_sid[2:]) <= CALL_SID_CHARS
+    ):
         return _error(400, "call SID must be 'CA' followed by 32 hex digits")
     calls: TwilioCalls = _relay().calls
     try:
@@ -105,8 +113,13 @@ def voice() -> Response:
         dial=bridge_to,
         caller_id=settings.twilio_number,
     )
-    log_event(logger, "voice_webhook", callSid=request.form.get("CallSid"),
-              direction=request.form.get("Direction"), bridged=bridge_to is not None)
+    log_event(
+        logger,
+        "voice_webhook",
+        callSid=request.form.get("CallSid"),
+        direction=request.form.get("Direction"),
+        bridged=bridge_to is not None,
+    )
     return Response(twiml, mimetype="text/xml")
 
 

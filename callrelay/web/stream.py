@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +18,7 @@ MAX_MESSAGE_BYTES = 64 * 1024
 """A Twilio media message is ~400 bytes; anything near this is not Twilio."""
 
 IDLE_TIMEOUT_SECONDS = 60.0
-"""Twilio sends a frame every 20 ms or at worst skips silence; a minute of nothing is a dead peer."""
+"""Twilio sends a frame every 20 ms or skips silence; a silent minute means a dead peer."""
 
 CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
@@ -38,8 +39,14 @@ def serve_stream(
             message = ws.receive(timeout=idle_timeout)
             if message is None:
                 reason = "idle_timeout"
-                log_event(logger, "stream_idle", logging.WARNING, remote=remote,
-                          seconds=idle_timeout, **_ids(session))
+                log_event(
+                    logger,
+                    "stream_idle",
+                    logging.WARNING,
+                    remote=remote,
+                    seconds=idle_timeout,
+                    **_ids(session),
+                )
                 ws.close(1000, "idle timeout")
                 break
             session.receive(message)
@@ -47,15 +54,28 @@ def serve_stream(
             ws.close(1000, "stream stopped")
     except StreamProtocolError as error:
         reason = "protocol_error"
-        log_event(logger, "stream_refused", logging.WARNING, remote=remote,
-                  closeCode=error.close_code, error=error.reason, **_ids(session))
+        log_event(
+            logger,
+            "stream_refused",
+            logging.WARNING,
+            remote=remote,
+            closeCode=error.close_code,
+            error=error.reason,
+            **_ids(session),
+        )
         _close_quietly(ws, error.close_code, error.reason[:120])
     except ConnectionClosed:
         if getattr(ws, "close_reason", None) == CLOSE_MESSAGE_TOO_BIG:
             reason = "protocol_error"
-            log_event(logger, "stream_refused", logging.WARNING, remote=remote,
-                      closeCode=CLOSE_MESSAGE_TOO_BIG,
-                      error=f"message larger than {MAX_MESSAGE_BYTES} bytes", **_ids(session))
+            log_event(
+                logger,
+                "stream_refused",
+                logging.WARNING,
+                remote=remote,
+                closeCode=CLOSE_MESSAGE_TOO_BIG,
+                error=f"message larger than {MAX_MESSAGE_BYTES} bytes",
+                **_ids(session),
+            )
     except Exception:
         reason = "server_error"
         logger.exception("stream handler failed")
@@ -71,7 +91,5 @@ def _ids(session: MediaStreamSession) -> dict[str, str]:
 
 
 def _close_quietly(ws: Any, code: int, reason: str) -> None:
-    try:
+    with contextlib.suppress(Exception):
         ws.close(code, reason)
-    except Exception:
-        pass

@@ -1,0 +1,153 @@
+"""Placing and hanging up calls through the real twilio library and the fake Twilio REST API."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from callrelay.config import load_settings
+from callrelay.simulator.fake_twilio import FakeTwilio
+from callrelay.simulator.observer import RelayObserver
+from callrelay.web.app import create_relay
+from tests.conftest import API_KEY, TWILIO_NUMBER, RunningRelay
+
+
+def wait_for(predicate, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_make_call_places_it_through_twilio_and_its_audio_arrives(
+    relay: RunningRelay, fake_twilio: FakeTwilio
+) -> None:
+    observer = RelayObserver(relay.url)
+    try:
+        answer = relay.post("/make-call", json={"to": "+14155550123"})
+        assert answer.status_code == 200, answer.text
+        call_sid = answer.json()["callSid"]
+        assert call_sid.startswith("CA") and answer.json()["status"] == "queued"
+        call = fake_twilio.wait_for_call(call_sid)
+        assert observer.ended.wait(10)
+        wait_for(
+            lambda: any(
+                d.get("callStatus") == "completed" for n, d in observer.events if n == "call_status"
+            )
+        )
+    finally:
+        observer.close()
+    request = fake_twilio.requests[-1]
+    assert request["auth_user"] == API_KEY  # API key auth when a key is configured
+    assert request["form"]["To"] == ["+14155550123"]
+    assert request["form"]["From"] == [TWILIO_NUMBER]
+    assert request["form"]["Url"] == [relay.url + "/voice"]
+    assert request["form"]["StatusCallbackEvent"] == [
+        "initiated",
+        "ringing",
+        "answered",
+        "completed",
+    ]
+    assert call.webhook_status == 200 and call.errors == []
+    assert call.script is not None and call.script.stream is not None
+    assert call.script.stream.url == relay.ws_url
+    started = next(d for n, d in observer.events if n == "call_started")
+    assert started["callSid"] == call_sid
+    statuses = [d["callStatus"] for n, d in observer.events if n == "call_status"]
+    assert statuses == ["initiated", "ringing", "in-progress", "completed"]
+    # No <Dial>: the outbound track carries only Twilio's silence during the <Pause>.
+    assert observer.counts["media_in"] == observer.counts["media_out"] == 300
+
+
+def test_make_call_with_bridge_dials_the_second_party(
+    relay: RunningRelay, fake_twilio: FakeTwilio
+) -> None:
+    answer = relay.post("/make-call", data={"to": "+14155550123", "bridgeTo": "+14155550124"})
+    assert answer.status_code == 200, answer.text
+    call = fake_twilio.wait_for_call(answer.json()["callSid"])
+    assert call.script is not None and call.script.dial == "+14155550124"
+
+
+def test_hang_up_ends_the_call_and_its_stream(
+    relay: RunningRelay, fake_twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from callrelay.simulator.media_client import StreamOptions
+
+    monkeypatch.setattr(fake_twilio, "stream_options", StreamOptions(speed=1))
+    observer = RelayObserver(relay.url)
+    try:
+        call_sid = relay.post("/make-call", json={"to": "+14155550123"}).json()["callSid"]
+        wait_for(lambda: observer.counts["media_in"] > 10)
+        answer = relay.post(f"/calls/{call_sid}/hangup")
+        assert answer.status_code == 200 and answer.json()["status"] == "completed"
+        call = fake_twilio.wait_for_call(call_sid, timeout=10)
+        assert observer.ended.wait(10)
+    finally:
+        observer.close()
+    assert call.report is not None and call.report.hung_up
+    assert observer.counts["media_in"] < 250  # well short of the 6 s of audio
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "says"),
+    [
+        ({"to": "4155550123"}, 400, "E.164"),
+        ({}, 400, "E.164"),
+        ({"to": "+14155550123", "bridgeTo": "bob"}, 400, "bridgeTo"),
+        ({"to": "+15005550001"}, 502, "not a valid phone number"),
+        ({"to": "+15005550002"}, 502, "not currently reachable"),
+    ],
+)
+def test_make_call_errors_are_json_with_a_clear_message(
+    relay: RunningRelay, body: dict, status: int, says: str
+) -> None:
+    answer = relay.post("/make-call", json=body)
+    assert answer.status_code == status
+    assert says in answer.json()["error"]
+    if status == 502:
+        assert answer.json()["twilioCode"] in (21211, 21612)
+
+
+def test_hang_up_of_an_unknown_call_is_404(relay: RunningRelay) -> None:
+    answer = relay.post("/calls/CA" + "f" * 32 + "/hangup")
+    assert answer.status_code == 404 and answer.json()["twilioCode"] == 20404
+    assert relay.post("/calls/nonsense/hangup").status_code == 400
+
+
+def test_without_credentials_calling_is_503_naming_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in (
+        "TWILIO_ACCOUNT_SID",
+        "TWILIO_AUTH_TOKEN",
+        "TWILIO_NUMBER",
+        "PUBLIC_URL",
+        "TWILIO_API_KEY",
+        "TWILIO_API_SECRET",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    relay = create_relay(load_settings(captures_dir=tmp_path / "c"))
+    answer = relay.app.test_client().post("/make-call", json={"to": "+14155550123"})
+    assert answer.status_code == 503
+    body = answer.get_json()
+    assert "TWILIO_ACCOUNT_SID" in body["error"] and "PUBLIC_URL" in body["missing"]
+    health = relay.app.test_client().get("/").get_json()
+    assert health["status"] == "ok" and health["callingConfigured"] is False
+
+
+def test_voice_forwards_inbound_calls_when_forward_to_is_set(tmp_path: Path) -> None:
+    relay = create_relay(
+        load_settings(
+            captures_dir=tmp_path, forward_to="+14155550999", public_url="https://relay.example.com"
+        )
+    )
+    client = relay.app.test_client()
+    twiml = client.post("/voice", data={"Direction": "inbound", "CallSid": "CA1"}).get_data(
+        as_text=True
+    )
+    assert 'url="wss://relay.example.com/stream"' in twiml and "+14155550999</Dial>" in twiml
+    outbound = client.post("/voice", data={"Direction": "outbound-api"}).get_data(as_text=True)
+    assert "<Dial" not in outbound and '<Pause length="600" />' in outbound
