@@ -68,8 +68,10 @@ def main() -> None:
             wide.append(snr_db(to_mulaw(signal)))
             phone.append(snr_db(to_mulaw(telephone_band(signal))))
             print(f"{path.parent.name + '/' + path.name:<52} {wide[-1]:8.1f}  {phone[-1]:9.1f}")
-        print(f"{'min / mean':<52} {min(wide):4.1f}/{np.mean(wide):4.1f} "
-              f"{min(phone):4.1f}/{np.mean(phone):4.1f}  dB")
+        print(
+            f"{'min / mean':<52} {min(wide):4.1f}/{np.mean(wide):4.1f} "
+            f"{min(phone):4.1f}/{np.mean(phone):4.1f}  dB"
+        )
     else:
         print(f"no shared audio at {SHARED_AUDIO}; skipping SNR")
 
