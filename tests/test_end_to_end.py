@@ -304,3 +304,40 @@ def test_a_twilio_socket_that_vanishes_mid_call_finalises_the_call(relay: Runnin
     receiver, _ = read_wav(relay.captures / call_sid / "receiver.wav")
     assert len(caller) == len(receiver) == 25 * 320
     assert relay.get("/").json()["activeCalls"] == 0
+
+
+def test_simulator_command_plays_a_call_and_prints_what_it_sees(
+    relay: RunningRelay, tmp_path
+) -> None:
+    import subprocess
+    import sys
+
+    import soundfile
+
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)).astype(np.float32)
+    soundfile.write(tmp_path / "tone.flac", tone, 16000)  # 1 s at 16 kHz: resampled to 8 kHz
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "callrelay.simulator",
+            "call",
+            "--server",
+            relay.url,
+            "--speed",
+            "0",
+            "--caller",
+            str(tmp_path / "tone.flac"),
+            "--receiver",
+            str(tmp_path / "tone.flac"),
+            "--dtmf",
+            "9@0.5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "<- call_started" in result.stdout and "<- call_ended" in result.stdout
+    assert '"digit": "9"' in result.stdout
+    assert "'media_in': 50, 'media_out': 50" in result.stdout
