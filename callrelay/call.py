@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from callrelay.audio import Int16Array, Upsampler2x
+from callrelay.audio import MULAW_SILENCE, Int16Array, Upsampler2x, mulaw_decode
 from callrelay.logs import log_event
 from callrelay.twilio.media_stream import (
     Connected,
@@ -71,11 +71,18 @@ class AudioChunk:
     timestamp_ms: int
     start_sample: int
     pcm: Int16Array
+    mulaw: bytes
+    """The 8 kHz mu-law it came from (silence for a gap)."""
     is_gap: bool = False
 
     @property
     def end_sample(self) -> int:
         return self.start_sample + len(self.pcm)
+
+    @property
+    def pcm_8k(self) -> Int16Array:
+        """The telephone audio itself, decoded, for consumers that want 8 kHz."""
+        return mulaw_decode(self.mulaw)
 
 
 class CallSink(Protocol):
@@ -130,6 +137,7 @@ class TrackPipeline:
             timestamp_ms=timestamp_ms,
             start_sample=2 * start,
             pcm=self._upsampler.process_mulaw(payload),
+            mulaw=payload,
         )
 
     def pad_to(self, position: int) -> Iterator[AudioChunk]:
@@ -149,6 +157,7 @@ class TrackPipeline:
                 timestamp_ms=start * 1000 // INPUT_RATE,
                 start_sample=2 * start,
                 pcm=self._upsampler.process_silence(piece),
+                mulaw=bytes([MULAW_SILENCE]) * piece,
                 is_gap=True,
             )
 

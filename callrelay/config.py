@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -55,6 +55,15 @@ class Settings(BaseSettings):
     threads: Annotated[int, Field(ge=4, le=2000)] = 200
     cors_allowed_origins: str = "*"
 
+    asr_engine: Literal["auto", "whisper", "vosk", "off"] = "auto"
+    whisper_model: str | None = None
+    whisper_beam_size: Annotated[int, Field(ge=1, le=10)] = 5
+    vosk_model_path: Path = Path("model")
+    silence_flush_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    asr_threads: Annotated[int, Field(ge=1, le=64)] = 2
+    asr_workers: Annotated[int, Field(ge=1, le=64)] = 2
+    asr_max_lag_seconds: Annotated[float, Field(ge=1, le=3600)] = 30.0
+
     @field_validator(
         "twilio_account_sid",
         "twilio_auth_token",
@@ -64,6 +73,7 @@ class Settings(BaseSettings):
         "twilio_api_secret",
         "public_url",
         "forward_to",
+        "whisper_model",
         mode="before",
     )
     @classmethod

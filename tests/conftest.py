@@ -137,6 +137,7 @@ def relay(
     running = start_relay(
         tmp,
         {
+            "ASR_ENGINE": "off",
             "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
             "TWILIO_API_KEY": API_KEY,

@@ -16,7 +16,7 @@ CALL = CallInfo("CA" + "1" * 32, "MZ" + "2" * 32, "AC" + "3" * 32, ("inbound", "
 
 
 def chunk(track: str, start: int, samples: np.ndarray) -> AudioChunk:
-    return AudioChunk(track, start // 16, start, samples.astype(np.int16))  # type: ignore[arg-type]
+    return AudioChunk(track, start // 16, start, samples.astype(np.int16), b"")  # type: ignore[arg-type]
 
 
 def test_header_is_canonical_pcm16_mono() -> None:

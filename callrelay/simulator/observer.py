@@ -10,7 +10,16 @@ from typing import Any
 import socketio
 
 AUDIO_EVENTS = ("media_in", "media_out")
-WATCHED_EVENTS = ("call_started", "call_ended", "dtmf", "call_status", "Caller", "Receiver")
+WATCHED_EVENTS = (
+    "call_started",
+    "call_ended",
+    "dtmf",
+    "call_status",
+    "Caller",
+    "Receiver",
+    "partial",
+    "transcription_ended",
+)
 
 
 class RelayObserver:

@@ -9,16 +9,21 @@ from flask import Flask, request
 from flask_sock import Sock
 from flask_socketio import SocketIO
 
+from callrelay.asr import SpeechEngine, load_engine
 from callrelay.call import CallRegistry, CallSink, MediaStreamSession
 from callrelay.config import Settings
 from callrelay.logs import log_event
-from callrelay.recording import CallRecorder, repair_captures
+from callrelay.recording import CallRecorder, TranscriptFile, repair_captures
+from callrelay.transcription import TranscriptionSink
 from callrelay.twilio.calls import TwilioCalls
 from callrelay.web.events import SocketIORelay, register_client_events
 from callrelay.web.routes import routes
 from callrelay.web.stream import MAX_MESSAGE_BYTES, serve_stream
 
 logger = logging.getLogger("callrelay.app")
+
+
+LOAD_FROM_SETTINGS = "load"
 
 
 @dataclass
@@ -30,13 +35,20 @@ class Relay:
     recorder: CallRecorder
     socketio_relay: SocketIORelay
     calls: TwilioCalls
+    transcription: TranscriptionSink | None
 
     @property
     def sinks(self) -> list[CallSink]:
-        return [self.socketio_relay, self.recorder]
+        sinks: list[CallSink] = [self.socketio_relay, self.recorder]
+        if self.transcription is not None:
+            sinks.append(self.transcription)
+        return sinks
 
 
-def create_relay(settings: Settings) -> Relay:
+def create_relay(
+    settings: Settings, speech_engine: SpeechEngine | str | None = LOAD_FROM_SETTINGS
+) -> Relay:
+    """The relay for `settings`; pass a loaded `speech_engine` (or None) to skip loading one."""
     app = Flask("callrelay")
     app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": MAX_MESSAGE_BYTES}
     origins = settings.cors_allowed_origins
@@ -51,14 +63,26 @@ def create_relay(settings: Settings) -> Relay:
     repaired = repair_captures(settings.captures_dir)
     if repaired:
         log_event(logger, "recordings_repaired", files=[str(p) for p in repaired])
+    recorder = CallRecorder(settings.captures_dir)
+    socketio_relay = SocketIORelay(socketio)
+    engine = load_engine(settings) if speech_engine == LOAD_FROM_SETTINGS else speech_engine
+    transcription = None
+    if isinstance(engine, SpeechEngine):
+        transcription = TranscriptionSink(
+            engine,
+            [socketio_relay, TranscriptFile(recorder)],
+            workers=settings.asr_workers + 2,
+            max_lag_seconds=settings.asr_max_lag_seconds,
+        )
     relay = Relay(
         settings=settings,
         app=app,
         socketio=socketio,
         registry=CallRegistry(),
-        recorder=CallRecorder(settings.captures_dir),
-        socketio_relay=SocketIORelay(socketio),
+        recorder=recorder,
+        socketio_relay=socketio_relay,
         calls=TwilioCalls(settings),
+        transcription=transcription,
     )
     app.extensions["callrelay"] = relay
     app.register_blueprint(routes)

@@ -13,8 +13,11 @@ from typing import Any
 from flask import request
 from flask_socketio import SocketIO, join_room, leave_room
 
+from callrelay.asr import Transcript
 from callrelay.call import AudioChunk, CallInfo, pcm_bytes
 from callrelay.logs import log_event
+from callrelay.transcription import SPEAKER_NAMES
+from callrelay.twilio.media_stream import Track
 
 logger = logging.getLogger("callrelay.socketio")
 
@@ -115,6 +118,23 @@ class SocketIORelay:
                 "customParameters": dict(call.custom_parameters),
             },
         )
+
+    def transcript(self, call: CallInfo, track: Track, transcript: Transcript) -> None:
+        payload: dict[str, Any] = {
+            **self._ids(call),
+            "text": transcript.text,
+            "start": round(transcript.start, 3),
+            "end": round(transcript.end, 3),
+        }
+        if transcript.confidence is not None:
+            payload["confidence"] = transcript.confidence
+        if transcript.is_final:
+            self._emit(SPEAKER_NAMES[track], call, payload)
+        else:
+            self._emit("partial", call, {**payload, "speaker": SPEAKER_NAMES[track]})
+
+    def transcription_ended(self, call: CallInfo) -> None:
+        self._emit("transcription_ended", call, self._ids(call))
 
     def call_status(self, status: dict[str, Any]) -> None:
         call_sid = str(status.get("callSid", ""))

@@ -46,6 +46,7 @@ def health() -> Response:
             "version": __version__,
             "activeCalls": len(relay.registry.active()),
             "callingConfigured": not relay.settings.calling_missing(),
+            "asr": relay.transcription.status() if relay.transcription else {"engine": "off"},
         }
     )
 

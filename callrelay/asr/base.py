@@ -1,0 +1,58 @@
+"""One small interface for speech engines, in the way python-socketio's backends fill a template.
+
+An engine is loaded once and shared; each call track gets its own `TrackRecogniser`, fed the
+track's audio in order from the start of the call (gaps already filled with silence), so a
+recogniser can tell time by counting samples.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from callrelay.audio import Int16Array
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """A recognised stretch of one track; times in seconds on the call's timeline."""
+
+    text: str
+    start: float
+    end: float
+    confidence: float | None = None
+    is_final: bool = True
+
+
+class TrackRecogniser(ABC):
+    @abstractmethod
+    def accept(self, samples: Int16Array) -> list[Transcript]:
+        """The track's next samples; returns what became recognisable (finals, partials)."""
+
+    @abstractmethod
+    def skip(self, sample_count: int) -> list[Transcript]:
+        """Audio that will never come (dropped under load): close what is pending, move on."""
+
+    @abstractmethod
+    def finish(self) -> list[Transcript]:
+        """The track ended: everything still pending, as finals."""
+
+
+class SpeechEngine(ABC):
+    name: str
+    sample_rate: int
+    """The rate the recognisers take: 16000, or 8000 to feed the telephone audio unchanged."""
+
+    @abstractmethod
+    def new_recogniser(self) -> TrackRecogniser: ...
+
+    def describe(self) -> dict[str, object]:
+        return {"engine": self.name, "sampleRate": self.sample_rate}
+
+
+def pcm_to_float(samples: Int16Array) -> npt.NDArray[np.float32]:
+    scaled: npt.NDArray[np.float32] = samples.astype(np.float32) / np.float32(32768.0)
+    return scaled

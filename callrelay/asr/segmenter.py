@@ -1,0 +1,131 @@
+"""Cutting one track into utterances as it streams, for engines that are not streaming (Whisper).
+
+A small state machine over 32 ms VAD windows: SILENCE -> SPEECH when a window's speech
+probability reaches `threshold`; SPEECH -> SILENCE once `min_silence` has passed below
+`threshold - 0.15` (hysteresis, as Silero's own segmentation does). An utterance keeps
+`pre_roll` of audio before its first speech window and `post_roll` after its last, and is cut
+at `max_utterance` even without a pause (Whisper sees 30 s at most).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from callrelay.asr.vad import SAMPLE_RATE, WINDOW_SAMPLES
+
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class SegmenterParams:
+    threshold: float = 0.5
+    min_silence: float = 0.4
+    min_speech: float = 0.25
+    pre_roll: float = 0.3
+    post_roll: float = 0.2
+    max_utterance: float = 25.0
+
+
+@dataclass(frozen=True)
+class Utterance:
+    audio: FloatArray
+    speech_start: int
+    """First speech sample on the track's timeline (16 kHz)."""
+    speech_end: int
+
+
+class UtteranceSegmenter:
+    def __init__(
+        self, probability: Callable[[FloatArray], float], params: SegmenterParams | None = None
+    ) -> None:
+        self._probability = probability
+        self.params = p = params or SegmenterParams()
+        self._pending = np.zeros(0, dtype=np.float32)
+        self.position = 0
+        """Samples consumed by the VAD so far."""
+        self._pre_roll: deque[FloatArray] = deque(maxlen=max(1, round(p.pre_roll * 31.25)))
+        self._utterance: list[FloatArray] = []
+        self._speech_start = 0
+        self._last_speech_end = 0
+        self._in_speech = False
+
+    @property
+    def in_speech(self) -> bool:
+        return self._in_speech
+
+    def accept(self, audio: FloatArray) -> list[Utterance]:
+        done: list[Utterance] = []
+        self._pending = np.concatenate((self._pending, audio)) if len(self._pending) else audio
+        usable = len(self._pending) - len(self._pending) % WINDOW_SAMPLES
+        for offset in range(0, usable, WINDOW_SAMPLES):
+            window = self._pending[offset : offset + WINDOW_SAMPLES]
+            utterance = self._window(window, self._probability(window))
+            if utterance is not None:
+                done.append(utterance)
+        self._pending = self._pending[usable:]
+        return done
+
+    def _window(self, window: FloatArray, speech: float) -> Utterance | None:
+        p = self.params
+        start = self.position
+        self.position += WINDOW_SAMPLES
+        if not self._in_speech:
+            if speech >= p.threshold:
+                self._in_speech = True
+                self._speech_start = start
+                self._last_speech_end = self.position
+                self._utterance = [*self._pre_roll, window]
+                self._pre_roll.clear()
+            else:
+                self._pre_roll.append(window)
+            return None
+        self._utterance.append(window)
+        if speech >= p.threshold - 0.15:
+            self._last_speech_end = self.position
+        silent_for = (self.position - self._last_speech_end) / SAMPLE_RATE
+        too_long = (self.position - self._speech_start) / SAMPLE_RATE >= p.max_utterance
+        if silent_for >= p.min_silence or too_long:
+            return self._close()
+        return None
+
+    def _close(self) -> Utterance | None:
+        p = self.params
+        if not self._in_speech:
+            return None
+        self._in_speech = False
+        audio = np.concatenate(self._utterance)
+        self._utterance = []
+        # Keep post_roll of the trailing silence; the rest goes back to the pre-roll.
+        pre_roll_samples = len(audio) - (self.position - self._speech_start)
+        keep_until = pre_roll_samples + (self._last_speech_end - self._speech_start)
+        keep_until = min(len(audio), keep_until + round(p.post_roll * SAMPLE_RATE))
+        if (self._last_speech_end - self._speech_start) / SAMPLE_RATE < p.min_speech:
+            return None
+        return Utterance(audio[:keep_until], self._speech_start, self._last_speech_end)
+
+    def skip(self, sample_count: int) -> list[Utterance]:
+        closed = self._close()
+        self._pre_roll.clear()
+        self._pending = np.zeros(0, dtype=np.float32)
+        self.position += sample_count
+        return [closed] if closed else []
+
+    def finish(self) -> list[Utterance]:
+        """End of stream: the tail (padded to a whole window) and any open utterance."""
+        done: list[Utterance] = []
+        if len(self._pending):
+            tail = np.zeros(WINDOW_SAMPLES, dtype=np.float32)
+            tail[: len(self._pending)] = self._pending
+            self._pending = np.zeros(0, dtype=np.float32)
+            utterance = self._window(tail, self._probability(tail))
+            if utterance is not None:
+                done.append(utterance)
+        closed = self._close()
+        if closed is not None:
+            done.append(closed)
+        return done

@@ -1,0 +1,302 @@
+"""The transcription sink: one recogniser per call track, run on worker threads, never on a socket.
+
+Each track is a small actor: the stream thread appends audio to the track's queue and returns at
+once; a worker from a shared pool drains the queue in order, one worker per track at a time.
+The queue is bounded by `max_lag` seconds of audio: when recognition falls that far behind, the
+oldest audio is skipped (the recogniser is told, so times stay right), counted and logged, and
+the relay never waits. `lag` is how far behind each track is; `GET /` shows the worst.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Protocol
+
+import numpy as np
+
+from callrelay.asr import SpeechEngine, TrackRecogniser, Transcript
+from callrelay.audio import Int16Array
+from callrelay.call import AudioChunk, CallInfo
+from callrelay.logs import log_event
+from callrelay.twilio.media_stream import Track
+
+logger = logging.getLogger("callrelay.transcription")
+
+SPEAKER_NAMES: dict[Track, str] = {"inbound": "Caller", "outbound": "Receiver"}
+LAG_WARNING_SECONDS = 2.0
+LAG_LOG_INTERVAL = 10.0
+
+
+class TranscriptListener(Protocol):
+    def transcript(self, call: CallInfo, track: Track, transcript: Transcript) -> None: ...
+
+    def transcription_ended(self, call: CallInfo) -> None: ...
+
+
+@dataclass
+class _Skip:
+    samples: int
+
+
+class TrackTranscriber:
+    def __init__(
+        self,
+        sink: TranscriptionSink,
+        call: CallInfo,
+        track: Track,
+        recogniser: TrackRecogniser,
+        rate: int,
+        max_pending: int,
+    ) -> None:
+        self._sink = sink
+        self.call = call
+        self.track = track
+        self._recogniser = recogniser
+        self.rate = rate
+        self._max_pending = max_pending
+        self._lock = threading.Lock()
+        self._queue: deque[Int16Array | _Skip] = deque()
+        self._queued = 0
+        self._scheduled = False
+        self._finishing = False
+        self.done = threading.Event()
+        self.received = 0
+        self.processed = 0
+        self.skipped = 0
+
+    @property
+    def lag(self) -> float:
+        return (self.received - self.processed) / self.rate
+
+    def feed(self, samples: Int16Array) -> None:
+        with self._lock:
+            if self._finishing:
+                return
+            self._queue.append(samples)
+            self._queued += len(samples)
+            self.received += len(samples)
+            dropped = 0
+            skip = 0
+            while self._queued > self._max_pending:
+                oldest = self._queue.popleft()
+                if isinstance(oldest, _Skip):
+                    skip += oldest.samples
+                    continue
+                self._queued -= len(oldest)
+                dropped += len(oldest)
+            if dropped:
+                self._queue.appendleft(_Skip(skip + dropped))
+                self.skipped += dropped
+            self._schedule()
+        if dropped:
+            self._sink.overloaded(self, dropped)
+
+    def finish(self) -> None:
+        with self._lock:
+            self._finishing = True
+            self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            self._sink.submit(self._drain)
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                items = list(self._queue)
+                self._queue.clear()
+                self._queued = 0
+                finish_now = not items and self._finishing and not self.done.is_set()
+                if not items and not finish_now:
+                    self._scheduled = False
+                    return
+            if finish_now:
+                self._run(self._recogniser.finish, 0)
+                self.done.set()
+                self._sink.track_done(self)
+            else:
+                self._process(items)
+
+    def _process(self, items: list[Int16Array | _Skip]) -> None:
+        """Runs of audio go to the recogniser in one call each; skips in between."""
+        run: list[Int16Array] = []
+        for item in [*items, None]:
+            if isinstance(item, np.ndarray):
+                run.append(item)
+                continue
+            if run:
+                audio = np.concatenate(run) if len(run) > 1 else run[0]
+                self._run(partial(self._recogniser.accept, audio), len(audio))
+                run = []
+            if isinstance(item, _Skip):
+                self._run(partial(self._recogniser.skip, item.samples), item.samples)
+
+    def _run(self, step: Callable[[], list[Transcript]], samples: int) -> None:
+        try:
+            results = step()
+        except Exception:
+            logger.exception("recogniser failed on %s %s", self.call.call_sid, self.track)
+            results = []
+        self.processed += samples
+        for transcript in results:
+            self._sink.deliver(self, transcript)
+
+
+class TranscriptionSink:
+    def __init__(
+        self,
+        engine: SpeechEngine,
+        listeners: Sequence[TranscriptListener],
+        *,
+        workers: int = 4,
+        max_lag_seconds: float = 30.0,
+    ) -> None:
+        self.engine = engine
+        self._listeners = listeners
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asr")
+        self._max_pending = int(max_lag_seconds * engine.sample_rate)
+        self._lock = threading.Lock()
+        self._calls: dict[str, dict[Track, TrackTranscriber]] = {}
+        self._lag_logged: dict[str, float] = {}
+        self.transcripts = 0
+        self.skipped_seconds = 0.0
+
+    # CallSink
+
+    def call_started(self, call: CallInfo) -> None:
+        tracks = {
+            track: TrackTranscriber(
+                self,
+                call,
+                track,
+                self.engine.new_recogniser(),
+                self.engine.sample_rate,
+                self._max_pending,
+            )
+            for track in call.tracks
+        }
+        with self._lock:
+            self._calls[call.stream_sid] = tracks
+
+    def audio(self, call: CallInfo, chunk: AudioChunk) -> None:
+        tracks = self._calls.get(call.stream_sid)
+        if tracks is None:
+            return
+        transcriber = tracks[chunk.track]
+        transcriber.feed(chunk.pcm if self.engine.sample_rate == 16000 else chunk.pcm_8k)
+        lag = transcriber.lag
+        if lag >= LAG_WARNING_SECONDS:
+            self._log_lag(transcriber, lag)
+
+    def dtmf(self, call: CallInfo, digit: str) -> None:
+        pass
+
+    def call_ended(self, call: CallInfo, reason: str) -> None:
+        tracks = self._calls.get(call.stream_sid, {})
+        for transcriber in tracks.values():
+            transcriber.finish()
+
+    # Worker side
+
+    def submit(self, work: Callable[[], None]) -> None:
+        self._pool.submit(work)
+
+    def deliver(self, transcriber: TrackTranscriber, transcript: Transcript) -> None:
+        call = transcriber.call
+        if transcript.is_final:
+            self.transcripts += 1
+            log_event(
+                logger,
+                "transcript",
+                speaker=SPEAKER_NAMES[transcriber.track],
+                callSid=call.call_sid,
+                streamSid=call.stream_sid,
+                text=transcript.text,
+                start=round(transcript.start, 2),
+                end=round(transcript.end, 2),
+                confidence=transcript.confidence,
+                lagSeconds=round(transcriber.lag, 2),
+            )
+        for listener in self._listeners:
+            try:
+                listener.transcript(call, transcriber.track, transcript)
+            except Exception:
+                logger.exception("transcript listener failed")
+
+    def track_done(self, transcriber: TrackTranscriber) -> None:
+        call = transcriber.call
+        with self._lock:
+            tracks = self._calls.get(call.stream_sid, {})
+            if not all(t.done.is_set() for t in tracks.values()):
+                return
+            self._calls.pop(call.stream_sid, None)
+            self._lag_logged.pop(call.stream_sid, None)
+        log_event(
+            logger,
+            "transcription_ended",
+            callSid=call.call_sid,
+            streamSid=call.stream_sid,
+            skippedSeconds={t.track: round(t.skipped / t.rate, 2) for t in tracks.values()},
+        )
+        for listener in self._listeners:
+            try:
+                listener.transcription_ended(call)
+            except Exception:
+                logger.exception("transcript listener failed")
+
+    def overloaded(self, transcriber: TrackTranscriber, samples: int) -> None:
+        self.skipped_seconds += samples / transcriber.rate
+        self._log_lag(transcriber, transcriber.lag, skipped=samples / transcriber.rate)
+
+    def _log_lag(self, transcriber: TrackTranscriber, lag: float, skipped: float = 0.0) -> None:
+        now = time.monotonic()
+        key = transcriber.call.stream_sid
+        if now - self._lag_logged.get(key, -LAG_LOG_INTERVAL) < LAG_LOG_INTERVAL:
+            return
+        self._lag_logged[key] = now
+        log_event(
+            logger,
+            "asr_lag",
+            logging.WARNING,
+            callSid=transcriber.call.call_sid,
+            streamSid=key,
+            speaker=SPEAKER_NAMES[transcriber.track],
+            lagSeconds=round(lag, 2),
+            skippedSeconds=round(skipped, 2),
+            detail="recognition is behind the call; oldest audio is skipped past the limit",
+        )
+
+    def status(self) -> dict[str, object]:
+        with self._lock:
+            transcribers = [t for tracks in self._calls.values() for t in tracks.values()]
+        return {
+            **self.engine.describe(),
+            "activeTracks": len(transcribers),
+            "maxLagSeconds": round(max((t.lag for t in transcribers), default=0.0), 2),
+            "skippedSeconds": round(self.skipped_seconds, 2),
+            "transcripts": self.transcripts,
+        }
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until every ended call's transcripts are out (shutdown, tests)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                busy = any(
+                    not t.done.is_set() for tracks in self._calls.values() for t in tracks.values()
+                )
+            if not busy:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True)
