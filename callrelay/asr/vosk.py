@@ -21,6 +21,9 @@ from callrelay.logs import log_event
 logger = logging.getLogger("callrelay.asr")
 
 VOSK_RATE = 8000
+PIECE_SAMPLES = 800
+"""Audio that queued up while the worker was busy goes in 100 ms at a time, so that every
+pause still ends an utterance of its own and partials keep coming."""
 
 
 def is_vosk_model(path: Path) -> bool:
@@ -72,6 +75,12 @@ class VoskRecogniser(TrackRecogniser):
         self._partial_changed_at = 0
 
     def accept(self, samples: Int16Array) -> list[Transcript]:
+        results: list[Transcript] = []
+        for start in range(0, len(samples), PIECE_SAMPLES):
+            results += self._accept_piece(samples[start : start + PIECE_SAMPLES])
+        return results
+
+    def _accept_piece(self, samples: Int16Array) -> list[Transcript]:
         self._position += len(samples)
         if self._kaldi.AcceptWaveform(samples.astype("<i2", copy=False).tobytes()):
             return self._final(self._kaldi.Result())

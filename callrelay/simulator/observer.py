@@ -35,6 +35,7 @@ class RelayObserver:
         self.audio: list[tuple[str, Any]] = []
         self._keep_audio = keep_audio
         self.ended = threading.Event()
+        self.transcription_ended = threading.Event()
         self._on_event = on_event
         self._client = socketio.Client(reconnection=False)
         for name in (*AUDIO_EVENTS, *WATCHED_EVENTS):
@@ -58,6 +59,8 @@ class RelayObserver:
                     self._on_event(name, data)
             if name == "call_ended":
                 self.ended.set()
+            if name == "transcription_ended":
+                self.transcription_ended.set()
 
         return handle
 

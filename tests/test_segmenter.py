@@ -1,0 +1,83 @@
+import numpy as np
+
+from callrelay.asr.segmenter import SegmenterParams, UtteranceSegmenter
+from callrelay.asr.vad import StreamingVad
+from tests.audio_files import REAL_DIR, read_wav, require_shared_audio
+
+RATE = 16000
+
+
+def loudness_vad(window: np.ndarray) -> float:
+    """A stand-in VAD for testing the state machine: loud windows are speech."""
+    return 1.0 if np.abs(window).max() > 0.1 else 0.0
+
+
+def signal(*parts: tuple[float, float]) -> np.ndarray:
+    """(seconds, amplitude) pieces; amplitude 0 is silence, else a 200 Hz tone."""
+    pieces = []
+    for seconds, amplitude in parts:
+        t = np.arange(int(seconds * RATE)) / RATE
+        pieces.append((amplitude * np.sin(2 * np.pi * 200 * t)).astype(np.float32))
+    return np.concatenate(pieces)
+
+
+def segment(audio: np.ndarray, params: SegmenterParams | None = None, step: int = 320):
+    segmenter = UtteranceSegmenter(loudness_vad, params)
+    found = []
+    for i in range(0, len(audio), step):
+        found += segmenter.accept(audio[i : i + step])
+    return found, segmenter
+
+
+def test_each_pause_ends_an_utterance_with_its_times() -> None:
+    audio = signal((1.0, 0), (1.5, 0.5), (0.8, 0), (1.0, 0.5), (1.0, 0))
+    found, _ = segment(audio)
+    assert len(found) == 2
+    first, second = found
+    assert abs(first.speech_start / RATE - 1.0) < 0.04 and abs(first.speech_end / RATE - 2.5) < 0.04
+    assert abs(second.speech_start / RATE - 3.3) < 0.04
+    # pre-roll before and post-roll after the speech are kept for the recogniser
+    assert abs(len(first.audio) / RATE - (0.3 + 1.5 + 0.2)) < 0.05
+
+
+def test_short_blips_are_not_utterances() -> None:
+    found, _ = segment(signal((0.5, 0), (0.1, 0.5), (1.0, 0)))
+    assert found == []
+
+
+def test_a_pause_shorter_than_min_silence_does_not_split() -> None:
+    found, _ = segment(signal((0.5, 0), (1.0, 0.5), (0.2, 0), (1.0, 0.5), (1.0, 0)))
+    assert len(found) == 1
+
+
+def test_endless_speech_is_cut_at_max_utterance() -> None:
+    found, _ = segment(signal((12.0, 0.5)), SegmenterParams(max_utterance=5.0))
+    assert len(found) == 2 and all(u.speech_end - u.speech_start <= 5 * RATE + 512 for u in found)
+
+
+def test_finish_returns_the_utterance_still_open_at_hang_up() -> None:
+    found, segmenter = segment(signal((0.5, 0), (1.0, 0.5)))
+    assert found == []
+    tail = segmenter.finish()
+    assert len(tail) == 1 and abs(tail[0].speech_start / RATE - 0.5) < 0.04
+
+
+def test_skipped_audio_closes_the_utterance_and_moves_time_on() -> None:
+    _, segmenter = segment(signal((0.5, 0), (1.0, 0.5)))
+    closed = segmenter.skip(RATE * 10)
+    assert len(closed) == 1
+    later = segmenter.accept(signal((1.0, 0.5), (1.0, 0)))
+    assert abs(later[0].speech_start / RATE - 11.5) < 0.05
+
+
+def test_real_vad_finds_the_speech_in_a_recording() -> None:
+    require_shared_audio()
+    speech, _ = read_wav(REAL_DIR / "quick_brown_fox.wav")
+    audio = np.concatenate(
+        [np.zeros(RATE, np.float32), speech.astype(np.float32) / 32768, np.zeros(RATE, np.float32)]
+    )
+    segmenter = UtteranceSegmenter(StreamingVad().probability)
+    found = segmenter.accept(audio) + segmenter.finish()
+    assert len(found) >= 1
+    assert found[0].speech_start / RATE >= 0.9  # not before the leading second of silence
+    assert found[-1].speech_end / RATE <= 1 + len(speech) / RATE + 0.1
