@@ -341,3 +341,17 @@ def test_simulator_command_plays_a_call_and_prints_what_it_sees(
     assert "<- call_started" in result.stdout and "<- call_ended" in result.stdout
     assert '"digit": "9"' in result.stdout
     assert "'media_in': 50, 'media_out': 50" in result.stdout
+
+
+def test_a_client_can_leave_out_audio(relay: RunningRelay) -> None:
+    quiet = RelayObserver(relay.url, audio=False)
+    loud = RelayObserver(relay.url)
+    try:
+        stream_call(relay, call_audio(1), StreamOptions(speed=0))
+        assert quiet.ended.wait(10) and loud.ended.wait(10)
+    finally:
+        quiet.close()
+        loud.close()
+    assert quiet.counts["media_in"] == quiet.counts["media_out"] == 0
+    assert quiet.counts["call_started"] == quiet.counts["call_ended"] == 1
+    assert loud.counts["media_in"] == 50

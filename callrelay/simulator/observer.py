@@ -29,6 +29,7 @@ class RelayObserver:
         on_event: Callable[[str, Any], None] | None = None,
         call_sid: str | None = None,
         keep_audio: bool = False,
+        audio: bool = True,
     ) -> None:
         self.counts: Counter[str] = Counter()
         self.events: list[tuple[str, Any]] = []
@@ -40,9 +41,12 @@ class RelayObserver:
         self._client = socketio.Client(reconnection=False)
         for name in (*AUDIO_EVENTS, *WATCHED_EVENTS):
             self._client.on(name, self._handler(name))
+        auth: dict[str, Any] = {"audio": audio}
+        if call_sid:
+            auth["callSid"] = call_sid
         self._client.connect(
             server_url,
-            auth={"callSid": call_sid} if call_sid else None,
+            auth=auth,
             transports=["websocket"],
             wait_timeout=10,
         )

@@ -2,6 +2,8 @@
 
 Every client receives every call unless it picks one: `auth={"callSid": "CA..."}` at connect,
 or the `subscribe` event, puts it in that call's room only; `unsubscribe` returns it to all calls.
+`"audio": false` in either leaves out `media_in`/`media_out` (50 events a second per track) for
+clients that only want transcripts and call events.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import logging
 from typing import Any
 
 from flask import request
-from flask_socketio import SocketIO, join_room, leave_room
+from flask_socketio import SocketIO, join_room, leave_room, rooms
 
 from callrelay.asr import Transcript
 from callrelay.call import AudioChunk, CallInfo, pcm_bytes
@@ -29,6 +31,10 @@ def call_room(call_sid: str) -> str:
     return f"call:{call_sid}"
 
 
+def audio_room(room: str) -> str:
+    return f"{room}:audio"
+
+
 def _call_sid(data: object) -> str | None:
     if isinstance(data, dict):
         value = data.get("callSid")
@@ -37,11 +43,27 @@ def _call_sid(data: object) -> str | None:
     return None
 
 
+def _wants_audio(data: object) -> bool:
+    return not (isinstance(data, dict) and data.get("audio") is False)
+
+
+def _follow(call_sid: str | None, audio: bool) -> None:
+    """Leave whatever the client followed; join one call's rooms or all calls'."""
+    own = getattr(request, "sid", None)
+    for room in rooms():
+        if room != own:
+            leave_room(room)
+    room = call_room(call_sid) if call_sid else ALL_CALLS
+    join_room(room)
+    if audio:
+        join_room(audio_room(room))
+
+
 def register_client_events(socketio: SocketIO) -> None:
     @socketio.on("connect")  # type: ignore[untyped-decorator]
     def connect(auth: object = None) -> None:
         call_sid = _call_sid(auth)
-        join_room(call_room(call_sid) if call_sid else ALL_CALLS)
+        _follow(call_sid, _wants_audio(auth))
         log_event(
             logger,
             "client_connected",
@@ -55,16 +77,12 @@ def register_client_events(socketio: SocketIO) -> None:
         call_sid = _call_sid(data)
         if call_sid is None:
             return {"ok": False, "error": "subscribe needs {'callSid': 'CA...'}"}
-        leave_room(ALL_CALLS)
-        join_room(call_room(call_sid))
+        _follow(call_sid, _wants_audio(data))
         return {"ok": True, "callSid": call_sid}
 
     @socketio.on("unsubscribe")  # type: ignore[untyped-decorator]
     def unsubscribe(data: object = None) -> dict[str, Any]:
-        call_sid = _call_sid(data)
-        if call_sid:
-            leave_room(call_room(call_sid))
-        join_room(ALL_CALLS)
+        _follow(None, _wants_audio(data))
         return {"ok": True}
 
 
@@ -94,14 +112,14 @@ class SocketIORelay:
     def audio(self, call: CallInfo, chunk: AudioChunk) -> None:
         if chunk.is_gap:
             return
-        self._emit(
+        self._socketio.emit(
             MEDIA_EVENTS[chunk.track],
-            call,
             {
                 **self._ids(call),
                 "timestamp": chunk.timestamp_ms,
                 "audio": base64.b64encode(pcm_bytes(chunk.pcm)).decode("ascii"),
             },
+            to=[audio_room(ALL_CALLS), audio_room(call_room(call.call_sid))],
         )
 
     def dtmf(self, call: CallInfo, digit: str) -> None:
