@@ -61,6 +61,8 @@ class StreamReport:
     frames_skipped_silent: int = 0
     messages_sent: int = 0
     seconds: float = 0.0
+    started_at: float = 0.0
+    """time.monotonic() when frame 0 was due: media at call time T was due at started_at + T."""
     hung_up: bool = False
     server_closed: tuple[int, str] | None = None
     warnings: list[str] = field(default_factory=list)
@@ -114,6 +116,7 @@ def play_stream(
         report.messages_sent += 1
 
     started = time.monotonic()
+    report.started_at = started - options.first_timestamp_ms / 1000
     try:
         send(msg.connected_message())
         sequence += 1

@@ -1,0 +1,262 @@
+"""Benchmark: live transcription through the real relay, with concurrent simulated calls.
+
+    python -m benchmarks.transcription [--calls 1,5,10] [--engine whisper] [--speed 1]
+
+For each number of concurrent calls it starts `python app.py`, streams that many two-party calls
+of real human speech (../shared/audio/real, alternating between caller and receiver) in real
+time, and prints:
+  - word error rate per side, live, next to the same engine run offline on whole utterances;
+  - final latency: speech end (on the call's timeline) -> `Caller`/`Receiver` event, p50/p95/max;
+  - relay latency: media frame due -> `media_in` at a Socket.IO client, ASR on vs off;
+  - server CPU (cores busy), real-time factor (CPU seconds per second of track audio), memory;
+  - the worst recognition lag seen in `GET /`, and audio skipped under overload.
+Loopback only. Figures, not pass/fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import requests
+
+from callrelay.simulator.conversation import Conversation, build_conversation, word_error_rate
+from callrelay.simulator.media_client import StreamOptions, StreamTarget, new_sid, play_stream
+from callrelay.simulator.observer import RelayObserver
+from tests.conftest import start_relay, stop_relay
+
+SHARED_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
+SPEAKER_EVENTS = {"Caller": "caller", "Receiver": "receiver"}
+
+
+def real_speech_call() -> tuple[Conversation, list[tuple[Path, str]]]:
+    real = SHARED_AUDIO / "real"
+    with (real / "transcripts.tsv").open() as file:
+        clips = [(real / r["file"], r["transcript"]) for r in csv.DictReader(file, delimiter="\t")]
+    return build_conversation(clips), clips
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+class ProcessMeter:
+    """CPU seconds and memory of a process, from /proc."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak_rss_mb = 0.0
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        import os
+
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) / 1024
+                self.peak_rss_mb = max(self.peak_rss_mb, rss)
+                return rss
+        return 0.0
+
+
+@dataclass
+class RunResult:
+    calls: int
+    engine: str
+    latencies: list[float] = field(default_factory=list)
+    media_latencies: list[float] = field(default_factory=list)
+    wer: dict[str, float] = field(default_factory=dict)
+    cpu_cores: float = 0.0
+    rtf: float = 0.0
+    idle_rss_mb: float = 0.0
+    peak_rss_mb: float = 0.0
+    max_lag: float = 0.0
+    skipped: float = 0.0
+    missing_calls: int = 0
+
+
+def run(calls: int, engine: str, conversation: Conversation, speed: float) -> RunResult:
+    result = RunResult(calls, engine)
+    with tempfile.TemporaryDirectory() as tmp:
+        relay = start_relay(Path(tmp), {"ASR_ENGINE": engine, "LOG_LEVEL": "WARNING"})
+        try:
+            meter = ProcessMeter(relay.process.pid)
+            time.sleep(1.0)
+            result.idle_rss_mb = meter.rss_mb()
+            sids = [new_sid("CA") for _ in range(calls)]
+            arrivals: dict[str, list[tuple[float, str, Any]]] = {sid: [] for sid in sids}
+
+            def recorder(sid: str):
+                def on_event(name: str, data: Any) -> None:
+                    arrivals[sid].append((time.monotonic(), name, data))
+
+                return on_event
+
+            observers = [
+                RelayObserver(relay.url, recorder(sid), call_sid=sid, audio=False) for sid in sids
+            ]
+            media_times: list[tuple[float, int]] = []
+            audio_watch = RelayObserver(relay.url, call_sid=sids[0], keep_audio=False)
+            audio_watch._client.on(  # record arrival of every media_in of the first call
+                "media_in", lambda data: media_times.append((time.monotonic(), data["timestamp"]))
+            )
+            reports: dict[str, Any] = {}
+            stop_sampling = threading.Event()
+
+            def sample() -> None:
+                while not stop_sampling.wait(0.5):
+                    meter.rss_mb()
+                    try:
+                        asr = requests.get(relay.url + "/", timeout=5).json()["asr"]
+                    except (requests.RequestException, KeyError, ValueError):
+                        continue
+                    result.max_lag = max(result.max_lag, float(asr.get("maxLagSeconds", 0)))
+                    result.skipped = max(result.skipped, float(asr.get("skippedSeconds", 0)))
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            cpu_before, wall_before = meter.cpu_seconds(), time.monotonic()
+
+            def call(sid: str, delay: float) -> None:
+                time.sleep(delay)
+                reports[sid] = play_stream(
+                    StreamTarget(relay.ws_url, relay.ws_url),
+                    {"inbound": conversation.caller, "outbound": conversation.receiver},
+                    call_sid=sid,
+                    options=StreamOptions(speed=speed),
+                )
+
+            # Calls start spread over two seconds, as real calls would, not in lock-step.
+            threads = [
+                threading.Thread(target=call, args=(sid, 2.0 * i / calls))
+                for i, sid in enumerate(sids)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            if engine != "off":
+                for observer in observers:
+                    observer.transcription_ended.wait(120)
+            else:
+                time.sleep(1.0)
+            cpu = meter.cpu_seconds() - cpu_before
+            wall = time.monotonic() - wall_before
+            stop_sampling.set()
+            result.cpu_cores = cpu / wall
+            result.rtf = cpu / (calls * 2 * conversation.seconds)
+            result.peak_rss_mb = meter.peak_rss_mb
+            for observer in [*observers, audio_watch]:
+                observer.close()
+            start0 = reports[sids[0]].started_at
+            result.media_latencies = [
+                arrival - (start0 + (timestamp - 5) / 1000 + 0.02)
+                for arrival, timestamp in media_times
+            ]
+            hypotheses: dict[str, list[str]] = {"caller": [], "receiver": []}
+            for sid in sids:
+                events = [(t, n, d) for t, n, d in arrivals[sid] if n in SPEAKER_EVENTS]
+                if not events and engine != "off":
+                    result.missing_calls += 1
+                for arrival, name, data in events:
+                    # Audio at call time T was due at started_at + T / speed.
+                    due = reports[sid].started_at + float(data["end"]) / (speed or 1)
+                    result.latencies.append(arrival - due)
+                for side in hypotheses:
+                    hypotheses[side].append(
+                        " ".join(d["text"] for _, n, d in events if SPEAKER_EVENTS[n] == side)
+                    )
+            if engine != "off":
+                for side, texts in hypotheses.items():
+                    reference = " ".join(t.text for t in conversation.turns if t.speaker == side)
+                    result.wer[side] = word_error_rate([reference] * calls, texts)
+        finally:
+            stop_relay(relay)
+    return result
+
+
+def offline_wer(clips: list[tuple[Path, str]]) -> dict[str, float]:
+    """The same engine on each whole clip, through the same phone channel and upsampler."""
+    from callrelay.asr.segmenter import Utterance
+    from callrelay.asr.whisper import WhisperEngine, bundled_model_path
+    from callrelay.audio import Upsampler2x
+    from callrelay.simulator.audio_source import load_telephone_audio
+
+    model = bundled_model_path()
+    assert model is not None
+    engine = WhisperEngine(model)
+    sides: dict[str, tuple[list[str], list[str]]] = {"caller": ([], []), "receiver": ([], [])}
+    for index, (path, text) in enumerate(clips):
+        mulaw = load_telephone_audio(path)
+        upsampler = Upsampler2x()
+        pcm = np.concatenate(
+            [upsampler.process_mulaw(mulaw[i : i + 160]) for i in range(0, len(mulaw), 160)]
+        )
+        audio = pcm.astype(np.float32) / 32768
+        transcript = engine.transcribe(Utterance(audio, 0, len(audio)))
+        side = "caller" if index % 2 == 0 else "receiver"
+        sides[side][0].append(text)
+        sides[side][1].append(transcript.text if transcript else "")
+    return {side: word_error_rate(refs, hyps) for side, (refs, hyps) in sides.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", default="1,5,10")
+    parser.add_argument("--engine", default="whisper")
+    parser.add_argument("--speed", type=float, default=1.0)
+    parser.add_argument("--no-compare-off", action="store_true")
+    args = parser.parse_args()
+    conversation, clips = real_speech_call()
+    print(
+        f"call: {conversation.seconds:.1f} s, {len(conversation.turns)} turns of real speech, "
+        f"both tracks, streamed at speed {args.speed}"
+    )
+    if args.engine == "whisper":
+        offline = offline_wer(clips)
+        print(
+            f"offline WER (whole clips, same engine): caller {offline['caller']:.1%}, "
+            f"receiver {offline['receiver']:.1%}"
+        )
+    header = (
+        f"{'calls':>5} {'engine':>7} {'WER caller':>10} {'WER recv':>9} {'lat p50':>8} "
+        f"{'lat p95':>8} {'lat max':>8} {'media p50':>9} {'media p95':>9} {'cores':>6} "
+        f"{'RTF':>6} {'RSS MB':>7} {'max lag':>8} {'skipped':>8}"
+    )
+    rows = []
+    for calls in [int(c) for c in args.calls.split(",")]:
+        engines = [args.engine] if args.no_compare_off else [args.engine, "off"]
+        for engine in engines:
+            r = run(calls, engine, conversation, args.speed)
+            rows.append(
+                f"{calls:>5} {engine:>7} "
+                f"{r.wer.get('caller', float('nan')):>10.1%} {r.wer.get('receiver', float('nan')):>9.1%} "
+                f"{percentile(r.latencies, 50):>8.2f} {percentile(r.latencies, 95):>8.2f} "
+                f"{max(r.latencies, default=float('nan')):>8.2f} "
+                f"{percentile(r.media_latencies, 50) * 1000:>7.1f}ms "
+                f"{percentile(r.media_latencies, 95) * 1000:>7.1f}ms "
+                f"{r.cpu_cores:>6.2f} {r.rtf:>6.3f} {r.peak_rss_mb:>7.0f} {r.max_lag:>8.2f} "
+                f"{r.skipped:>8.1f}"
+            )
+            print(header if len(rows) == 1 else "", end="\n" if len(rows) == 1 else "")
+            print(rows[-1], flush=True)
+    print(
+        "\nlat: speech end -> final event (s). media: frame due -> media_in at a client. "
+        "cores: server CPU / wall time. RTF: server CPU s per s of track audio."
+    )
+    _ = statistics
+
+
+if __name__ == "__main__":
+    main()
