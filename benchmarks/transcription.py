@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import statistics
+import os
 import tempfile
 import threading
 import time
@@ -49,25 +49,31 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class ProcessMeter:
-    """CPU seconds and memory of a process, from /proc."""
+    """CPU seconds and memory of the server: gunicorn's master and its worker, from /proc."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.peak_rss_mb = 0.0
 
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        import os
+    def pids(self) -> list[int]:
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        return [self.pid, *map(int, children)]
 
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    def cpu_seconds(self) -> float:
+        total = 0
+        for pid in self.pids():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1]) / 1024
-                self.peak_rss_mb = max(self.peak_rss_mb, rss)
-                return rss
-        return 0.0
+        rss = 0.0
+        for pid in self.pids():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    rss += int(line.split()[1]) / 1024
+        self.peak_rss_mb = max(self.peak_rss_mb, rss)
+        return rss
 
 
 @dataclass
@@ -160,16 +166,17 @@ def run(calls: int, engine: str, conversation: Conversation, speed: float) -> Ru
             for observer in [*observers, audio_watch]:
                 observer.close()
             start0 = reports[sids[0]].started_at
+            # A frame stamped T ms was due to be sent at started_at + T / 1000.
             result.media_latencies = [
-                arrival - (start0 + (timestamp - 5) / 1000 + 0.02)
-                for arrival, timestamp in media_times
+                arrival - (start0 + timestamp / 1000 / (speed or 1))
+                for arrival, timestamp in media_times[10:]  # past the connection's first burst
             ]
             hypotheses: dict[str, list[str]] = {"caller": [], "receiver": []}
             for sid in sids:
                 events = [(t, n, d) for t, n, d in arrivals[sid] if n in SPEAKER_EVENTS]
                 if not events and engine != "off":
                     result.missing_calls += 1
-                for arrival, name, data in events:
+                for arrival, _, data in events:
                     # Audio at call time T was due at started_at + T / speed.
                     due = reports[sid].started_at + float(data["end"]) / (speed or 1)
                     result.latencies.append(arrival - due)
@@ -235,13 +242,14 @@ def main() -> None:
         f"{'RTF':>6} {'RSS MB':>7} {'max lag':>8} {'skipped':>8}"
     )
     rows = []
+    nan = float("nan")
     for calls in [int(c) for c in args.calls.split(",")]:
         engines = [args.engine] if args.no_compare_off else [args.engine, "off"]
         for engine in engines:
             r = run(calls, engine, conversation, args.speed)
             rows.append(
                 f"{calls:>5} {engine:>7} "
-                f"{r.wer.get('caller', float('nan')):>10.1%} {r.wer.get('receiver', float('nan')):>9.1%} "
+                f"{r.wer.get('caller', nan):>10.1%} {r.wer.get('receiver', nan):>9.1%} "
                 f"{percentile(r.latencies, 50):>8.2f} {percentile(r.latencies, 95):>8.2f} "
                 f"{max(r.latencies, default=float('nan')):>8.2f} "
                 f"{percentile(r.media_latencies, 50) * 1000:>7.1f}ms "
@@ -255,7 +263,6 @@ def main() -> None:
         "\nlat: speech end -> final event (s). media: frame due -> media_in at a client. "
         "cores: server CPU / wall time. RTF: server CPU s per s of track audio."
     )
-    _ = statistics
 
 
 if __name__ == "__main__":
