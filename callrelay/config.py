@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     whisper_beam_size: Annotated[int, Field(ge=1, le=10)] = 5
     vosk_model_path: Path = Path("model")
     silence_flush_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
-    asr_threads: Annotated[int, Field(ge=1, le=64)] = 2
+    asr_threads: Annotated[int, Field(ge=1, le=64)] = 1
     asr_workers: Annotated[int, Field(ge=1, le=64)] = 2
     asr_max_lag_seconds: Annotated[float, Field(ge=1, le=3600)] = 30.0
 

@@ -9,7 +9,9 @@ the relay never waits. `lag` is how far behind each track is; `GET /` shows the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -17,7 +19,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 
@@ -28,10 +30,40 @@ from callrelay.logs import log_event
 from callrelay.twilio.media_stream import Track
 
 logger = logging.getLogger("callrelay.transcription")
+T = TypeVar("T")
 
 SPEAKER_NAMES: dict[Track, str] = {"inbound": "Caller", "outbound": "Receiver"}
+RECOGNITION_NICE = 10
+"""Recognition threads run at a lower OS priority than the relay's, so that when the CPU is
+short it is transcripts that wait, never audio frames."""
 LAG_WARNING_SECONDS = 2.0
 LAG_LOG_INTERVAL = 10.0
+
+
+def lower_thread_priority(nice: int = RECOGNITION_NICE) -> None:
+    """Lower this thread's priority (Linux: a thread's nice value; threads it starts inherit it)."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+
+
+def at_low_priority(work: Callable[[], T]) -> T:
+    """Run `work` on a thread of low priority and return its result; a model loaded this way
+    starts its own worker threads at that priority."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        lower_thread_priority()
+        try:
+            outcome["value"] = work()
+        except BaseException as error:
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, name="asr-load")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return cast(T, outcome["value"])
 
 
 class TranscriptListener(Protocol):
@@ -161,7 +193,9 @@ class TranscriptionSink:
     ) -> None:
         self.engine = engine
         self._listeners = listeners
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asr")
+        self._pool = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="asr", initializer=lower_thread_priority
+        )
         self._max_pending = int(max_lag_seconds * engine.sample_rate)
         self._lock = threading.Lock()
         self._calls: dict[str, dict[Track, TrackTranscriber]] = {}

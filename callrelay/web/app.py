@@ -14,7 +14,7 @@ from callrelay.call import CallRegistry, CallSink, MediaStreamSession
 from callrelay.config import Settings
 from callrelay.logs import log_event
 from callrelay.recording import CallRecorder, TranscriptFile, repair_captures
-from callrelay.transcription import TranscriptionSink
+from callrelay.transcription import TranscriptionSink, at_low_priority
 from callrelay.twilio.calls import TwilioCalls
 from callrelay.web.events import SocketIORelay, register_client_events
 from callrelay.web.routes import routes
@@ -24,6 +24,9 @@ logger = logging.getLogger("callrelay.app")
 
 
 LOAD_FROM_SETTINGS = "load"
+TRACK_WORKERS = 16
+"""Threads that run tracks' recognisers (VAD, then waiting for a batch to be decoded): enough
+for many tracks' utterances to meet in one batch; the decoding itself is ASR_WORKERS threads."""
 
 
 @dataclass
@@ -65,13 +68,17 @@ def create_relay(
         log_event(logger, "recordings_repaired", files=[str(p) for p in repaired])
     recorder = CallRecorder(settings.captures_dir)
     socketio_relay = SocketIORelay(socketio)
-    engine = load_engine(settings) if speech_engine == LOAD_FROM_SETTINGS else speech_engine
+    engine = (
+        at_low_priority(lambda: load_engine(settings))
+        if speech_engine == LOAD_FROM_SETTINGS
+        else speech_engine
+    )
     transcription = None
     if isinstance(engine, SpeechEngine):
         transcription = TranscriptionSink(
             engine,
             [socketio_relay, TranscriptFile(recorder)],
-            workers=settings.asr_workers + 2,
+            workers=TRACK_WORKERS,
             max_lag_seconds=settings.asr_max_lag_seconds,
         )
     relay = Relay(
