@@ -1,0 +1,144 @@
+"""The transcription sink's contract, with a recogniser whose behaviour the test controls."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from callrelay.asr import SpeechEngine, TrackRecogniser, Transcript
+from callrelay.call import AudioChunk, CallInfo
+from callrelay.transcription import TranscriptionSink
+
+RATE = 16000
+CALL = CallInfo("CA" + "1" * 32, "MZ" + "2" * 32, "AC" + "3" * 32, ("inbound", "outbound"), {}, 0.0)
+
+
+@dataclass
+class LedgerRecogniser(TrackRecogniser):
+    """Writes down what it is given; one final per second of audio; can be held up."""
+
+    gate: threading.Event
+    fail: bool = False
+    position: int = 0
+    calls: list[tuple[str, int, str]] = field(default_factory=list)
+
+    def accept(self, samples):
+        self.gate.wait(10)
+        if self.fail:
+            raise RuntimeError("recogniser blew up")
+        self.calls.append(("accept", len(samples), threading.current_thread().name))
+        before, self.position = self.position, self.position + len(samples)
+        return [
+            Transcript(f"second {s}", s, s + 1.0)
+            for s in range(before // RATE + 1, self.position // RATE + 1)
+        ]
+
+    def skip(self, sample_count):
+        self.calls.append(("skip", sample_count, threading.current_thread().name))
+        self.position += sample_count
+        return []
+
+    def finish(self):
+        self.calls.append(("finish", 0, threading.current_thread().name))
+        return [Transcript("the rest", self.position / RATE, self.position / RATE)]
+
+
+class LedgerEngine(SpeechEngine):
+    name = "ledger"
+    sample_rate = RATE
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.gate.set()
+        self.recognisers: list[LedgerRecogniser] = []
+
+    def new_recogniser(self) -> LedgerRecogniser:
+        recogniser = LedgerRecogniser(self.gate)
+        self.recognisers.append(recogniser)
+        return recogniser
+
+
+@dataclass
+class Listener:
+    finals: list[tuple[str, str]] = field(default_factory=list)
+    ended: threading.Event = field(default_factory=threading.Event)
+
+    def transcript(self, call, track, transcript):
+        self.finals.append((track, transcript.text))
+
+    def transcription_ended(self, call):
+        self.ended.set()
+
+
+def chunk(track: str, index: int) -> AudioChunk:
+    pcm = np.zeros(320, np.int16)
+    return AudioChunk(track, index * 20, index * 320, pcm, b"\xff" * 160)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def engine() -> LedgerEngine:
+    return LedgerEngine()
+
+
+def test_audio_is_recognised_in_order_on_worker_threads(engine: LedgerEngine) -> None:
+    listener = Listener()
+    sink = TranscriptionSink(engine, [listener], workers=2)
+    sink.call_started(CALL)
+    for i in range(150):  # 3 s per track
+        sink.audio(CALL, chunk("inbound", i))
+        sink.audio(CALL, chunk("outbound", i))
+    sink.call_ended(CALL, "stop")
+    assert listener.ended.wait(10)
+    caller, receiver = engine.recognisers
+    for recogniser in (caller, receiver):
+        kinds = [kind for kind, _, _ in recogniser.calls]
+        assert kinds[-1] == "finish" and "skip" not in kinds
+        assert sum(n for kind, n, _ in recogniser.calls if kind == "accept") == 150 * 320
+        assert all(name.startswith("asr") for _, _, name in recogniser.calls)
+    assert [t for track, t in listener.finals if track == "inbound"] == [
+        "second 1",
+        "second 2",
+        "second 3",
+        "the rest",
+    ]
+    assert sink.status()["maxLagSeconds"] == 0 and sink.status()["activeTracks"] == 0
+
+
+def test_recognition_falling_behind_skips_the_oldest_audio_and_never_blocks(
+    engine: LedgerEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    listener = Listener()
+    sink = TranscriptionSink(engine, [listener], workers=2, max_lag_seconds=1.0)
+    sink.call_started(CALL)
+    engine.gate.clear()  # the recogniser is stuck
+    for i in range(250):  # 5 s of audio while it is stuck: feeding must still return
+        sink.audio(CALL, chunk("inbound", i))
+    status = sink.status()
+    assert status["maxLagSeconds"] >= 4.0 and status["skippedSeconds"] > 0
+    assert sum(r.getMessage() == "asr_lag" for r in caplog.records) == 1  # logged once
+    engine.gate.set()
+    sink.call_ended(CALL, "stop")
+    assert listener.ended.wait(10)
+    caller = engine.recognisers[0]
+    fed = sum(n for kind, n, _ in caller.calls if kind in ("accept", "skip"))
+    assert fed == 250 * 320  # skipped audio still counts: later times stay right
+    skipped = sum(n for kind, n, _ in caller.calls if kind == "skip")
+    assert 3 * RATE <= skipped <= 4 * RATE + 320
+
+
+def test_a_failing_recogniser_is_logged_and_the_call_still_ends(
+    engine: LedgerEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    listener = Listener()
+    sink = TranscriptionSink(engine, [listener], workers=2)
+    sink.call_started(CALL)
+    engine.recognisers[0].fail = True
+    for i in range(10):
+        sink.audio(CALL, chunk("inbound", i))
+    sink.call_ended(CALL, "stop")
+    assert listener.ended.wait(10)
+    assert any("recogniser failed" in r.getMessage() for r in caplog.records)
+    assert ("inbound", "the rest") in listener.finals
