@@ -134,16 +134,22 @@ def run(calls: int, engine: str, conversation: Conversation, speed: float) -> Ru
             sampler.start()
             cpu_before, wall_before = meter.cpu_seconds(), time.monotonic()
 
+            # Real calls are not in lock-step: each call starts at another turn of the
+            # conversation (wrapping around), and they connect over two seconds.
+            scripts = {
+                sid: conversation.rotated(i * len(conversation.turns) // calls)
+                for i, sid in enumerate(sids)
+            }
+
             def call(sid: str, delay: float) -> None:
                 time.sleep(delay)
                 reports[sid] = play_stream(
                     StreamTarget(relay.ws_url, relay.ws_url),
-                    {"inbound": conversation.caller, "outbound": conversation.receiver},
+                    {"inbound": scripts[sid].caller, "outbound": scripts[sid].receiver},
                     call_sid=sid,
                     options=StreamOptions(speed=speed),
                 )
 
-            # Calls start spread over two seconds, as real calls would, not in lock-step.
             threads = [
                 threading.Thread(target=call, args=(sid, 2.0 * i / calls))
                 for i, sid in enumerate(sids)
@@ -172,6 +178,7 @@ def run(calls: int, engine: str, conversation: Conversation, speed: float) -> Ru
                 for arrival, timestamp in media_times[10:]  # past the connection's first burst
             ]
             hypotheses: dict[str, list[str]] = {"caller": [], "receiver": []}
+            references: dict[str, list[str]] = {"caller": [], "receiver": []}
             for sid in sids:
                 events = [(t, n, d) for t, n, d in arrivals[sid] if n in SPEAKER_EVENTS]
                 if not events and engine != "off":
@@ -184,10 +191,12 @@ def run(calls: int, engine: str, conversation: Conversation, speed: float) -> Ru
                     hypotheses[side].append(
                         " ".join(d["text"] for _, n, d in events if SPEAKER_EVENTS[n] == side)
                     )
+                    references[side].append(
+                        " ".join(t.text for t in scripts[sid].turns if t.speaker == side)
+                    )
             if engine != "off":
                 for side, texts in hypotheses.items():
-                    reference = " ".join(t.text for t in conversation.turns if t.speaker == side)
-                    result.wer[side] = word_error_rate([reference] * calls, texts)
+                    result.wer[side] = word_error_rate(references[side], texts)
         finally:
             stop_relay(relay)
     return result

@@ -36,6 +36,27 @@ class Conversation:
     def seconds(self) -> float:
         return max(len(self.caller), len(self.receiver)) / 8000
 
+    def rotated(self, turn: int) -> Conversation:
+        """The same call started in the pause before turn `turn` and wrapped around, so that
+        simultaneous test calls do not all speak at the same moments."""
+        if not self.turns or turn % len(self.turns) == 0:
+            return self
+        first = self.turns[turn % len(self.turns)]
+        previous_end = self.turns[turn % len(self.turns) - 1].end
+        cut = int((previous_end + first.start) / 2 * 8000)
+        seconds = len(self.caller) / 8000
+
+        def shift(t: Turn) -> Turn:
+            start = (t.start - cut / 8000) % seconds
+            return Turn(t.speaker, start, start + t.end - t.start, t.text)
+
+        turns = sorted((shift(t) for t in self.turns), key=lambda t: t.start)
+        return Conversation(
+            self.caller[cut:] + self.caller[:cut],
+            self.receiver[cut:] + self.receiver[:cut],
+            tuple(turns),
+        )
+
 
 def read_turns(path: Path) -> list[Turn]:
     """A `turns.tsv` (speaker, start_s, end_s, text)."""
