@@ -318,19 +318,3 @@ class TranscriptionSink:
             "skippedSeconds": round(self.skipped_seconds, 2),
             "transcripts": self.transcripts,
         }
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Wait until every ended call's transcripts are out (shutdown, tests)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                busy = any(
-                    not t.done.is_set() for tracks in self._calls.values() for t in tracks.values()
-                )
-            if not busy:
-                return True
-            time.sleep(0.02)
-        return False
-
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=True)

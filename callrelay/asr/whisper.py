@@ -126,6 +126,12 @@ class WhisperEngine(SpeechEngine):
 
         started = time.monotonic()
         self.model_name = str(model)
+        bundled = bundled_model_path()
+        self.model_label = (
+            "tiny.en (bundled)"
+            if bundled is not None and Path(str(model)) == bundled
+            else Path(str(model)).name or str(model)
+        )
         self._model = WhisperModel(
             str(model),
             device="cpu",
@@ -159,8 +165,11 @@ class WhisperEngine(SpeechEngine):
     def describe(self) -> dict[str, object]:
         return {
             **super().describe(),
-            "model": Path(self.model_name).name or self.model_name,
+            "model": self.model_label,
             "beamSize": self.beam_size,
+            "utterances": self._batches.decoded,
+            "meanBatch": round(self._batches.decoded / max(1, self._batches.batches), 2),
+            "fullWindowFallbacks": self.fallbacks,
         }
 
     def _prepare_short_window(self) -> None:
