@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+
+
+SID_PREFIXES = {"twilio_account_sid": "AC", "twilio_api_key": "SK", "twilio_app_sid": "AP"}
 
 
 def is_e164(number: str) -> bool:
@@ -80,25 +83,12 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         return _optional_str(value)
 
-    @field_validator("twilio_account_sid")
+    @field_validator("twilio_account_sid", "twilio_api_key", "twilio_app_sid")
     @classmethod
-    def _account_sid(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"AC[0-9a-fA-F]{32}", value):
-            raise ValueError("must be 'AC' followed by 32 hex digits")
-        return value
-
-    @field_validator("twilio_api_key")
-    @classmethod
-    def _api_key(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"SK[0-9a-fA-F]{32}", value):
-            raise ValueError("must be 'SK' followed by 32 hex digits")
-        return value
-
-    @field_validator("twilio_app_sid")
-    @classmethod
-    def _app_sid(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"AP[0-9a-fA-F]{32}", value):
-            raise ValueError("must be 'AP' followed by 32 hex digits")
+    def _sid(cls, value: str | None, info: ValidationInfo) -> str | None:
+        prefix = SID_PREFIXES[str(info.field_name)]
+        if value is not None and not re.fullmatch(prefix + r"[0-9a-fA-F]{32}", value):
+            raise ValueError(f"must be '{prefix}' followed by 32 hex digits")
         return value
 
     @field_validator("twilio_number", "forward_to")

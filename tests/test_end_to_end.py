@@ -355,3 +355,20 @@ def test_a_client_can_leave_out_audio(relay: RunningRelay) -> None:
     assert quiet.counts["media_in"] == quiet.counts["media_out"] == 0
     assert quiet.counts["call_started"] == quiet.counts["call_ended"] == 1
     assert loud.counts["media_in"] == 50
+
+
+def test_bursty_delivery_still_arrives_complete_and_in_order(relay: RunningRelay) -> None:
+    audio = call_audio(2)
+    observer = RelayObserver(relay.url, keep_audio=True)
+    try:
+        report = stream_call(relay, audio, StreamOptions(speed=4, jitter_ms=80, seed=9))
+        assert observer.ended.wait(10)
+    finally:
+        observer.close()
+    received = [
+        d for n, d in observer.audio if n == "media_out" and d["callSid"] == report.call_sid
+    ]
+    assert [d["timestamp"] for d in received] == [5 + 20 * i for i in range(100)]
+    assert np.array_equal(
+        np.concatenate([decode(d) for d in received]), expected_pcm(audio["outbound"])
+    )

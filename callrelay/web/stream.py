@@ -54,34 +54,31 @@ def serve_stream(
             ws.close(1000, "stream stopped")
     except StreamProtocolError as error:
         reason = "protocol_error"
-        log_event(
-            logger,
-            "stream_refused",
-            logging.WARNING,
-            remote=remote,
-            closeCode=error.close_code,
-            error=error.reason,
-            **_ids(session),
-        )
+        _refused(session, remote, error.close_code, error.reason)
         _close_quietly(ws, error.close_code, error.reason[:120])
     except ConnectionClosed:
         if getattr(ws, "close_reason", None) == CLOSE_MESSAGE_TOO_BIG:
             reason = "protocol_error"
-            log_event(
-                logger,
-                "stream_refused",
-                logging.WARNING,
-                remote=remote,
-                closeCode=CLOSE_MESSAGE_TOO_BIG,
-                error=f"message larger than {MAX_MESSAGE_BYTES} bytes",
-                **_ids(session),
-            )
+            too_big = f"message larger than {MAX_MESSAGE_BYTES} bytes"
+            _refused(session, remote, CLOSE_MESSAGE_TOO_BIG, too_big)
     except Exception:
         reason = "server_error"
         logger.exception("stream handler failed")
         _close_quietly(ws, CLOSE_INTERNAL_ERROR, "internal error")
     finally:
         session.close(reason)
+
+
+def _refused(session: MediaStreamSession, remote: str, code: int, error: str) -> None:
+    log_event(
+        logger,
+        "stream_refused",
+        logging.WARNING,
+        remote=remote,
+        closeCode=code,
+        error=error,
+        **_ids(session),
+    )
 
 
 def _ids(session: MediaStreamSession) -> dict[str, str]:
