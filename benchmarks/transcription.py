@@ -29,7 +29,7 @@ import numpy as np
 import requests
 
 from callrelay.simulator.conversation import Conversation, build_conversation, word_error_rate
-from callrelay.simulator.media_client import StreamOptions, StreamTarget, new_sid, play_stream
+from callrelay.simulator.media_client import StreamOptions, new_sid, play_stream
 from callrelay.simulator.observer import RelayObserver
 from tests.conftest import start_relay, stop_relay
 
@@ -144,7 +144,7 @@ def run(calls: int, engine: str, conversation: Conversation, speed: float) -> Ru
             def call(sid: str, delay: float) -> None:
                 time.sleep(delay)
                 reports[sid] = play_stream(
-                    StreamTarget(relay.ws_url, relay.ws_url),
+                    relay.stream_target(),
                     {"inbound": scripts[sid].caller, "outbound": scripts[sid].receiver},
                     call_sid=sid,
                     options=StreamOptions(speed=speed),

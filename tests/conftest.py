@@ -17,7 +17,7 @@ import requests
 
 from callrelay.simulator.audio_source import default_call_audio, load_telephone_audio
 from callrelay.simulator.fake_twilio import FakeTwilio
-from callrelay.simulator.media_client import StreamOptions
+from callrelay.simulator.media_client import StreamOptions, StreamTarget, handshake_headers
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCOUNT_SID = "AC" + "5" * 32
@@ -52,6 +52,14 @@ class RunningRelay:
     log_file: Path
     process: subprocess.Popen[bytes]
     output: Path
+    auth_token: str | None = None
+
+    def stream_target(self) -> StreamTarget:
+        """Where a simulated Twilio stream goes, signed as Twilio would sign it."""
+        return StreamTarget(self.ws_url, self.ws_url, self.auth_token)
+
+    def stream_headers(self) -> dict[str, str]:
+        return handshake_headers(self.stream_target())
 
     def get(self, path: str) -> requests.Response:
         return requests.get(self.url + path, timeout=10)
@@ -90,6 +98,7 @@ def start_relay(tmp: Path, extra_env: dict[str, str]) -> RunningRelay:
         tmp / "media.log",
         process,
         output,
+        extra_env.get("TWILIO_AUTH_TOKEN"),
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

@@ -151,3 +151,14 @@ def test_voice_forwards_inbound_calls_when_forward_to_is_set(tmp_path: Path) -> 
     assert 'url="wss://relay.example.com/stream"' in twiml and "+14155550999</Dial>" in twiml
     outbound = client.post("/voice", data={"Direction": "outbound-api"}).get_data(as_text=True)
     assert "<Dial" not in outbound and '<Pause length="600" />' in outbound
+
+
+def test_secrets_never_reach_the_logs_or_answers(relay: RunningRelay) -> None:
+    """Runs after the calls above: everything the server wrote or answered, grepped."""
+    from tests.conftest import API_SECRET, AUTH_TOKEN
+
+    relay.post("/make-call", json={"to": "+15005550001"})  # an error path too
+    written = relay.log_file.read_text() + relay.server_output() + relay.get("/").text
+    assert "call_placed" in written  # the log did see calls being placed
+    for secret in (AUTH_TOKEN, API_SECRET):
+        assert secret not in written

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import threading
 import time
@@ -14,7 +15,7 @@ from simple_websocket import Client, ConnectionClosed
 
 from callrelay.audio import Upsampler2x
 from callrelay.simulator.audio_source import default_call_audio, frames, load_telephone_audio
-from callrelay.simulator.media_client import StreamOptions, StreamTarget, new_sid, play_stream
+from callrelay.simulator.media_client import StreamOptions, new_sid, play_stream
 from callrelay.simulator.observer import RelayObserver
 from callrelay.twilio import media_stream as msg
 from tests.audio_files import read_wav
@@ -48,7 +49,7 @@ def stream_call(
     call_sid: str | None = None,
 ):
     return play_stream(
-        StreamTarget(relay.ws_url, relay.ws_url),
+        relay.stream_target(),
         audio,
         call_sid=call_sid or new_sid("CA"),
         options=options,
@@ -183,7 +184,7 @@ def test_log_has_one_json_line_per_event_and_no_per_frame_lines(relay: RunningRe
 
 
 def raw_stream(relay: RunningRelay) -> Client:
-    return Client.connect(relay.ws_url, headers={"User-Agent": "Twilio.TmeWs/1.0"})
+    return Client.connect(relay.ws_url, headers=relay.stream_headers())
 
 
 def closed_with(ws: Client, timeout: float = 5) -> int:
@@ -336,6 +337,7 @@ def test_simulator_command_plays_a_call_and_prints_what_it_sees(
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, "TWILIO_AUTH_TOKEN": relay.auth_token or ""},
     )
     assert result.returncode == 0, result.stderr
     assert "<- call_started" in result.stdout and "<- call_ended" in result.stdout

@@ -14,7 +14,7 @@ from callrelay.simulator.conversation import (
     read_turns,
     word_error_rate,
 )
-from callrelay.simulator.media_client import StreamOptions, StreamTarget, new_sid, play_stream
+from callrelay.simulator.media_client import StreamOptions, new_sid, play_stream
 from callrelay.simulator.observer import RelayObserver
 from tests.audio_files import CALL_DIR, REAL_DIR, require_shared_audio
 from tests.conftest import RunningRelay, start_relay, stop_relay
@@ -37,7 +37,7 @@ def play(relay: RunningRelay, conversation: Conversation, speed: float = 0):
     observer = RelayObserver(relay.url, call_sid=call_sid)
     try:
         report = play_stream(
-            StreamTarget(relay.ws_url, relay.ws_url),
+            relay.stream_target(),
             {"inbound": conversation.caller, "outbound": conversation.receiver},
             call_sid=call_sid,
             options=StreamOptions(speed=speed),

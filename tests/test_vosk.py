@@ -12,7 +12,7 @@ import pytest
 
 from callrelay.config import load_settings
 from callrelay.simulator.audio_source import load_telephone_audio
-from callrelay.simulator.media_client import StreamOptions, StreamTarget, new_sid, play_stream
+from callrelay.simulator.media_client import StreamOptions, new_sid, play_stream
 from callrelay.simulator.observer import RelayObserver
 from tests.audio_files import CALL_DIR, read_wav, require_shared_audio
 from tests.conftest import RunningRelay, start_relay, stop_relay
@@ -95,7 +95,7 @@ def test_a_call_through_the_relay_gets_vosk_finals_and_partials(
     observer = RelayObserver(vosk_relay.url, call_sid=call_sid)
     try:
         play_stream(
-            StreamTarget(vosk_relay.ws_url, vosk_relay.ws_url),
+            vosk_relay.stream_target(),
             {
                 "inbound": load_telephone_audio(CALL_DIR / "caller.wav")[: 8000 * 15],
                 "outbound": load_telephone_audio(CALL_DIR / "receiver.wav")[: 8000 * 15],

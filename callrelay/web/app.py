@@ -16,6 +16,7 @@ from callrelay.logs import log_event
 from callrelay.recording import CallRecorder, TranscriptFile, repair_captures
 from callrelay.transcription import TranscriptionSink, at_low_priority
 from callrelay.twilio.calls import TwilioCalls
+from callrelay.twilio.signatures import TwilioSignatures
 from callrelay.web.events import SocketIORelay, register_client_events
 from callrelay.web.routes import routes
 from callrelay.web.stream import MAX_MESSAGE_BYTES, serve_stream
@@ -39,6 +40,7 @@ class Relay:
     socketio_relay: SocketIORelay
     calls: TwilioCalls
     transcription: TranscriptionSink | None
+    signatures: TwilioSignatures | None
 
     @property
     def sinks(self) -> list[CallSink]:
@@ -90,7 +92,18 @@ def create_relay(
         socketio_relay=socketio_relay,
         calls=TwilioCalls(settings),
         transcription=transcription,
+        signatures=TwilioSignatures(settings.twilio_auth_token.get_secret_value())
+        if settings.twilio_auth_token
+        else None,
     )
+    if relay.signatures is None:
+        log_event(
+            logger,
+            "signatures_off",
+            logging.WARNING,
+            detail="TWILIO_AUTH_TOKEN is not set: /voice, /call-status and /stream accept "
+            "requests from anyone (fine for local development, never in production)",
+        )
     app.extensions["callrelay"] = relay
     app.register_blueprint(routes)
 

@@ -11,6 +11,7 @@ from callrelay import __version__
 from callrelay.config import Settings, is_e164
 from callrelay.logs import log_event
 from callrelay.twilio.calls import CallingNotConfigured, TwilioCalls, TwilioRefused
+from callrelay.twilio.signatures import TwilioSignatures, public_base
 from callrelay.twilio.twiml import stream_twiml, stream_url
 
 logger = logging.getLogger("callrelay.http")
@@ -96,9 +97,42 @@ def hang_up(call_sid: str) -> tuple[Response, int]:
 
 
 def _public_base(settings: Settings) -> str:
-    if settings.public_url:
-        return settings.public_url
-    return request.host_url.rstrip("/")
+    return public_base(
+        settings.public_url,
+        request.headers.get("X-Forwarded-Proto", ""),
+        request.headers.get("X-Forwarded-Host", ""),
+        request.host_url,
+    )
+
+
+TWILIO_ENDPOINTS = {"/voice": "webhook", "/call-status": "webhook", "/stream": "stream"}
+
+
+@routes.before_app_request
+def require_twilio_signature() -> tuple[Response, int] | None:
+    """Only Twilio may ask for TwiML, report call status or open a media stream."""
+    kind = TWILIO_ENDPOINTS.get(request.path)
+    signatures: TwilioSignatures | None = _relay().signatures
+    if kind is None or signatures is None:
+        return None
+    base = _public_base(_relay().settings)
+    signature = request.headers.get("X-Twilio-Signature")
+    if kind == "stream":
+        check = signatures.check_stream(base, signature)
+    else:
+        path = request.full_path if request.query_string else request.path
+        check = signatures.check_webhook(base, path, request.form, signature)
+    if check.valid:
+        return None
+    log_event(
+        logger,
+        "signature_rejected",
+        logging.WARNING,
+        path=request.path,
+        remote=request.remote_addr,
+        reason=check.reason,
+    )
+    return _error(403, "request not signed by Twilio")
 
 
 @routes.post("/voice")
