@@ -30,7 +30,6 @@ import requests
 
 from callrelay.simulator.conversation import Conversation, build_conversation, word_error_rate
 from callrelay.simulator.media_client import StreamOptions, new_sid, play_stream
-from callrelay.simulator.observer import RelayObserver
 from tests.conftest import start_relay, stop_relay
 
 SHARED_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
@@ -109,11 +108,9 @@ def run(calls: int, engine: str, conversation: Conversation, speed: float) -> Ru
 
                 return on_event
 
-            observers = [
-                RelayObserver(relay.url, recorder(sid), call_sid=sid, audio=False) for sid in sids
-            ]
+            observers = [relay.observer(recorder(sid), call_sid=sid, audio=False) for sid in sids]
             media_times: list[tuple[float, int]] = []
-            audio_watch = RelayObserver(relay.url, call_sid=sids[0], keep_audio=False)
+            audio_watch = relay.observer(call_sid=sids[0], keep_audio=False)
             audio_watch._client.on(  # record arrival of every media_in of the first call
                 "media_in", lambda data: media_times.append((time.monotonic(), data["timestamp"]))
             )

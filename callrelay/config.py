@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     port: Annotated[int, Field(ge=1, le=65535)] = 6000
     threads: Annotated[int, Field(ge=4, le=2000)] = 200
     cors_allowed_origins: str = "*"
+    relay_api_token: SecretStr | None = None
+    allowed_destinations: str = ""
+    make_call_limit: Annotated[int, Field(ge=1, le=100000)] = 10
 
     asr_engine: Literal["auto", "whisper", "vosk", "off"] = "auto"
     whisper_model: str | None = None
@@ -77,6 +80,7 @@ class Settings(BaseSettings):
         "public_url",
         "forward_to",
         "whisper_model",
+        "relay_api_token",
         mode="before",
     )
     @classmethod
@@ -118,6 +122,25 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
         return level
 
+    @field_validator("allowed_destinations")
+    @classmethod
+    def _prefixes(cls, value: str) -> str:
+        for prefix in (p.strip() for p in value.split(",") if p.strip()):
+            if not re.fullmatch(r"\+\d{1,15}", prefix):
+                raise ValueError(f"{prefix!r} is not a '+' and digits prefix such as +1 or +4420")
+        return value
+
+    @property
+    def destination_prefixes(self) -> list[str]:
+        return [p.strip() for p in self.allowed_destinations.split(",") if p.strip()]
+
+    @field_validator("relay_api_token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
     def calling_missing(self) -> list[str]:
         """The settings that placing a call still needs (empty when calling is configured)."""
         missing = []
@@ -136,7 +159,7 @@ class Settings(BaseSettings):
         """Every secret value, so that logging can redact them wherever they appear."""
         return [
             secret.get_secret_value()
-            for secret in (self.twilio_auth_token, self.twilio_api_secret)
+            for secret in (self.twilio_auth_token, self.twilio_api_secret, self.relay_api_token)
             if secret is not None and secret.get_secret_value()
         ]
 

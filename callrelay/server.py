@@ -11,8 +11,10 @@ import sys
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from pydantic import SecretStr
 
 from callrelay import __version__
+from callrelay.access import TOKEN_FILE, generate_token, write_token_file
 from callrelay.config import ConfigError, Settings, load_settings
 from callrelay.logs import configure_logging, log_event
 from callrelay.web.app import create_relay
@@ -53,6 +55,24 @@ def main() -> None:
     except ConfigError as error:
         print(f"callrelay: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    if settings.relay_api_token is None:
+        token = generate_token()
+        settings = settings.model_copy(update={"relay_api_token": SecretStr(token)})
+        saved = ""
+        try:
+            write_token_file(token)
+            saved = f" (saved to {TOKEN_FILE}, readable by you only)"
+        except OSError:
+            pass
+        # Console only, once: the log file never sees it (and redacts it if it ever would).
+        print(
+            f"callrelay: API token{saved}:\n    {token}\n"
+            "  send it as 'Authorization: Bearer <token>' to /make-call and as "
+            "auth={'token': <token>} when connecting to Socket.IO; set RELAY_API_TOKEN to choose "
+            "your own",
+            file=sys.stderr,
+            flush=True,
+        )
     configure_logging(settings.log_file, settings.log_level, settings.secrets())
     log_event(
         logger,

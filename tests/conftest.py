@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -18,6 +19,7 @@ import requests
 from callrelay.simulator.audio_source import default_call_audio, load_telephone_audio
 from callrelay.simulator.fake_twilio import FakeTwilio
 from callrelay.simulator.media_client import StreamOptions, StreamTarget, handshake_headers
+from callrelay.simulator.observer import RelayObserver
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCOUNT_SID = "AC" + "5" * 32
@@ -25,6 +27,7 @@ AUTH_TOKEN = "test-auth-token-0123456789"
 API_KEY = "SK" + "6" * 32
 API_SECRET = "test-api-secret-abcdef"
 TWILIO_NUMBER = "+15005550006"
+RELAY_TOKEN = "test-relay-api-token-0123456789"
 
 
 @pytest.fixture(autouse=True)
@@ -53,6 +56,11 @@ class RunningRelay:
     process: subprocess.Popen[bytes]
     output: Path
     auth_token: str | None = None
+    api_token: str = ""
+
+    def observer(self, *args: Any, **kwargs: Any) -> RelayObserver:
+        """A Socket.IO client of this relay, with its API token."""
+        return RelayObserver(self.url, *args, token=self.api_token, **kwargs)
 
     def stream_target(self) -> StreamTarget:
         """Where a simulated Twilio stream goes, signed as Twilio would sign it."""
@@ -64,8 +72,12 @@ class RunningRelay:
     def get(self, path: str) -> requests.Response:
         return requests.get(self.url + path, timeout=10)
 
-    def post(self, path: str, **kwargs: object) -> requests.Response:
-        return requests.post(self.url + path, timeout=30, **kwargs)  # type: ignore[arg-type]
+    def post(self, path: str, token: str | None = None, **kwargs: Any) -> requests.Response:
+        """POST with the API token (or another `token`; "" for none)."""
+        token = self.api_token if token is None else token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers.update(kwargs.pop("headers", {}))
+        return requests.post(self.url + path, timeout=30, headers=headers, **kwargs)
 
     def server_output(self) -> str:
         return self.output.read_text(errors="replace")
@@ -80,6 +92,7 @@ def start_relay(tmp: Path, extra_env: dict[str, str]) -> RunningRelay:
         CAPTURES_DIR=str(tmp / "captures"),
         LOG_FILE=str(tmp / "media.log"),
         PYTHONUNBUFFERED="1",
+        RELAY_API_TOKEN=RELAY_TOKEN,
     )
     env.update({name: value.replace("{port}", str(port)) for name, value in extra_env.items()})
     output = tmp / "server.out"
@@ -99,6 +112,7 @@ def start_relay(tmp: Path, extra_env: dict[str, str]) -> RunningRelay:
         process,
         output,
         extra_env.get("TWILIO_AUTH_TOKEN"),
+        env["RELAY_API_TOKEN"],
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

@@ -9,9 +9,8 @@ import pytest
 
 from callrelay.config import load_settings
 from callrelay.simulator.fake_twilio import FakeTwilio
-from callrelay.simulator.observer import RelayObserver
 from callrelay.web.app import create_relay
-from tests.conftest import API_KEY, TWILIO_NUMBER, RunningRelay
+from tests.conftest import API_KEY, RELAY_TOKEN, TWILIO_NUMBER, RunningRelay
 
 
 def wait_for(predicate, timeout: float = 15.0) -> None:
@@ -24,7 +23,7 @@ def wait_for(predicate, timeout: float = 15.0) -> None:
 def test_make_call_places_it_through_twilio_and_its_audio_arrives(
     relay: RunningRelay, fake_twilio: FakeTwilio
 ) -> None:
-    observer = RelayObserver(relay.url)
+    observer = relay.observer()
     try:
         answer = relay.post("/make-call", json={"to": "+14155550123"})
         assert answer.status_code == 200, answer.text
@@ -76,7 +75,7 @@ def test_hang_up_ends_the_call_and_its_stream(
     from callrelay.simulator.media_client import StreamOptions
 
     monkeypatch.setattr(fake_twilio, "stream_options", StreamOptions(speed=1))
-    observer = RelayObserver(relay.url)
+    observer = relay.observer()
     try:
         call_sid = relay.post("/make-call", json={"to": "+14155550123"}).json()["callSid"]
         wait_for(lambda: observer.counts["media_in"] > 10)
@@ -129,8 +128,15 @@ def test_without_credentials_calling_is_503_naming_what_is_missing(
         "TWILIO_API_SECRET",
     ):
         monkeypatch.delenv(name, raising=False)
-    relay = create_relay(load_settings(captures_dir=tmp_path / "c"))
-    answer = relay.app.test_client().post("/make-call", json={"to": "+14155550123"})
+    relay = create_relay(
+        load_settings(captures_dir=tmp_path / "c", relay_api_token=RELAY_TOKEN),
+        speech_engine=None,
+    )
+    answer = relay.app.test_client().post(
+        "/make-call",
+        json={"to": "+14155550123"},
+        headers={"Authorization": f"Bearer {RELAY_TOKEN}"},
+    )
     assert answer.status_code == 503
     body = answer.get_json()
     assert "TWILIO_ACCOUNT_SID" in body["error"] and "PUBLIC_URL" in body["missing"]
@@ -142,7 +148,8 @@ def test_voice_forwards_inbound_calls_when_forward_to_is_set(tmp_path: Path) -> 
     relay = create_relay(
         load_settings(
             captures_dir=tmp_path, forward_to="+14155550999", public_url="https://relay.example.com"
-        )
+        ),
+        speech_engine=None,
     )
     client = relay.app.test_client()
     twiml = client.post("/voice", data={"Direction": "inbound", "CallSid": "CA1"}).get_data(
@@ -155,10 +162,10 @@ def test_voice_forwards_inbound_calls_when_forward_to_is_set(tmp_path: Path) -> 
 
 def test_secrets_never_reach_the_logs_or_answers(relay: RunningRelay) -> None:
     """Runs after the calls above: everything the server wrote or answered, grepped."""
-    from tests.conftest import API_SECRET, AUTH_TOKEN
+    from tests.conftest import API_SECRET, AUTH_TOKEN, RELAY_TOKEN
 
     relay.post("/make-call", json={"to": "+15005550001"})  # an error path too
     written = relay.log_file.read_text() + relay.server_output() + relay.get("/").text
     assert "call_placed" in written  # the log did see calls being placed
-    for secret in (AUTH_TOKEN, API_SECRET):
+    for secret in (AUTH_TOKEN, API_SECRET, RELAY_TOKEN):
         assert secret not in written

@@ -16,7 +16,6 @@ from simple_websocket import Client, ConnectionClosed
 from callrelay.audio import Upsampler2x
 from callrelay.simulator.audio_source import default_call_audio, frames, load_telephone_audio
 from callrelay.simulator.media_client import StreamOptions, new_sid, play_stream
-from callrelay.simulator.observer import RelayObserver
 from callrelay.twilio import media_stream as msg
 from tests.audio_files import read_wav
 from tests.conftest import RunningRelay
@@ -72,7 +71,7 @@ def wait_for(predicate, timeout: float = 10.0) -> None:
 def test_a_call_arrives_at_socketio_clients_as_16khz_pcm_exactly(relay: RunningRelay) -> None:
     audio = call_audio()
     call_sid = new_sid("CA")
-    observer = RelayObserver(relay.url, call_sid=call_sid, keep_audio=True)
+    observer = relay.observer(call_sid=call_sid, keep_audio=True)
     try:
         report = stream_call(relay, audio, StreamOptions(speed=0), call_sid)
         assert observer.ended.wait(10)
@@ -118,7 +117,7 @@ def test_dropped_frames_and_skipped_silence_keep_recordings_aligned(
     relay: RunningRelay,
 ) -> None:
     audio = call_audio()
-    observer = RelayObserver(relay.url, keep_audio=True)
+    observer = relay.observer(keep_audio=True)
     try:
         report = stream_call(
             relay, audio, StreamOptions(speed=0, silence="skip", drop_rate=0.1, seed=4)
@@ -141,7 +140,7 @@ def test_dropped_frames_and_skipped_silence_keep_recordings_aligned(
 
 
 def test_dtmf_is_relayed(relay: RunningRelay) -> None:
-    observer = RelayObserver(relay.url)
+    observer = relay.observer()
     try:
         stream_call(relay, call_audio(1), StreamOptions(speed=0, dtmf=(("4", 0.2), ("#", 0.5))))
         assert observer.ended.wait(10)
@@ -152,8 +151,8 @@ def test_dtmf_is_relayed(relay: RunningRelay) -> None:
 
 def test_a_client_can_follow_one_call_only(relay: RunningRelay) -> None:
     followed, other = new_sid("CA"), new_sid("CA")
-    picky = RelayObserver(relay.url, call_sid=followed)
-    everything = RelayObserver(relay.url)
+    picky = relay.observer(call_sid=followed)
+    everything = relay.observer()
     try:
         stream_call(relay, call_audio(1), StreamOptions(speed=0), other)
         stream_call(relay, call_audio(1), StreamOptions(speed=0), followed)
@@ -233,7 +232,7 @@ def test_bad_streams_do_not_disturb_a_call_in_flight(relay: RunningRelay) -> Non
     good = threading.Thread(
         target=lambda: result.update(report=stream_call(relay, audio, StreamOptions(speed=5)))
     )
-    observer = RelayObserver(relay.url, keep_audio=True)
+    observer = relay.observer(keep_audio=True)
     good.start()
     try:
         for i in range(30):
@@ -261,7 +260,7 @@ def test_bad_streams_do_not_disturb_a_call_in_flight(relay: RunningRelay) -> Non
 
 
 def test_a_twilio_socket_that_vanishes_mid_call_finalises_the_call(relay: RunningRelay) -> None:
-    observer = RelayObserver(relay.url)
+    observer = relay.observer()
     call_sid, stream_sid = new_sid("CA"), new_sid("MZ")
     ws = raw_stream(relay)
     ws.send(msg.connected_message())
@@ -337,7 +336,11 @@ def test_simulator_command_plays_a_call_and_prints_what_it_sees(
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "TWILIO_AUTH_TOKEN": relay.auth_token or ""},
+        env={
+            **os.environ,
+            "TWILIO_AUTH_TOKEN": relay.auth_token or "",
+            "RELAY_API_TOKEN": relay.api_token,
+        },
     )
     assert result.returncode == 0, result.stderr
     assert "<- call_started" in result.stdout and "<- call_ended" in result.stdout
@@ -346,8 +349,8 @@ def test_simulator_command_plays_a_call_and_prints_what_it_sees(
 
 
 def test_a_client_can_leave_out_audio(relay: RunningRelay) -> None:
-    quiet = RelayObserver(relay.url, audio=False)
-    loud = RelayObserver(relay.url)
+    quiet = relay.observer(audio=False)
+    loud = relay.observer()
     try:
         stream_call(relay, call_audio(1), StreamOptions(speed=0))
         assert quiet.ended.wait(10) and loud.ended.wait(10)
@@ -361,7 +364,7 @@ def test_a_client_can_leave_out_audio(relay: RunningRelay) -> None:
 
 def test_bursty_delivery_still_arrives_complete_and_in_order(relay: RunningRelay) -> None:
     audio = call_audio(2)
-    observer = RelayObserver(relay.url, keep_audio=True)
+    observer = relay.observer(keep_audio=True)
     try:
         report = stream_call(relay, audio, StreamOptions(speed=4, jitter_ms=80, seed=9))
         assert observer.ended.wait(10)

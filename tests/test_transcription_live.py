@@ -34,7 +34,7 @@ def asr_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRelay
 
 def play(relay: RunningRelay, conversation: Conversation, speed: float = 0):
     call_sid = new_sid("CA")
-    observer = RelayObserver(relay.url, call_sid=call_sid)
+    observer = relay.observer(call_sid=call_sid)
     try:
         report = play_stream(
             relay.stream_target(),

@@ -13,7 +13,6 @@ import pytest
 from callrelay.config import load_settings
 from callrelay.simulator.audio_source import load_telephone_audio
 from callrelay.simulator.media_client import StreamOptions, new_sid, play_stream
-from callrelay.simulator.observer import RelayObserver
 from tests.audio_files import CALL_DIR, read_wav, require_shared_audio
 from tests.conftest import RunningRelay, start_relay, stop_relay
 
@@ -92,7 +91,7 @@ def test_a_call_through_the_relay_gets_vosk_finals_and_partials(
     require_shared_audio()
     assert vosk_relay.get("/").json()["asr"]["engine"] == "vosk"
     call_sid = new_sid("CA")
-    observer = RelayObserver(vosk_relay.url, call_sid=call_sid)
+    observer = vosk_relay.observer(call_sid=call_sid)
     try:
         play_stream(
             vosk_relay.stream_target(),

@@ -17,6 +17,7 @@ from typing import Any
 
 import requests
 
+from callrelay.access import read_token_file
 from callrelay.config import load_settings
 from callrelay.simulator.audio_source import default_call_audio, load_telephone_audio
 from callrelay.simulator.fake_twilio import FakeTwilio
@@ -112,7 +113,16 @@ def run_call(args: argparse.Namespace) -> int:
     stream_url = script.stream.url
     connect_url = server.replace("http", "ws", 1) + "/stream"
     print(f"   TwiML streams {','.join(script.stream.tracks)} to {stream_url}", flush=True)
-    observer = None if args.quiet else RelayObserver(server, _print_event, call_sid=call_sid)
+    api_token = (
+        args.token
+        or (settings.relay_api_token.get_secret_value() if settings.relay_api_token else None)
+        or read_token_file()
+    )
+    observer = (
+        None
+        if args.quiet
+        else RelayObserver(server, _print_event, call_sid=call_sid, token=api_token)
+    )
     audio = {
         "inbound": load_telephone_audio(args.caller),
         "outbound": load_telephone_audio(args.receiver),
@@ -191,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     call.add_argument("--from", dest="from_number", default="+14155550100")
     call.add_argument("--quiet", action="store_true", help="do not watch Socket.IO")
+    call.add_argument(
+        "--token",
+        help="the relay's API token, to watch Socket.IO (default "
+        "RELAY_API_TOKEN or the .callrelay-token file the relay wrote)",
+    )
     _add_audio_options(call)
     call.set_defaults(run=run_call)
     rest = commands.add_parser("rest", help="run the fake Twilio REST API")

@@ -30,6 +30,7 @@ class RelayObserver:
         call_sid: str | None = None,
         keep_audio: bool = False,
         audio: bool = True,
+        token: str | None = None,
     ) -> None:
         self.counts: Counter[str] = Counter()
         self.events: list[tuple[str, Any]] = []
@@ -42,6 +43,8 @@ class RelayObserver:
         for name in (*AUDIO_EVENTS, *WATCHED_EVENTS):
             self._client.on(name, self._handler(name))
         auth: dict[str, Any] = {"audio": audio}
+        if token:
+            auth["token"] = token
         if call_sid:
             auth["callSid"] = call_sid
         self._client.connect(

@@ -9,6 +9,7 @@ from flask import Flask, request
 from flask_sock import Sock
 from flask_socketio import SocketIO
 
+from callrelay.access import ApiToken, RateLimit, generate_token
 from callrelay.asr import SpeechEngine, load_engine
 from callrelay.call import CallRegistry, CallSink, MediaStreamSession
 from callrelay.config import Settings
@@ -41,6 +42,8 @@ class Relay:
     calls: TwilioCalls
     transcription: TranscriptionSink | None
     signatures: TwilioSignatures | None
+    api_token: ApiToken
+    call_rate: RateLimit
 
     @property
     def sinks(self) -> list[CallSink]:
@@ -64,7 +67,10 @@ def create_relay(
         logger=False,
         engineio_logger=False,
     )
-    register_client_events(socketio)
+    token = settings.relay_api_token.get_secret_value() if settings.relay_api_token else None
+    # Secure by default: no configured token means one nobody knows, not an open door.
+    api_token = ApiToken(token or generate_token())
+    register_client_events(socketio, api_token)
     repaired = repair_captures(settings.captures_dir)
     if repaired:
         log_event(logger, "recordings_repaired", files=[str(p) for p in repaired])
@@ -95,6 +101,8 @@ def create_relay(
         signatures=TwilioSignatures(settings.twilio_auth_token.get_secret_value())
         if settings.twilio_auth_token
         else None,
+        api_token=api_token,
+        call_rate=RateLimit(settings.make_call_limit, 60.0),
     )
     if relay.signatures is None:
         log_event(

@@ -1,7 +1,9 @@
 """Socket.IO: who receives which call, and the sink that relays a call's events to them.
 
-Every client receives every call unless it picks one: `auth={"callSid": "CA..."}` at connect,
-or the `subscribe` event, puts it in that call's room only; `unsubscribe` returns it to all calls.
+A client connects with its API token, `auth={"token": "..."}`; without it the connection is
+refused. Every client receives every call unless it picks one: `"callSid": "CA..."` in that
+`auth`, or the `subscribe` event, puts it in that call's room only; `unsubscribe` returns it to
+all calls.
 `"audio": false` in either leaves out `media_in`/`media_out` (50 events a second per track) for
 clients that only want transcripts and call events.
 """
@@ -13,8 +15,9 @@ import logging
 from typing import Any
 
 from flask import request
-from flask_socketio import SocketIO, join_room, leave_room, rooms
+from flask_socketio import ConnectionRefusedError, SocketIO, join_room, leave_room, rooms
 
+from callrelay.access import ApiToken
 from callrelay.asr import Transcript
 from callrelay.call import AudioChunk, CallInfo, pcm_bytes
 from callrelay.logs import log_event
@@ -59,9 +62,18 @@ def _follow(call_sid: str | None, audio: bool) -> None:
         join_room(audio_room(room))
 
 
-def register_client_events(socketio: SocketIO) -> None:
+def register_client_events(socketio: SocketIO, api_token: ApiToken) -> None:
     @socketio.on("connect")  # type: ignore[untyped-decorator]
     def connect(auth: object = None) -> None:
+        if not (isinstance(auth, dict) and api_token.matches(auth.get("token"))):
+            log_event(
+                logger,
+                "client_refused",
+                logging.WARNING,
+                remote=request.remote_addr,
+                reason="missing or wrong token",
+            )
+            raise ConnectionRefusedError("unauthorized: connect with auth={'token': ...}")
         call_sid = _call_sid(auth)
         _follow(call_sid, _wants_audio(auth))
         log_event(

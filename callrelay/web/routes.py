@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from callrelay import __version__
+from callrelay.access import destination_allowed
 from callrelay.config import Settings, is_e164
 from callrelay.logs import log_event
 from callrelay.twilio.calls import CallingNotConfigured, TwilioCalls, TwilioRefused
@@ -52,6 +53,29 @@ def health() -> Response:
     )
 
 
+CONTROL_ENDPOINTS = ("/make-call", "/calls/")
+
+
+@routes.before_app_request
+def require_api_token() -> tuple[Response, int] | None:
+    """Placing calls costs money and hangs up people: the API token or nothing."""
+    if request.method != "POST" or not request.path.startswith(CONTROL_ENDPOINTS):
+        return None
+    if _relay().api_token.matches_bearer(request.headers.get("Authorization")):
+        return None
+    log_event(
+        logger,
+        "control_refused",
+        logging.WARNING,
+        path=request.path,
+        remote=request.remote_addr,
+        reason="missing or wrong API token",
+    )
+    response, status = _error(401, "missing or wrong API token: send 'Authorization: Bearer ...'")
+    response.headers["WWW-Authenticate"] = "Bearer"
+    return response, status
+
+
 @routes.post("/make-call")
 def make_call() -> tuple[Response, int]:
     fields = _fields()
@@ -61,7 +85,20 @@ def make_call() -> tuple[Response, int]:
         return _error(400, "'to' must be an E.164 phone number such as +14155550100")
     if bridge_to is not None and (not isinstance(bridge_to, str) or not is_e164(bridge_to)):
         return _error(400, "'bridgeTo' must be an E.164 phone number such as +14155550100")
-    calls: TwilioCalls = _relay().calls
+    relay = _relay()
+    prefixes = relay.settings.destination_prefixes
+    for number in (to, bridge_to):
+        if number is not None and not destination_allowed(number, prefixes):
+            log_event(logger, "destination_refused", logging.WARNING, to=number)
+            return _error(403, f"{number} is not in ALLOWED_DESTINATIONS", allowed=prefixes)
+    wait = relay.call_rate.allow()
+    if wait:
+        response, status = _error(
+            429, "too many calls placed; try again later", retryAfter=round(wait, 1)
+        )
+        response.headers["Retry-After"] = str(int(wait) + 1)
+        return response, status
+    calls: TwilioCalls = relay.calls
     try:
         placed = calls.place(to, bridge_to)
     except CallingNotConfigured as error:

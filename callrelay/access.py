@@ -1,0 +1,75 @@
+"""Who may place calls and listen to them: one API token, allow-listed destinations, a rate.
+
+Secure by default, the way Jupyter is: without RELAY_API_TOKEN the server makes a random token
+at start, prints it once on the console (never into media.log) and writes it to
+`.callrelay-token` (readable by its owner only) so the simulator on the same machine finds it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+TOKEN_FILE = Path(".callrelay-token")
+
+
+def generate_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def write_token_file(token: str, path: Path = TOKEN_FILE) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(token + "\n")
+    os.chmod(path, 0o600)
+
+
+def read_token_file(path: Path = TOKEN_FILE) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+class ApiToken:
+    def __init__(self, token: str) -> None:
+        self._token = token.encode()
+
+    def matches(self, candidate: object) -> bool:
+        if not isinstance(candidate, str) or not candidate:
+            return False
+        return hmac.compare_digest(candidate.encode(), self._token)
+
+    def matches_bearer(self, authorization: str | None) -> bool:
+        scheme, _, value = (authorization or "").partition(" ")
+        return scheme.lower() == "bearer" and self.matches(value.strip())
+
+
+class RateLimit:
+    """At most `count` events in any `seconds`-long window (sliding)."""
+
+    def __init__(self, count: int, seconds: float = 60.0) -> None:
+        self.count = count
+        self.seconds = seconds
+        self._times: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def allow(self) -> float:
+        """0 if allowed (and counted); else the seconds to wait."""
+        now = time.monotonic()
+        with self._lock:
+            while self._times and now - self._times[0] >= self.seconds:
+                self._times.popleft()
+            if len(self._times) >= self.count:
+                return self.seconds - (now - self._times[0])
+            self._times.append(now)
+            return 0.0
+
+
+def destination_allowed(number: str, prefixes: list[str]) -> bool:
+    return not prefixes or any(number.startswith(prefix) for prefix in prefixes)
