@@ -105,7 +105,8 @@ class TrackTranscriber:
 
     @property
     def lag(self) -> float:
-        return (self.received - self.processed) / self.rate
+        """Seconds of audio received and still to be recognised (skipped audio never will)."""
+        return (self.received - self.processed - self.skipped) / self.rate
 
     def feed(self, samples: Int16Array) -> None:
         with self._lock:
@@ -169,7 +170,8 @@ class TrackTranscriber:
                 self._run(partial(self._recogniser.accept, audio), len(audio))
                 run = []
             if isinstance(item, _Skip):
-                self._run(partial(self._recogniser.skip, item.samples), item.samples)
+                # Counted in `skipped` when it was dropped, not as processed.
+                self._run(partial(self._recogniser.skip, item.samples), 0)
 
     def _run(self, step: Callable[[], list[Transcript]], samples: int) -> None:
         try:
