@@ -7,7 +7,9 @@ because every Twilio stream and Socket.IO WebSocket holds one for its whole life
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -17,14 +19,19 @@ from callrelay import __version__
 from callrelay.access import TOKEN_FILE, generate_token, write_token_file
 from callrelay.config import ConfigError, Settings, load_settings
 from callrelay.logs import configure_logging, log_event
-from callrelay.web.app import create_relay
+from callrelay.web.app import Relay, create_relay
 
 logger = logging.getLogger("callrelay.server")
+
+
+SHUTDOWN_SECONDS = 20.0
+"""SIGTERM or Ctrl-C: this long to end every call, transcribe what is pending and flush."""
 
 
 class RelayServer(BaseApplication):  # type: ignore[misc]
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.relay: Relay | None = None
         super().__init__()
 
     def load_config(self) -> None:
@@ -35,7 +42,8 @@ class RelayServer(BaseApplication):  # type: ignore[misc]
             "worker_class": "gthread",
             "threads": s.threads,
             "timeout": 0,
-            "graceful_timeout": 10,
+            "graceful_timeout": int(SHUTDOWN_SECONDS) + 5,
+            "post_worker_init": self._install_shutdown,
             "keepalive": 5,
             "accesslog": None,
             "errorlog": "-",
@@ -46,7 +54,23 @@ class RelayServer(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        return create_relay(self.settings).app
+        self.relay = create_relay(self.settings)
+        return self.relay.app
+
+    def _install_shutdown(self, worker: Any) -> None:
+        """In the worker: on SIGTERM, SIGINT or SIGQUIT, end calls cleanly, then let gunicorn's
+        own graceful exit run (SIGINT and SIGQUIT would otherwise exit at once)."""
+        relay = self.relay
+        done = threading.Event()
+
+        def shut_down(signum: int, frame: Any) -> None:
+            if relay is not None and not done.is_set():
+                done.set()
+                relay.shutdown(SHUTDOWN_SECONDS)
+            worker.handle_exit(signum, frame)
+
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(signum, shut_down)
 
 
 def main() -> None:

@@ -320,3 +320,17 @@ class TranscriptionSink:
             "skippedSeconds": round(self.skipped_seconds, 2),
             "transcripts": self.transcripts,
         }
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until every ended call's transcripts are out (for shutdown)."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            with self._lock:
+                busy = any(
+                    not t.done.is_set() for tracks in self._calls.values() for t in tracks.values()
+                )
+            if not busy:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from flask import Flask, request
 from flask_sock import Sock
@@ -20,7 +21,7 @@ from callrelay.twilio.calls import TwilioCalls
 from callrelay.twilio.signatures import TwilioSignatures
 from callrelay.web.events import SocketIORelay, register_client_events
 from callrelay.web.routes import routes
-from callrelay.web.stream import MAX_MESSAGE_BYTES, serve_stream
+from callrelay.web.stream import MAX_MESSAGE_BYTES, OpenStreams, serve_stream
 
 logger = logging.getLogger("callrelay.app")
 
@@ -44,6 +45,26 @@ class Relay:
     signatures: TwilioSignatures | None
     api_token: ApiToken
     call_rate: RateLimit
+    streams: OpenStreams = field(default_factory=OpenStreams)
+
+    def shutdown(self, timeout: float) -> None:
+        """Stop taking streams, end every call, finish its transcripts, flush the logs."""
+        started = time.monotonic()
+        calls = self.streams.close_all("shutdown")
+        log_event(logger, "shutdown_started", activeCalls=calls, timeoutSeconds=timeout)
+        ended = self.streams.wait_empty(timeout)
+        transcribed = True
+        if self.transcription is not None:
+            transcribed = self.transcription.wait_idle(timeout - (time.monotonic() - started))
+        log_event(
+            logger,
+            "shutdown_complete" if ended and transcribed else "shutdown_timed_out",
+            logging.INFO if ended and transcribed else logging.WARNING,
+            callsEnded=calls,
+            seconds=round(time.monotonic() - started, 2),
+        )
+        for handler in logging.getLogger("callrelay").handlers:
+            handler.flush()
 
     @property
     def sinks(self) -> list[CallSink]:
@@ -123,6 +144,7 @@ def create_relay(
             ws,
             lambda: MediaStreamSession(relay.sinks, relay.registry),
             remote=request.remote_addr or "?",
+            streams=relay.streams,
         )
 
     return relay

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,13 +26,79 @@ CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
 
 
+CLOSE_GOING_AWAY = 1001
+
+
+class OpenStreams:
+    """The Twilio sockets being served, so that a shutdown can end every call cleanly."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sockets: set[Any] = set()
+        self._closing: dict[int, str] = {}
+        self.accepting = True
+
+    def add(self, ws: Any) -> bool:
+        with self._lock:
+            if not self.accepting:
+                return False
+            self._sockets.add(ws)
+            return True
+
+    def remove(self, ws: Any) -> None:
+        with self._lock:
+            self._sockets.discard(ws)
+            self._closing.pop(id(ws), None)
+
+    def closing_reason(self, ws: Any) -> str | None:
+        with self._lock:
+            return self._closing.get(id(ws))
+
+    def close_all(self, reason: str) -> int:
+        """Stop taking streams and close the open ones; their handlers then end their calls."""
+        with self._lock:
+            self.accepting = False
+            sockets = list(self._sockets)
+            for ws in sockets:
+                self._closing[id(ws)] = reason
+        for ws in sockets:
+            _close_quietly(ws, CLOSE_GOING_AWAY, reason)
+        return len(sockets)
+
+    def wait_empty(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._sockets:
+                    return True
+            time.sleep(0.02)
+        return False
+
+
 def serve_stream(
     ws: Any,
     new_session: Callable[[], MediaStreamSession],
     remote: str,
+    streams: OpenStreams,
     idle_timeout: float = IDLE_TIMEOUT_SECONDS,
 ) -> None:
     """Run one Twilio stream to its end; the call is always closed, however the socket ends."""
+    if not streams.add(ws):
+        _close_quietly(ws, CLOSE_GOING_AWAY, "server shutting down")
+        return
+    try:
+        _serve(ws, new_session, remote, streams, idle_timeout)
+    finally:
+        streams.remove(ws)
+
+
+def _serve(
+    ws: Any,
+    new_session: Callable[[], MediaStreamSession],
+    remote: str,
+    streams: OpenStreams,
+    idle_timeout: float,
+) -> None:
     session = new_session()
     log_event(logger, "stream_connected", remote=remote)
     reason = "disconnected"
@@ -57,6 +125,7 @@ def serve_stream(
         _refused(session, remote, error.close_code, error.reason)
         _close_quietly(ws, error.close_code, error.reason[:120])
     except ConnectionClosed:
+        reason = streams.closing_reason(ws) or reason
         if getattr(ws, "close_reason", None) == CLOSE_MESSAGE_TOO_BIG:
             reason = "protocol_error"
             too_big = f"message larger than {MAX_MESSAGE_BYTES} bytes"

@@ -1,0 +1,61 @@
+"""SIGTERM or Ctrl-C: calls end cleanly, what was being said is transcribed, files are whole."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from callrelay.recording import HEADER_BYTES
+from callrelay.simulator.conversation import Conversation
+from callrelay.simulator.media_client import StreamOptions, new_sid, play_stream
+from tests.audio_files import read_wav, require_shared_audio
+from tests.conftest import start_relay
+from tests.test_transcription_live import real_speech_call
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_the_server_ends_calls_and_transcribes_what_was_pending(
+    tmp_path: Path, signum: int
+) -> None:
+    require_shared_audio()
+    relay = start_relay(tmp_path, {"ASR_ENGINE": "whisper"})
+    conversation: Conversation = real_speech_call()
+    call_sid = new_sid("CA")
+    result = {}
+
+    def stream() -> None:
+        result["report"] = play_stream(
+            relay.stream_target(),
+            {"inbound": conversation.caller, "outbound": conversation.receiver},
+            call_sid=call_sid,
+            options=StreamOptions(speed=1),
+        )
+
+    streamer = threading.Thread(target=stream)
+    streamer.start()
+    # Stop in the middle of the first sentence ("and mister john dashwood had then leisure...").
+    time.sleep(conversation.turns[0].start + 2.5)
+    relay.process.send_signal(signum)
+    relay.process.wait(30)
+    streamer.join(10)
+    assert result["report"].server_closed == (1001, "shutdown")
+
+    lines = [json.loads(line) for line in relay.log_file.read_text().splitlines()]
+    events = [line["evt"] for line in lines]
+    assert events.index("shutdown_started") < events.index("shutdown_complete")
+    ended = next(line for line in lines if line["evt"] == "call_ended")
+    assert ended["reason"] == "shutdown"
+    said = " ".join(line["text"] for line in lines if line["evt"] == "transcript").lower()
+    assert "dashwood" in said or "john" in said, said
+    transcript = relay.captures / call_sid / "transcript.jsonl"
+    assert "Caller" in transcript.read_text()
+    for name in ("caller.wav", "receiver.wav"):
+        path = relay.captures / call_sid / name
+        samples, _ = read_wav(path)
+        assert path.stat().st_size == HEADER_BYTES + 2 * len(samples)  # header finalised
+        assert len(samples) >= 16000 * 2  # the seconds streamed before the stop
