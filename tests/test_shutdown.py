@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -15,6 +16,7 @@ from callrelay.simulator.conversation import Conversation
 from callrelay.simulator.media_client import StreamOptions, new_sid, play_stream
 from tests.audio_files import read_wav, require_shared_audio
 from tests.conftest import start_relay
+from tests.test_end_to_end import call_audio
 from tests.test_transcription_live import real_speech_call
 
 
@@ -59,3 +61,37 @@ def test_stopping_the_server_ends_calls_and_transcribes_what_was_pending(
         samples, _ = read_wav(path)
         assert path.stat().st_size == HEADER_BYTES + 2 * len(samples)  # header finalised
         assert len(samples) >= 16000 * 2  # the seconds streamed before the stop
+
+
+def test_killed_server_leaves_valid_recordings_of_all_but_the_last_second(
+    tmp_path: Path,
+) -> None:
+    relay = start_relay(tmp_path, {"ASR_ENGINE": "off"})
+    audio = call_audio(6)
+    call_sid = new_sid("CA")
+    sent = {}
+
+    def stream() -> None:
+        sent["report"] = play_stream(
+            relay.stream_target(), audio, call_sid=call_sid, options=StreamOptions(speed=1)
+        )
+
+    streamer = threading.Thread(target=stream)
+    streamer.start()
+    time.sleep(3.0)
+    worker = int(
+        Path(f"/proc/{relay.process.pid}/task/{relay.process.pid}/children").read_text().split()[0]
+    )
+    killed_at = time.monotonic()
+    for pid in (worker, relay.process.pid):
+        os.kill(pid, signal.SIGKILL)
+    relay.process.wait(10)
+    streamer.join(10)
+    streamed_seconds = killed_at - sent["report"].started_at
+    for name in ("caller.wav", "receiver.wav"):
+        samples, rate = read_wav(relay.captures / call_sid / name)  # a valid WAV, as it is
+        assert rate == 16000
+        assert len(samples) / rate >= streamed_seconds - 1.0, (
+            len(samples) / rate,
+            streamed_seconds,
+        )
