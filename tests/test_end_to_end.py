@@ -377,3 +377,36 @@ def test_bursty_delivery_still_arrives_complete_and_in_order(relay: RunningRelay
     assert np.array_equal(
         np.concatenate([decode(d) for d in received]), expected_pcm(audio["outbound"])
     )
+
+
+def test_a_client_that_never_reads_loses_old_audio_not_memory_nor_others_audio(
+    relay: RunningRelay,
+) -> None:
+    import socket as sockets
+
+    import websocket  # websocket-client, which python-socketio's client uses too
+
+    stalled = websocket.create_connection(
+        relay.ws_url.replace("/stream", "/socket.io/?EIO=4&transport=websocket"),
+        sockopt=((sockets.SOL_SOCKET, sockets.SO_RCVBUF, 4096),),
+    )
+    assert stalled.recv().startswith("0")  # engine.io open
+    stalled.send(json.dumps({"token": relay.api_token}).join(["40", ""]))
+    assert stalled.recv().startswith("40")  # socket.io connected; from now on it reads nothing
+    healthy = relay.observer(keep_audio=True)
+    try:
+        audio = call_audio(30)
+        # ~9 MB of audio events: more than the kernel's socket buffers (4 MB at most here)
+        # can hide, so the stalled client's queue in the server must grow, or be cut.
+        reports = [stream_call(relay, audio, StreamOptions(speed=8)) for _ in range(3)]
+        wait_for(lambda: healthy.counts["call_ended"] == 3, timeout=60)
+        dropped = relay.get("/").json()["socketio"]["droppedAudio"]
+    finally:
+        healthy.close()
+        stalled.close()
+    assert dropped > 0
+    for report in reports:  # the healthy client lost nothing
+        mine = [d for n, d in healthy.audio if n == "media_in" and d["callSid"] == report.call_sid]
+        assert len(mine) == 1500
+    names = [json.loads(line)["evt"] for line in relay.log_file.read_text().splitlines()]
+    assert "client_slow" in names

@@ -98,11 +98,50 @@ def register_client_events(socketio: SocketIO, api_token: ApiToken) -> None:
         return {"ok": True}
 
 
+MAX_QUEUED_PACKETS = 500
+"""About 2.5 s of one call's audio waiting for one client: past it, that client is slow."""
+_AUDIO_PACKET_PREFIXES = tuple(f'2["{name}"' for name in MEDIA_EVENTS.values())
+
+
+def _is_audio(packet: Any) -> bool:
+    data = getattr(packet, "data", None)
+    return isinstance(data, str) and data.startswith(_AUDIO_PACKET_PREFIXES)
+
+
 class SocketIORelay:
-    """The sink that puts a call on Socket.IO: audio, start and end, DTMF."""
+    """The sink that puts a call on Socket.IO: audio, start and end, DTMF.
+
+    python-engineio queues every packet for every client without limit, so one client that
+    reads slowly or never would make the server's memory grow for as long as it stays. Before
+    audio goes out, a client with more than `MAX_QUEUED_PACKETS` waiting loses its oldest
+    queued audio (never transcripts or call events) down to half that; drops are counted.
+    """
 
     def __init__(self, socketio: SocketIO) -> None:
         self._socketio = socketio
+        self.dropped_audio = 0
+        self._slow_clients: set[str] = set()
+
+    def _shed_slow_clients(self, rooms: list[str]) -> None:
+        server = self._socketio.server
+        for sid, eio_sid in list(server.manager.get_participants("/", rooms)):
+            eio_socket = server.eio.sockets.get(eio_sid)
+            waiting = getattr(eio_socket, "queue", None)
+            if waiting is None or waiting.qsize() <= MAX_QUEUED_PACKETS:
+                continue
+            dropped = _drop_oldest_audio(waiting, MAX_QUEUED_PACKETS // 2)
+            self.dropped_audio += dropped
+            if sid not in self._slow_clients:
+                self._slow_clients.add(sid)
+                log_event(
+                    logger,
+                    "client_slow",
+                    logging.WARNING,
+                    sid=sid,
+                    droppedAudio=dropped,
+                    detail="a Socket.IO client is not keeping up; its oldest audio is "
+                    "dropped, transcripts and call events are kept",
+                )
 
     def _emit(self, event: str, call: CallInfo, payload: dict[str, Any]) -> None:
         self._socketio.emit(event, payload, to=[ALL_CALLS, call_room(call.call_sid)])
@@ -124,6 +163,8 @@ class SocketIORelay:
     def audio(self, call: CallInfo, chunk: AudioChunk) -> None:
         if chunk.is_gap:
             return
+        rooms = [audio_room(ALL_CALLS), audio_room(call_room(call.call_sid))]
+        self._shed_slow_clients(rooms)
         self._socketio.emit(
             MEDIA_EVENTS[chunk.track],
             {
@@ -131,7 +172,7 @@ class SocketIORelay:
                 "timestamp": chunk.timestamp_ms,
                 "audio": base64.b64encode(pcm_bytes(chunk.pcm)).decode("ascii"),
             },
-            to=[audio_room(ALL_CALLS), audio_room(call_room(call.call_sid))],
+            to=rooms,
         )
 
     def dtmf(self, call: CallInfo, digit: str) -> None:
@@ -169,3 +210,25 @@ class SocketIORelay:
     def call_status(self, status: dict[str, Any]) -> None:
         call_sid = str(status.get("callSid", ""))
         self._socketio.emit("call_status", status, to=[ALL_CALLS, call_room(call_sid)])
+
+
+def _drop_oldest_audio(waiting: Any, keep: int) -> int:
+    """Remove audio packets from the front of an engine.io queue until `keep` packets remain."""
+    with waiting.mutex:
+        packets = waiting.queue
+        excess = len(packets) - keep
+        kept = []
+        dropped = 0
+        while packets and dropped < excess:
+            packet = packets.popleft()
+            if _is_audio(packet):
+                dropped += 1
+            else:
+                kept.append(packet)
+        packets.extendleft(reversed(kept))
+        # queue.Queue counts unfinished tasks; the dropped ones will never be marked done.
+        waiting.unfinished_tasks -= dropped
+        if waiting.unfinished_tasks <= 0:
+            waiting.all_tasks_done.notify_all()
+        waiting.not_full.notify_all()
+    return dropped

@@ -49,6 +49,7 @@ def health() -> Response:
             "activeCalls": len(relay.registry.active()),
             "callingConfigured": not relay.settings.calling_missing(),
             "asr": relay.transcription.status() if relay.transcription else {"engine": "off"},
+            "socketio": {"droppedAudio": relay.socketio_relay.dropped_audio},
         }
     )
 
