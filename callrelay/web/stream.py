@@ -22,6 +22,7 @@ MAX_MESSAGE_BYTES = 64 * 1024
 IDLE_TIMEOUT_SECONDS = 60.0
 """Twilio sends a frame every 20 ms or skips silence; a silent minute means a dead peer."""
 
+CONNECTION_CHECK_SECONDS = 1.0
 CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
 
@@ -103,8 +104,17 @@ def _serve(
     log_event(logger, "stream_connected", remote=remote)
     reason = "disconnected"
     try:
+        last_message = time.monotonic()
         while session.state is not StreamState.ENDED:
-            message = ws.receive(timeout=idle_timeout)
+            message = ws.receive(timeout=min(idle_timeout, CONNECTION_CHECK_SECONDS))
+            if message is None and not getattr(ws, "connected", True):
+                # The socket died in a way that did not wake `receive` (seen when a close
+                # handshake crosses an oversized frame): end the call now, not at idle time.
+                raise ConnectionClosed(getattr(ws, "close_reason", 1006), "connection lost")
+            if message is not None:
+                last_message = time.monotonic()
+            elif time.monotonic() - last_message < idle_timeout:
+                continue
             if message is None:
                 reason = "idle_timeout"
                 log_event(
