@@ -75,18 +75,24 @@ def test_hang_up_ends_the_call_and_its_stream(
     from callrelay.simulator.media_client import StreamOptions
 
     monkeypatch.setattr(fake_twilio, "stream_options", StreamOptions(speed=1))
-    observer = relay.observer()
+    observer = relay.observer(keep_audio=True)
+
+    def frames_of(call_sid: str) -> int:
+        return sum(1 for n, d in observer.audio if n == "media_in" and d["callSid"] == call_sid)
+
     try:
         call_sid = relay.post("/make-call", json={"to": "+14155550123"}).json()["callSid"]
-        wait_for(lambda: observer.counts["media_in"] > 10)
+        wait_for(lambda: frames_of(call_sid) > 10)  # this call is streaming
         answer = relay.post(f"/calls/{call_sid}/hangup")
         assert answer.status_code == 200 and answer.json()["status"] == "completed"
         call = fake_twilio.wait_for_call(call_sid, timeout=10)
-        assert observer.ended.wait(10)
+        wait_for(
+            lambda: any(n == "call_ended" and d["callSid"] == call_sid for n, d in observer.events)
+        )
     finally:
         observer.close()
     assert call.report is not None and call.report.hung_up
-    assert observer.counts["media_in"] < 250  # well short of the 6 s of audio
+    assert frames_of(call_sid) < 250  # well short of the 6 s of audio
 
 
 @pytest.mark.parametrize(

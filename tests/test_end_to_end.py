@@ -398,7 +398,7 @@ def test_a_client_that_never_reads_loses_old_audio_not_memory_nor_others_audio(
         audio = call_audio(30)
         # ~9 MB of audio events: more than the kernel's socket buffers (4 MB at most here)
         # can hide, so the stalled client's queue in the server must grow, or be cut.
-        reports = [stream_call(relay, audio, StreamOptions(speed=8)) for _ in range(3)]
+        reports = [stream_call(relay, audio, StreamOptions(speed=4)) for _ in range(3)]
         wait_for(lambda: healthy.counts["call_ended"] == 3, timeout=60)
         dropped = relay.get("/").json()["socketio"]["droppedAudio"]
     finally:

@@ -43,7 +43,8 @@ def test_bad_messages_crash_nothing_leak_no_call_and_spare_the_calls_beside_them
         observer.close()
     assert report.messages >= MESSAGES and report.refused_handshakes == 0
     assert -1 not in report.close_codes  # every bad connection was closed by the server
-    assert set(report.close_codes) <= {1000, 1002, 1003, 1007, 1009}
+    # 1006: the server closed while the fuzzer was still writing an oversized frame.
+    assert set(report.close_codes) <= {1000, 1002, 1003, 1006, 1007, 1009}
     log = [json.loads(line) for line in relay.log_file.read_text().splitlines()]
     assert not any(
         line["evt"] == "log" and "stream handler failed" in line.get("msg", "") for line in log
