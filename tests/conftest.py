@@ -41,6 +41,14 @@ def restore_callrelay_logging() -> Iterator[None]:
     logger.handlers, logger.propagate, logger.level = handlers, propagate, level
 
 
+def wait_for(predicate: Any, timeout: float = 15.0) -> None:
+    """Poll until `predicate()` holds; fail the test when `timeout` passes first."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -10,14 +9,7 @@ import pytest
 from callrelay.config import load_settings
 from callrelay.simulator.fake_twilio import FakeTwilio
 from callrelay.web.app import create_relay
-from tests.conftest import API_KEY, RELAY_TOKEN, TWILIO_NUMBER, RunningRelay
-
-
-def wait_for(predicate, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+from tests.conftest import API_KEY, RELAY_TOKEN, TWILIO_NUMBER, RunningRelay, wait_for
 
 
 def test_make_call_places_it_through_twilio_and_its_audio_arrives(

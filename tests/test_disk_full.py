@@ -10,8 +10,8 @@ import pytest
 
 from callrelay.simulator.media_client import StreamOptions
 from tests.audio_files import read_wav
-from tests.conftest import AUTH_TOKEN, start_relay, stop_relay
-from tests.test_end_to_end import call_audio, stream_call, wait_for
+from tests.conftest import AUTH_TOKEN, start_relay, stop_relay, wait_for
+from tests.test_end_to_end import call_audio, stream_call
 
 
 @pytest.fixture

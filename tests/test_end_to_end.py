@@ -7,7 +7,6 @@ import json
 import os
 import socket
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ from callrelay.simulator.audio_source import default_call_audio, frames, load_te
 from callrelay.simulator.media_client import StreamOptions, new_sid, play_stream
 from callrelay.twilio import media_stream as msg
 from tests.audio_files import read_wav
-from tests.conftest import RunningRelay
+from tests.conftest import RunningRelay, wait_for
 
 SECONDS = 4
 
@@ -59,13 +58,6 @@ def stream_call(
 def logged(relay: RunningRelay, evt: str, call_sid: str) -> bool:
     lines = [json.loads(line) for line in relay.log_file.read_text().splitlines()]
     return any(line["evt"] == evt and line.get("callSid") == call_sid for line in lines)
-
-
-def wait_for(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_a_call_arrives_at_socketio_clients_as_16khz_pcm_exactly(relay: RunningRelay) -> None:

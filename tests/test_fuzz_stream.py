@@ -10,8 +10,8 @@ import numpy as np
 
 from callrelay.simulator.fuzz import fuzz_streams
 from callrelay.simulator.media_client import StreamOptions
-from tests.conftest import RunningRelay
-from tests.test_end_to_end import call_audio, decode, expected_pcm, stream_call, wait_for
+from tests.conftest import RunningRelay, wait_for
+from tests.test_end_to_end import call_audio, decode, expected_pcm, stream_call
 
 MESSAGES = int(os.environ.get("FUZZ_MESSAGES", "3000"))
 
