@@ -145,6 +145,7 @@ def create_relay(
             lambda: MediaStreamSession(relay.sinks, relay.registry),
             remote=request.remote_addr or "?",
             streams=relay.streams,
+            max_messages_per_second=settings.stream_max_messages_per_second,
         )
 
     return relay

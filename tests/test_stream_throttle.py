@@ -1,0 +1,100 @@
+"""One connection may not flood the relay: past its message rate it is paused, never cut."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from callrelay.simulator.media_client import StreamOptions, play_stream
+from callrelay.web.stream import MessageThrottle
+from tests.audio_files import read_wav
+from tests.conftest import RunningRelay, start_relay, stop_relay
+from tests.test_end_to_end import call_audio
+
+RATE = 200
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_twilio_pace_is_never_paused() -> None:
+    clock = FakeClock()
+    throttle = MessageThrottle(1000, clock)
+    for _ in range(60 * 100):  # a minute of a two-track stream
+        clock.now += 0.01
+        assert throttle.take() == 0.0
+    assert throttle.pauses == 0
+
+
+def test_a_burst_of_one_seconds_worth_passes_then_the_sender_is_paused() -> None:
+    clock = FakeClock()
+    throttle = MessageThrottle(1000, clock)
+    pauses = []
+    for _ in range(1100):
+        pauses.append(throttle.take())
+        clock.now += pauses[-1]
+    assert sum(pauses[:1049]) == 0.0
+    # The excess costs its time at the rate, paused in 50 ms steps: 100 messages = 0.1 s.
+    assert [p for p in pauses if p] == pytest.approx([0.05, 0.05])
+    assert throttle.pauses == 2
+
+
+def test_pausing_holds_a_flood_to_the_rate_on_average() -> None:
+    clock = FakeClock()
+    throttle = MessageThrottle(500, clock)
+    for _ in range(5000):
+        clock.now += throttle.take()
+    # 5000 messages with 500 free at once: (5000 - 500) / 500 = 9 s, within one pause step.
+    assert clock.now - 100.0 == pytest.approx(9.0, abs=0.06)
+
+
+@pytest.fixture(scope="module")
+def slow_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRelay]:
+    running = start_relay(
+        tmp_path_factory.mktemp("throttle"),
+        {"ASR_ENGINE": "off", "STREAM_MAX_MESSAGES_PER_SECOND": str(RATE)},
+    )
+    yield running
+    stop_relay(running)
+
+
+def test_a_flooding_stream_is_slowed_to_the_cap_and_loses_nothing(
+    slow_relay: RunningRelay,
+) -> None:
+    audio = call_audio(4)  # 200 frames a track: 402 messages with connected, start and stop
+    started = time.monotonic()
+    report = play_stream(slow_relay.stream_target(), audio, options=StreamOptions(speed=0))
+    assert report.server_closed is None
+    folder = slow_relay.captures / report.call_sid
+    wait_for_log(slow_relay.log_file, "recording_finished", report.call_sid)
+    took = time.monotonic() - started
+    # The server reads the first RATE messages at once, then RATE a second.
+    assert took >= (report.messages_sent - RATE) / RATE - 0.1
+    for name in ("caller", "receiver"):
+        pcm, _ = read_wav(folder / f"{name}.wav")
+        assert len(pcm) == 16 * StreamOptions().first_timestamp_ms + 2 * 8000 * 4
+    lines = log_lines(slow_relay.log_file, report.call_sid)
+    throttled = [line for line in lines if line["evt"] == "stream_throttled"]
+    assert len(throttled) == 1
+    assert throttled[0]["maxMessagesPerSecond"] == RATE
+
+
+def log_lines(log_file: Path, call_sid: str) -> list[dict]:
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    return [line for line in lines if line.get("callSid") == call_sid]
+
+
+def wait_for_log(log_file: Path, evt: str, call_sid: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(line["evt"] == evt for line in log_lines(log_file, call_sid)):
+        assert time.monotonic() < deadline, f"no {evt} for {call_sid}"
+        time.sleep(0.05)
