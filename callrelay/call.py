@@ -6,6 +6,11 @@ feeds it text frames, and sinks (Socket.IO relay, recorder, recogniser) receive 
 A track's timeline is Twilio's `media.timestamp` (ms since the stream started), not the arrival
 rate: Twilio may skip silence or drop frames, so a jump in timestamps is filled with silence and
 both tracks stay aligned sample for sample from time 0.
+
+A call can have more than one stream: TwiML that starts a stream again (after `<Stop><Stream>`,
+a call update, a redirect) gives a new StreamSid whose timestamps restart at 0. The registry
+places such a stream on the call's timeline by when it started, so recordings, transcripts
+and timestamps go on where the call is, not from 0.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ import enum
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from callrelay.audio import MULAW_SILENCE, Int16Array, Upsampler2x, mulaw_decode
@@ -57,14 +63,19 @@ class CallInfo:
     tracks: tuple[Track, ...]
     custom_parameters: Mapping[str, str]
     started_at: float
+    offset_ms: int = 0
+    """Where this stream's time 0 lies on the call's timeline: 0 for the call's first stream."""
+    resumed: bool = False
+    """An earlier stream of this call has ended and this one carries the call on."""
 
 
 @dataclass(frozen=True)
 class AudioChunk:
     """16 kHz PCM for one track, placed on the call's timeline.
 
-    `timestamp_ms` is the Twilio timestamp of the frame it came from (for a gap, the time the
-    gap starts); `start_sample` is where it begins on the 16 kHz timeline of the call.
+    `timestamp_ms` is the time on the call's timeline of the frame it came from (Twilio's
+    timestamp plus the stream's offset; for a gap, the time the gap starts); `start_sample` is
+    where it begins on the 16 kHz timeline of the call.
     """
 
     track: Track
@@ -104,17 +115,19 @@ class LateFrame(Exception):
 class TrackPipeline:
     """One track: places frames on the timeline, fills gaps, decodes and upsamples."""
 
-    def __init__(self, track: Track) -> None:
+    def __init__(self, track: Track, offset_ms: int = 0) -> None:
         self.track = track
-        self.position = 0
-        """Next input sample (8 kHz) on the timeline."""
+        self.offset_ms = offset_ms
+        self.origin = offset_ms * INPUT_RATE // 1000
+        self.position = self.origin
+        """Next input sample (8 kHz) on the call's timeline."""
         self._upsampler = Upsampler2x()
         self.frames = 0
         self.gap_samples = 0
         self.late_frames = 0
 
     def accept(self, timestamp_ms: int, payload: bytes) -> Iterator[AudioChunk]:
-        target = timestamp_ms * INPUT_RATE // 1000
+        target = self.origin + timestamp_ms * INPUT_RATE // 1000
         offset = target - self.position
         if offset > INPUT_RATE * MAX_GAP_SECONDS:
             raise InvalidMediaMessage(
@@ -134,7 +147,7 @@ class TrackPipeline:
         self.frames += 1
         yield AudioChunk(
             track=self.track,
-            timestamp_ms=timestamp_ms,
+            timestamp_ms=self.offset_ms + timestamp_ms,
             start_sample=2 * start,
             pcm=self._upsampler.process_mulaw(payload),
             mulaw=payload,
@@ -263,12 +276,12 @@ class MediaStreamSession:
         for pipeline in self._tracks.values():
             for chunk in pipeline.pad_to(end):
                 self._deliver(call, chunk)
-        self._registry.remove(call.stream_sid)
+        self._registry.remove(call.stream_sid, -(-end * 1000 // INPUT_RATE))
         log_event(
             logger,
             "call_ended",
             reason=reason,
-            duration_s=round(end / INPUT_RATE, 3),
+            duration_s=round(end / INPUT_RATE - call.offset_ms / 1000, 3),
             frames={track: p.frames for track, p in self._tracks.items()},
             gap_ms={track: p.gap_samples * 1000 // INPUT_RATE for track, p in self._tracks.items()},
             dropped=dict(self.problems.counts),
@@ -304,22 +317,25 @@ class MediaStreamSession:
     def _start(self, start: Start) -> None:
         if self.state is not StreamState.AWAITING_START:
             raise StreamProtocolError(CLOSE_PROTOCOL_ERROR, "second start on one stream")
-        self.call = CallInfo(
-            call_sid=start.call_sid,
-            stream_sid=start.stream_sid,
-            account_sid=start.account_sid,
-            tracks=start.tracks,
-            custom_parameters=start.custom_parameters,
-            started_at=self._clock(),
+        self.call = self._registry.add(
+            CallInfo(
+                call_sid=start.call_sid,
+                stream_sid=start.stream_sid,
+                account_sid=start.account_sid,
+                tracks=start.tracks,
+                custom_parameters=start.custom_parameters,
+                started_at=self._clock(),
+            )
         )
-        self._tracks = {track: TrackPipeline(track) for track in start.tracks}
+        self._tracks = {track: TrackPipeline(track, self.call.offset_ms) for track in start.tracks}
         self.state = StreamState.STREAMING
-        self._registry.add(self.call)
         log_event(
             logger,
             "call_started",
             tracks=list(start.tracks),
             customParameters=dict(start.custom_parameters),
+            **({"offsetMs": self.call.offset_ms} if self.call.offset_ms else {}),
+            **({"resumed": True} if self.call.resumed else {}),
             **self._ids(),
         )
         for sink in self._sinks:
@@ -347,20 +363,64 @@ class MediaStreamSession:
             sink.audio(call, chunk)
 
 
-class CallRegistry:
-    """The calls in flight, for `GET /` and for shutdown."""
+@dataclass
+class _CallTimeline:
+    started_at: float
+    """When the call's first stream started; every later stream is placed from here."""
+    open_streams: int = 0
+    end_ms: int = 0
+    """Where the call's ended streams reached: a resumed stream never starts before it."""
 
-    def __init__(self) -> None:
+
+REMEMBERED_CALLS = 10_000
+"""Calls whose timeline is kept after their streams end, so that a new stream can resume them."""
+
+
+class CallRegistry:
+    """The streams in flight (for `GET /` and shutdown) and where each call's timeline began."""
+
+    def __init__(self, remembered_calls: int = REMEMBERED_CALLS) -> None:
         self._lock = threading.Lock()
         self._calls: dict[str, CallInfo] = {}
+        self._timelines: OrderedDict[str, _CallTimeline] = OrderedDict()
+        self._remembered_calls = remembered_calls
 
-    def add(self, call: CallInfo) -> None:
+    def add(self, call: CallInfo) -> CallInfo:
+        """Take a stream in; a later stream of a known call comes back placed on its timeline."""
         with self._lock:
+            timeline = self._timelines.get(call.call_sid)
+            if timeline is None:
+                timeline = self._timelines[call.call_sid] = _CallTimeline(call.started_at)
+                self._forget_old_calls()
+            else:
+                since_first_start = round((call.started_at - timeline.started_at) * 1000)
+                call = replace(
+                    call,
+                    offset_ms=max(0, timeline.end_ms, since_first_start),
+                    resumed=timeline.open_streams == 0,
+                )
+                self._timelines.move_to_end(call.call_sid)
+            timeline.open_streams += 1
             self._calls[call.stream_sid] = call
+            return call
 
-    def remove(self, stream_sid: str) -> None:
+    def remove(self, stream_sid: str, end_ms: int = 0) -> None:
+        """The stream has ended, having reached `end_ms` on its call's timeline."""
         with self._lock:
-            self._calls.pop(stream_sid, None)
+            call = self._calls.pop(stream_sid, None)
+            if call is not None:
+                timeline = self._timelines[call.call_sid]
+                timeline.open_streams -= 1
+                timeline.end_ms = max(timeline.end_ms, end_ms)
+
+    def _forget_old_calls(self) -> None:
+        excess = len(self._timelines) - self._remembered_calls
+        for call_sid in list(self._timelines):
+            if excess <= 0:
+                return
+            if self._timelines[call_sid].open_streams == 0:
+                del self._timelines[call_sid]
+                excess -= 1
 
     def active(self) -> list[CallInfo]:
         with self._lock:

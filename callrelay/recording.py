@@ -54,16 +54,34 @@ def wav_header(data_bytes: int, rate: int = OUTPUT_RATE) -> bytes:
     )
 
 
-class WavWriter:
-    """A mono PCM16 WAV file that grows by appends and is always valid on disk."""
+SILENCE_PIECE_SAMPLES = OUTPUT_RATE
+"""Long silences are written a second at a time, never held whole in memory."""
 
-    def __init__(self, path: Path, rate: int = OUTPUT_RATE) -> None:
+
+class WavWriter:
+    """A mono PCM16 WAV file that grows by appends and is always valid on disk.
+
+    With `resume`, a WAV of this format already at `path` is carried on, not replaced.
+    """
+
+    def __init__(self, path: Path, rate: int = OUTPUT_RATE, resume: bool = False) -> None:
         self.path = path
         self.rate = rate
         self.samples = 0
         path.parent.mkdir(parents=True, exist_ok=True)
+        if resume and _is_our_wav(path, rate):
+            repair_wav(path)
+            self._fd = os.open(path, os.O_WRONLY)
+            self.samples = (os.lseek(self._fd, 0, os.SEEK_END) - HEADER_BYTES) // 2
+            return
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.write(self._fd, wav_header(0, rate))
+
+    def append_silence(self, sample_count: int) -> None:
+        while sample_count > 0:
+            piece = min(sample_count, SILENCE_PIECE_SAMPLES)
+            self.append(np.zeros(piece, dtype=np.int16))
+            sample_count -= piece
 
     def append(self, pcm: Int16Array) -> None:
         """Append samples; on failure the file keeps every whole sample written before it."""
@@ -114,10 +132,10 @@ class TrackRecording:
     def samples(self) -> int:
         return self._writer.samples if self._writer else 0
 
-    def open(self) -> bool:
+    def open(self, resume: bool = False) -> bool:
         """Create the file now, so that every track has one even if it stays silent."""
         try:
-            self._writer = WavWriter(self.path)
+            self._writer = WavWriter(self.path, resume=resume)
         except OSError as error:
             self._failed(error, time.monotonic())
             return False
@@ -137,8 +155,7 @@ class TrackRecording:
             if self._writer is None:
                 self._writer = WavWriter(self.path)
             missing = chunk.start_sample - self._writer.samples
-            if missing > 0:
-                self._writer.append(np.zeros(missing, dtype=np.int16))
+            self._writer.append_silence(missing)
             skip = max(0, -missing)
             if skip < len(chunk.pcm):
                 self._writer.append(chunk.pcm[skip:])
@@ -149,9 +166,9 @@ class TrackRecording:
         return True
 
     def pad_to(self, samples: int) -> None:
-        if self._writer is not None and self._writer.samples < samples:
+        if self._writer is not None:
             with contextlib.suppress(OSError):
-                self._writer.append(np.zeros(samples - self._writer.samples, dtype=np.int16))
+                self._writer.append_silence(samples - self._writer.samples)
 
     def close(self) -> None:
         if self._writer is not None:
@@ -171,13 +188,19 @@ class CallRecorder:
         return self.captures_dir / (_SAFE_NAME.sub("_", call_sid)[:64] or "call")
 
     def call_started(self, call: CallInfo) -> None:
+        """A call's files; a stream that resumes the call carries on the files it left.
+
+        Any other stream of a call that already has files (one running alongside, or one the
+        server cannot place because it restarted) gets files of its own: `caller-2.wav`.
+        """
         folder = self.call_folder(call.call_sid)
         suffix = ""
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            # A second stream for the same call (a reconnect) must not overwrite the first.
             number = 1
-            while any((folder / f"{SPEAKERS[t]}{suffix}.wav").exists() for t in call.tracks):
+            while not call.resumed and any(
+                (folder / f"{SPEAKERS[t]}{suffix}.wav").exists() for t in call.tracks
+            ):
                 number += 1
                 suffix = f"-{number}"
         except OSError as error:
@@ -189,7 +212,7 @@ class CallRecorder:
         with self._lock:
             self._calls[call.stream_sid] = tracks
         for recording in tracks.values():
-            if not recording.open() and recording.error is not None:
+            if not recording.open(resume=call.resumed) and recording.error is not None:
                 self._warn(call, recording.error)
         log_event(
             logger,
@@ -197,6 +220,7 @@ class CallRecorder:
             callSid=call.call_sid,
             streamSid=call.stream_sid,
             files=[str(t.path) for t in tracks.values()],
+            **({"resumedAt": round(call.offset_ms / 1000, 3)} if call.resumed else {}),
         )
 
     def audio(self, call: CallInfo, chunk: AudioChunk) -> None:
@@ -278,6 +302,15 @@ class TranscriptFile:
 
     def transcription_ended(self, call: CallInfo) -> None:
         pass
+
+
+def _is_our_wav(path: Path, rate: int) -> bool:
+    try:
+        with path.open("rb") as file:
+            header = file.read(HEADER_BYTES)
+    except OSError:
+        return False
+    return header[:4] == b"RIFF" and header[8:40] == wav_header(0, rate)[8:40]
 
 
 def repair_wav(path: Path) -> bool:

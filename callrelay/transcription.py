@@ -213,7 +213,7 @@ class TranscriptionSink:
                 self,
                 call,
                 track,
-                self.engine.new_recogniser(),
+                self._recogniser_at(call.offset_ms),
                 self.engine.sample_rate,
                 self._max_pending,
             )
@@ -221,6 +221,13 @@ class TranscriptionSink:
         }
         with self._lock:
             self._calls[call.stream_sid] = tracks
+
+    def _recogniser_at(self, offset_ms: int) -> TrackRecogniser:
+        """A new recogniser whose times start where the stream starts on the call's timeline."""
+        recogniser = self.engine.new_recogniser()
+        if offset_ms:
+            recogniser.skip(offset_ms * self.engine.sample_rate // 1000)
+        return recogniser
 
     def audio(self, call: CallInfo, chunk: AudioChunk) -> None:
         tracks = self._calls.get(call.stream_sid)

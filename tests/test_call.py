@@ -209,3 +209,76 @@ def test_media_for_another_stream_is_dropped() -> None:
     session.receive(start_text())
     session.receive(media_text("inbound", 0).replace(STREAM, "MZ" + "9" * 32))
     assert session.problems.counts == {"wrong_stream_sid": 1} and sink.chunks == []
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def stream_texts(stream_sid: str, frames_per_track: int) -> list[str]:
+    """A whole two-track stream of the test call, under its own StreamSid."""
+    texts = [start_text()] + [
+        media_text(track, 20 * i) for i in range(frames_per_track) for track in TRACKS
+    ]
+    return [text.replace(STREAM, stream_sid) for text in [*texts, stop_text()]]
+
+
+TRACKS: tuple[msg.Track, ...] = ("inbound", "outbound")
+
+
+def test_a_new_stream_of_an_ended_call_resumes_its_timeline() -> None:
+    sink, registry, clock = RememberingSink(), CallRegistry(), Clock()
+    for texts in (stream_texts("MZ" + "a" * 32, 3), stream_texts("MZ" + "b" * 32, 2)):
+        session = MediaStreamSession([sink], registry, clock)
+        for text in texts:
+            session.receive(text)
+        clock.now += 2.5  # the second stream starts 2.5 s after the first
+    first, second = sink.started
+    assert (first.offset_ms, first.resumed) == (0, False)
+    assert (second.offset_ms, second.resumed) == (2500, True)
+    second_chunks = [c for c in sink.chunks if c.track == "inbound"][3:]
+    assert [c.start_sample for c in second_chunks] == [40000, 40320]
+    assert [c.timestamp_ms for c in second_chunks] == [2500, 2520]
+
+
+def test_a_resumed_stream_never_starts_inside_audio_the_call_already_has() -> None:
+    sink, registry, clock = RememberingSink(), CallRegistry(), Clock()
+    for texts in (stream_texts("MZ" + "a" * 32, 50), stream_texts("MZ" + "b" * 32, 1)):
+        session = MediaStreamSession([sink], registry, clock)
+        for text in texts:
+            session.receive(text)
+        clock.now += 0.2  # 1 s of audio arrived within 0.2 s (a burst)
+    assert sink.started[1].offset_ms == 1000
+
+
+def test_a_stream_alongside_a_live_one_is_placed_but_not_a_resumption() -> None:
+    sink, registry, clock = RememberingSink(), CallRegistry(), Clock()
+    first = MediaStreamSession([sink], registry, clock)
+    first.receive(start_text())
+    clock.now += 1.0
+    second = MediaStreamSession([sink], registry, clock)
+    second.receive(start_text().replace(STREAM, "MZ" + "c" * 32))
+    assert (sink.started[1].offset_ms, sink.started[1].resumed) == (1000, False)
+    assert len(registry.active()) == 2
+
+
+def test_the_registry_forgets_the_oldest_ended_calls_only() -> None:
+    registry = CallRegistry(remembered_calls=2)
+    sink, clock = RememberingSink(), Clock()
+    live = MediaStreamSession([sink], registry, clock)
+    live.receive(start_text())
+    for n in range(3):
+        other = MediaStreamSession([sink], registry, clock)
+        other.receive(start_text().replace(CALL, f"CA{n:032d}").replace(STREAM, f"MZ{n:032d}"))
+        other.close("stop")
+    clock.now += 1.0
+    again = MediaStreamSession([sink], registry, clock)
+    again.receive(start_text().replace(STREAM, "MZ" + "d" * 32))
+    assert sink.started[-1].offset_ms == 1000  # the live call was kept
+    forgotten = MediaStreamSession([sink], registry, clock)
+    forgotten.receive(start_text().replace(CALL, f"CA{0:032d}").replace(STREAM, "MZ" + "e" * 32))
+    assert sink.started[-1].offset_ms == 0

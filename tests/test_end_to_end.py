@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -402,3 +403,42 @@ def test_a_client_that_never_reads_loses_old_audio_not_memory_nor_others_audio(
         assert len(mine) == 1500
     names = [json.loads(line)["evt"] for line in relay.log_file.read_text().splitlines()]
     assert "client_slow" in names
+
+
+def test_a_new_stream_for_the_same_call_resumes_its_recordings_and_timeline(
+    relay: RunningRelay,
+) -> None:
+    """Twilio opens a new stream (new StreamSid, timestamps from 0) when TwiML streams again."""
+    first_audio, second_audio = call_audio(2), call_audio(1)
+    call_sid = new_sid("CA")
+    observer = relay.observer(call_sid=call_sid, keep_audio=True)
+    try:
+        stream_call(relay, first_audio, StreamOptions(speed=0), call_sid)
+        wait_for(lambda: logged(relay, "recording_finished", call_sid))
+        time.sleep(2.5)  # the call goes on without a stream for a while
+        second = stream_call(relay, second_audio, StreamOptions(speed=0), call_sid)
+        wait_for(lambda: observer.counts["call_ended"] == 2)
+    finally:
+        observer.close()
+    starts = [data for name, data in observer.events if name == "call_started"]
+    assert [s["resumed"] for s in starts] == [False, True]
+    offset_ms = starts[1]["offsetMs"]
+    assert 2500 <= offset_ms < 10_000  # when it started, counted from the call's first start
+    resumed_frames = [d for name, d in observer.audio if d["streamSid"] == second.stream_sid]
+    assert resumed_frames[0]["timestamp"] == offset_ms + 5
+    assert sorted(p.name for p in (relay.captures / call_sid).iterdir()) == [
+        "caller.wav",
+        "receiver.wav",
+    ]
+    wait_for(lambda: len(recording_finished(relay, call_sid)) == 2)
+    caller, _ = read_wav(relay.captures / call_sid / "caller.wav")
+    start = 16 * (offset_ms + 5)
+    assert len(caller) == start + 16000
+    assert np.array_equal(caller[80 : 80 + 32000], expected_pcm(first_audio["inbound"]))
+    assert not caller[80 + 32000 : start].any()
+    assert np.array_equal(caller[start:], expected_pcm(second_audio["inbound"]))
+
+
+def recording_finished(relay: RunningRelay, call_sid: str) -> list[dict]:
+    lines = [json.loads(line) for line in relay.log_file.read_text().splitlines()]
+    return [x for x in lines if x["evt"] == "recording_finished" and x["callSid"] == call_sid]

@@ -4,6 +4,7 @@ import subprocess
 import sys
 import time
 import wave
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,28 @@ def test_second_stream_for_a_call_does_not_overwrite_the_first(tmp_path: Path) -
         recorder.call_ended(CALL, "stop")
     names = sorted(p.name for p in (tmp_path / CALL.call_sid).iterdir())
     assert names == ["caller-2.wav", "caller.wav", "receiver-2.wav", "receiver.wav"]
+
+
+def test_a_stream_that_resumes_a_call_carries_on_its_recordings(tmp_path: Path) -> None:
+    recorder = CallRecorder(tmp_path)
+    recorder.call_started(CALL)
+    recorder.audio(CALL, chunk("inbound", 0, np.full(320, 1)))
+    recorder.call_ended(CALL, "stop")
+    # A later stream of the same call, started 3 s into the call's timeline.
+    resumed = replace(CALL, stream_sid="MZ" + "9" * 32, offset_ms=3000, resumed=True)
+    recorder = CallRecorder(tmp_path)
+    recorder.call_started(resumed)
+    recorder.audio(resumed, chunk("outbound", 48000, np.full(320, 2)))
+    recorder.call_ended(resumed, "stop")
+    assert sorted(p.name for p in (tmp_path / CALL.call_sid).iterdir()) == [
+        "caller.wav",
+        "receiver.wav",
+    ]
+    caller, _ = read_wav(tmp_path / CALL.call_sid / "caller.wav")
+    receiver, _ = read_wav(tmp_path / CALL.call_sid / "receiver.wav")
+    assert len(caller) == len(receiver) == 48320
+    assert (caller[:320] == 1).all() and (caller[320:] == 0).all()
+    assert (receiver[:48000] == 0).all() and (receiver[48000:] == 2).all()
 
 
 def test_unwritable_folder_is_reported_once_and_recording_resumes(

@@ -132,3 +132,31 @@ def test_health_shows_the_engine_and_its_lag(asr_relay: RunningRelay) -> None:
     asr = asr_relay.get("/").json()["asr"]
     assert asr["engine"] == "whisper" and asr["sampleRate"] == 16000
     assert asr["maxLagSeconds"] == 0 and asr["skippedSeconds"] == 0
+
+
+def test_a_resumed_stream_is_transcribed_on_the_calls_timeline(asr_relay: RunningRelay) -> None:
+    require_shared_audio()
+    first = real_speech_call()
+    turn = first.turns[0]
+    cut = int((turn.end + 0.6) * 8000)
+    utterance = {"inbound": first.caller[:cut], "outbound": first.receiver[:cut]}
+    call_sid = new_sid("CA")
+    observer = asr_relay.observer(call_sid=call_sid)
+    try:
+        for _ in range(2):  # the same sentence on two streams of one call
+            observer.transcription_ended.clear()
+            play_stream(
+                asr_relay.stream_target(),
+                utterance,
+                call_sid=call_sid,
+                options=StreamOptions(speed=0),
+            )
+            assert observer.transcription_ended.wait(60)
+    finally:
+        observer.close()
+    resumed = [d for name, d in observer.events if name == "call_started"][1]
+    offset = resumed["offsetMs"] / 1000
+    assert resumed["resumed"] and offset >= cut / 8000
+    spoken = [d for d in finals(observer, "caller") if d["streamSid"] == resumed["streamSid"]]
+    assert spoken, "the resumed stream was not transcribed"
+    assert offset + turn.start - 0.3 <= spoken[0]["start"] <= offset + turn.start + 0.6

@@ -157,6 +157,8 @@ class SocketIORelay:
                 **self._ids(call),
                 "tracks": list(call.tracks),
                 "customParameters": dict(call.custom_parameters),
+                "resumed": call.resumed,
+                "offsetMs": call.offset_ms,
             },
         )
 
