@@ -18,7 +18,12 @@ from dataclasses import dataclass, field
 
 from simple_websocket import Client, ConnectionClosed
 
-from callrelay.simulator.media_client import StreamTarget, handshake_headers, new_sid
+from callrelay.simulator.media_client import (
+    CLOSE_ABNORMAL,
+    StreamTarget,
+    handshake_headers,
+    new_sid,
+)
 from callrelay.twilio import media_stream as msg
 
 MAX_REFUSED_HANDSHAKES = 20
@@ -139,7 +144,7 @@ def fuzz_streams(
             except ConnectionClosed:
                 code = int(ws.close_reason)
             except OSError:
-                code = 1006
+                code = CLOSE_ABNORMAL
             finally:
                 with contextlib.suppress(ConnectionClosed, OSError):
                     ws.close()

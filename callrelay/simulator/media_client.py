@@ -52,6 +52,10 @@ class StreamOptions:
     seed: int = 1
 
 
+CLOSE_ABNORMAL = 1006
+"""What a WebSocket peer reports when the connection died without a close frame."""
+
+
 @dataclass
 class StreamReport:
     call_sid: str
@@ -183,6 +187,8 @@ def play_stream(
         _note_server_messages(ws, report)
     except ConnectionClosed:
         report.server_closed = (int(ws.close_reason), str(ws.close_message or ""))
+    except OSError as error:  # the server vanished mid-write: no close frame at all
+        report.server_closed = (CLOSE_ABNORMAL, f"{type(error).__name__}: {error}")
     finally:
         report.seconds = time.monotonic() - started
         with contextlib.suppress(ConnectionClosed):
