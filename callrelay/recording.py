@@ -183,6 +183,7 @@ class CallRecorder:
         self._lock = threading.Lock()
         self._calls: dict[str, dict[Track, TrackRecording]] = {}
         self._warned: set[str] = set()
+        self._resumed: set[str] = set()
 
     def call_folder(self, call_sid: str) -> Path:
         return self.captures_dir / (_SAFE_NAME.sub("_", call_sid)[:64] or "call")
@@ -228,7 +229,18 @@ class CallRecorder:
         if tracks is None:
             return
         recording = tracks[chunk.track]
-        if not recording.write(chunk) and recording.error is not None:
+        if recording.write(chunk):
+            if call.stream_sid in self._warned and call.stream_sid not in self._resumed:
+                self._resumed.add(call.stream_sid)
+                log_event(
+                    logger,
+                    "recording_resumed",
+                    callSid=call.call_sid,
+                    streamSid=call.stream_sid,
+                    at=round(chunk.start_sample / OUTPUT_RATE, 3),
+                    detail="what the disk refused meanwhile is silence in the file",
+                )
+        elif recording.error is not None:
             self._warn(call, recording.error)
 
     def dtmf(self, call: CallInfo, digit: str) -> None:
@@ -238,6 +250,7 @@ class CallRecorder:
         with self._lock:
             tracks = self._calls.pop(call.stream_sid, {})
             self._warned.discard(call.stream_sid)
+            self._resumed.discard(call.stream_sid)
         if not tracks:
             return
         end = max(recording.samples for recording in tracks.values())

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from callrelay.simulator.media_client import StreamOptions
 from tests.audio_files import read_wav
 from tests.conftest import AUTH_TOKEN, start_relay, stop_relay, wait_for
-from tests.test_end_to_end import call_audio, stream_call
+from tests.test_end_to_end import call_audio, expected_pcm, stream_call
 
 
 @pytest.fixture
@@ -66,3 +68,60 @@ def test_a_full_disk_keeps_audio_flowing_and_says_so_once(tmp_path: Path, small_
             assert rate == 16000 and 0 < len(samples) < 10 * 16000  # valid, with what fitted
     finally:
         stop_relay(relay)
+
+
+@pytest.fixture
+def filled_disk(tmp_path: Path):
+    """A 1 MiB tmpfs nearly filled by a ballast file: about 1 s of one call's recordings fit."""
+    mount_point = tmp_path / "filled"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        (mount_point / "ballast").write_bytes(b"\0" * (1024 * 1024 - 64 * 1024))
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_recording_resumes_in_place_when_space_returns(tmp_path: Path, filled_disk: Path) -> None:
+    relay = start_relay(
+        tmp_path, {"ASR_ENGINE": "off", "CAPTURES_DIR": str(filled_disk / "captures")}
+    )
+    seconds = 5
+    audio = call_audio(seconds)
+    try:
+        result = {}
+        streamer = threading.Thread(
+            target=lambda: result.update(report=stream_call(relay, audio, StreamOptions(speed=1)))
+        )
+        streamer.start()
+        wait_for(lambda: "recording_failed" in events(relay.log_file))
+        (filled_disk / "ballast").unlink()  # space comes back mid-call
+        streamer.join(20)
+        call_sid = result["report"].call_sid
+        wait_for(lambda: "recording_finished" in events(relay.log_file))
+    finally:
+        stop_relay(relay)
+    lines = [json.loads(line) for line in relay.log_file.read_text().splitlines()]
+    assert [x["evt"] for x in lines].count("recording_failed") == 1
+    resumed = [x for x in lines if x["evt"] == "recording_resumed"]
+    assert len(resumed) == 1
+    retried_by = int((resumed[0]["at"] + 1.0) * 16000)  # each track retries once a second
+    lost_seconds = 0.0
+    for name, track in (("caller.wav", "inbound"), ("receiver.wav", "outbound")):
+        samples, _ = read_wav(filled_disk / "captures" / call_sid / name)
+        expected = np.concatenate([np.zeros(80, np.int16), expected_pcm(audio[track])])
+        assert len(samples) == len(expected)  # whole length, aligned from time 0
+        assert np.array_equal(samples[retried_by:], expected[retried_by:])  # written in place
+        lost = samples != expected
+        assert not samples[lost].any()  # what the disk refused is silence, never noise
+        lost_seconds += lost.sum() / 16000
+    assert lost_seconds > 0.1  # the disk did refuse a stretch (the retry comes a second later)
+
+
+def events(log_file: Path) -> list[str]:
+    return [json.loads(line)["evt"] for line in log_file.read_text().splitlines()]
