@@ -16,6 +16,7 @@ Loopback only. Figures, not pass/fail.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import tempfile
@@ -55,8 +56,15 @@ class ProcessMeter:
         self.peak_rss_mb = 0.0
 
     def pids(self) -> list[int]:
-        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
-        return [self.pid, *map(int, children)]
+        """The server and every process under it (gunicorn's worker, the recognition process)."""
+        found, waiting = [], [self.pid]
+        while waiting:
+            pid = waiting.pop()
+            found.append(pid)
+            with contextlib.suppress(OSError):
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    waiting += map(int, (task / "children").read_text().split())
+        return found
 
     def cpu_seconds(self) -> float:
         total = 0
@@ -83,6 +91,7 @@ class RunResult:
     media_latencies: list[float] = field(default_factory=list)
     wer: dict[str, float] = field(default_factory=dict)
     cpu_cores: float = 0.0
+    generator_cores: float = 0.0
     rtf: float = 0.0
     idle_rss_mb: float = 0.0
     peak_rss_mb: float = 0.0
@@ -130,6 +139,7 @@ def run(calls: int, engine: str, conversation: Conversation, speed: float) -> Ru
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
             cpu_before, wall_before = meter.cpu_seconds(), time.monotonic()
+            generator_before = time.process_time()
 
             # Real calls are not in lock-step: each call starts at another turn of the
             # conversation (wrapping around), and they connect over two seconds.
@@ -164,6 +174,7 @@ def run(calls: int, engine: str, conversation: Conversation, speed: float) -> Ru
             wall = time.monotonic() - wall_before
             stop_sampling.set()
             result.cpu_cores = cpu / wall
+            result.generator_cores = (time.process_time() - generator_before) / wall
             result.rtf = cpu / (calls * 2 * conversation.seconds)
             result.peak_rss_mb = meter.peak_rss_mb
             for observer in [*observers, audio_watch]:
@@ -244,7 +255,7 @@ def main() -> None:
         )
     header = (
         f"{'calls':>5} {'engine':>7} {'WER caller':>10} {'WER recv':>9} {'lat p50':>8} "
-        f"{'lat p95':>8} {'lat max':>8} {'media p50':>9} {'media p95':>9} {'cores':>6} "
+        f"{'lat p95':>8} {'lat max':>8} {'media p50':>9} {'media p95':>9} {'cores':>6} {'gen':>5} "
         f"{'RTF':>6} {'RSS MB':>7} {'max lag':>8} {'skipped':>8}"
     )
     rows = []
@@ -260,14 +271,16 @@ def main() -> None:
                 f"{max(r.latencies, default=float('nan')):>8.2f} "
                 f"{percentile(r.media_latencies, 50) * 1000:>7.1f}ms "
                 f"{percentile(r.media_latencies, 95) * 1000:>7.1f}ms "
-                f"{r.cpu_cores:>6.2f} {r.rtf:>6.3f} {r.peak_rss_mb:>7.0f} {r.max_lag:>8.2f} "
+                f"{r.cpu_cores:>6.2f} {r.generator_cores:>5.2f} {r.rtf:>6.3f} "
+                f"{r.peak_rss_mb:>7.0f} {r.max_lag:>8.2f} "
                 f"{r.skipped:>8.1f}"
             )
             print(header if len(rows) == 1 else "", end="\n" if len(rows) == 1 else "")
             print(rows[-1], flush=True)
     print(
         "\nlat: speech end -> final event (s). media: frame due -> media_in at a client. "
-        "cores: server CPU / wall time. RTF: server CPU s per s of track audio."
+        "cores: server CPU / wall time; gen: the load generator's (simulated Twilio and "
+        "clients, this process). RTF: server CPU s per s of track audio."
     )
 
 

@@ -40,6 +40,8 @@ def _record_fields(record: logging.LogRecord) -> tuple[str, dict[str, Any]]:
         fields["logger"] = record.name
     if record.exc_info:
         fields["error"] = logging.Formatter().formatException(record.exc_info)
+    elif record.exc_text:  # formatted where it happened (the recognition process)
+        fields["error"] = record.exc_text
     return evt, fields
 
 

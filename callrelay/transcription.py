@@ -19,23 +19,23 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol, TypeVar, cast
+from typing import Protocol
 
 import numpy as np
 
 from callrelay.asr import SpeechEngine, TrackRecogniser, Transcript
+from callrelay.asr.base import RECOGNITION_NICE
 from callrelay.audio import Int16Array
 from callrelay.call import AudioChunk, CallInfo
 from callrelay.logs import log_event
 from callrelay.twilio.media_stream import Track
 
 logger = logging.getLogger("callrelay.transcription")
-T = TypeVar("T")
 
 SPEAKER_NAMES: dict[Track, str] = {"inbound": "Caller", "outbound": "Receiver"}
-RECOGNITION_NICE = 10
-"""Recognition threads run at a lower OS priority than the relay's, so that when the CPU is
-short it is transcripts that wait, never audio frames."""
+FEED_BATCH_SECONDS = 0.1
+"""A track's audio goes to its recogniser in pieces of this much (five Twilio frames): one
+recogniser call per frame would cost more in hand-offs than it saves in latency."""
 LAG_WARNING_SECONDS = 2.0
 LAG_LOG_INTERVAL = 10.0
 
@@ -44,26 +44,6 @@ def lower_thread_priority(nice: int = RECOGNITION_NICE) -> None:
     """Lower this thread's priority (Linux: a thread's nice value; threads it starts inherit it)."""
     with contextlib.suppress(AttributeError, OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-
-
-def at_low_priority(work: Callable[[], T]) -> T:
-    """Run `work` on a thread of low priority and return its result; a model loaded this way
-    starts its own worker threads at that priority."""
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        lower_thread_priority()
-        try:
-            outcome["value"] = work()
-        except BaseException as error:
-            outcome["error"] = error
-
-    thread = threading.Thread(target=run, name="asr-load")
-    thread.start()
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return cast(T, outcome["value"])
 
 
 class TranscriptListener(Protocol):
@@ -86,6 +66,7 @@ class TrackTranscriber:
         recogniser: TrackRecogniser,
         rate: int,
         max_pending: int,
+        start_at: int = 0,
     ) -> None:
         self._sink = sink
         self.call = call
@@ -93,8 +74,10 @@ class TrackTranscriber:
         self._recogniser = recogniser
         self.rate = rate
         self._max_pending = max_pending
+        self._min_batch = int(FEED_BATCH_SECONDS * rate)
         self._lock = threading.Lock()
-        self._queue: deque[Int16Array | _Skip] = deque()
+        # A stream that starts later on its call's timeline: the recogniser counts from there.
+        self._queue: deque[Int16Array | _Skip] = deque([_Skip(start_at)] if start_at else [])
         self._queued = 0
         self._scheduled = False
         self._finishing = False
@@ -127,7 +110,8 @@ class TrackTranscriber:
             if dropped:
                 self._queue.appendleft(_Skip(skip + dropped))
                 self.skipped += dropped
-            self._schedule()
+            if self._queued >= self._min_batch:
+                self._schedule()
         if dropped:
             self._sink.overloaded(self, dropped)
 
@@ -213,21 +197,15 @@ class TranscriptionSink:
                 self,
                 call,
                 track,
-                self._recogniser_at(call.offset_ms),
+                self.engine.new_recogniser(),
                 self.engine.sample_rate,
                 self._max_pending,
+                start_at=call.offset_ms * self.engine.sample_rate // 1000,
             )
             for track in call.tracks
         }
         with self._lock:
             self._calls[call.stream_sid] = tracks
-
-    def _recogniser_at(self, offset_ms: int) -> TrackRecogniser:
-        """A new recogniser whose times start where the stream starts on the call's timeline."""
-        recogniser = self.engine.new_recogniser()
-        if offset_ms:
-            recogniser.skip(offset_ms * self.engine.sample_rate // 1000)
-        return recogniser
 
     def audio(self, call: CallInfo, chunk: AudioChunk) -> None:
         tracks = self._calls.get(call.stream_sid)

@@ -15,6 +15,10 @@ import numpy.typing as npt
 
 from callrelay.audio import Int16Array
 
+RECOGNITION_NICE = 10
+"""Recognition runs at a lower OS priority than the relay, so that when the CPU is short it is
+transcripts that wait, never audio frames."""
+
 
 @dataclass(frozen=True)
 class Transcript:
@@ -51,6 +55,9 @@ class SpeechEngine(ABC):
 
     def describe(self) -> dict[str, object]:
         return {"engine": self.name, "sampleRate": self.sample_rate}
+
+    def close(self) -> None:  # noqa: B027 (most engines hold nothing to release)
+        """Release what the engine holds, once every recogniser has finished."""
 
 
 def pcm_to_float(samples: Int16Array) -> npt.NDArray[np.float32]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 from flask import Flask, request
 from flask_sock import Sock
@@ -12,11 +13,12 @@ from flask_socketio import SocketIO
 
 from callrelay.access import ApiToken, RateLimit, generate_token
 from callrelay.asr import SpeechEngine, load_engine
+from callrelay.asr.process import start_engine_process
 from callrelay.call import CallRegistry, CallSink, MediaStreamSession
 from callrelay.config import Settings
 from callrelay.logs import log_event
 from callrelay.recording import CallRecorder, TranscriptFile, repair_captures
-from callrelay.transcription import TranscriptionSink, at_low_priority
+from callrelay.transcription import TranscriptionSink
 from callrelay.twilio.calls import TwilioCalls
 from callrelay.twilio.signatures import TwilioSignatures
 from callrelay.web.events import SocketIORelay, register_client_events
@@ -28,8 +30,9 @@ logger = logging.getLogger("callrelay.app")
 
 LOAD_FROM_SETTINGS = "load"
 TRACK_WORKERS = 16
-"""Threads that run tracks' recognisers (VAD, then waiting for a batch to be decoded): enough
-for many tracks' utterances to meet in one batch; the decoding itself is ASR_WORKERS threads."""
+"""Threads that run tracks' recognisers (VAD, then waiting for a batch to be decoded), in the
+relay and in the recognition process: enough for many tracks' utterances to meet in one batch;
+the decoding itself is ASR_WORKERS threads."""
 
 
 @dataclass
@@ -56,6 +59,7 @@ class Relay:
         transcribed = True
         if self.transcription is not None:
             transcribed = self.transcription.wait_idle(timeout - (time.monotonic() - started))
+            self.transcription.engine.close()
         log_event(
             logger,
             "shutdown_complete" if ended and transcribed else "shutdown_timed_out",
@@ -98,7 +102,7 @@ def create_relay(
     recorder = CallRecorder(settings.captures_dir)
     socketio_relay = SocketIORelay(socketio)
     engine = (
-        at_low_priority(lambda: load_engine(settings))
+        start_engine_process(partial(load_engine, settings), workers=TRACK_WORKERS)
         if speech_engine == LOAD_FROM_SETTINGS
         else speech_engine
     )

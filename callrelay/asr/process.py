@@ -1,0 +1,301 @@
+"""A speech engine in a process of its own, so that recognition never shares the relay's GIL.
+
+The relay process keeps everything about calls (each track's queue, lag, skipping, events);
+only the engine and its recognisers live in the child, at a lower OS priority. Under a full CPU
+it is transcripts that wait, never audio frames, and the Python work of recognition (VAD
+windows, feature extraction, decoding bookkeeping) no longer takes turns with the relay's
+sockets for one interpreter lock. The two talk over a pipe: each recogniser call is one request
+and one reply; the child's log lines come back over the same pipe into the relay's log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from typing import Any
+
+from callrelay.asr import EngineUnavailable, SpeechEngine, TrackRecogniser, Transcript
+from callrelay.asr.base import RECOGNITION_NICE
+from callrelay.audio import Int16Array
+from callrelay.logs import log_event
+
+logger = logging.getLogger("callrelay.asr")
+
+START_TIMEOUT_SECONDS = 180.0
+DESCRIBE_TIMEOUT_SECONDS = 2.0
+STOP_TIMEOUT_SECONDS = 5.0
+
+EngineFactory = Callable[[], SpeechEngine | None]
+
+
+def start_engine_process(factory: EngineFactory, workers: int) -> SpeechEngine | None:
+    """Load the engine `factory` makes in a child process; None if it makes none.
+
+    `factory` must pickle (a module-level function, or a `functools.partial` of one). A load
+    that fails raises here, in the relay, as it would in process.
+    """
+    context = multiprocessing.get_context("spawn")
+    relay_end, child_end = context.Pipe()
+    process = context.Process(
+        target=serve_engine,
+        args=(child_end, factory, workers),
+        name="callrelay-asr",
+        daemon=True,
+    )
+    process.start()
+    child_end.close()
+    while True:
+        if not relay_end.poll(START_TIMEOUT_SECONDS):
+            process.kill()
+            raise EngineUnavailable("the speech engine did not load in time")
+        try:
+            message = relay_end.recv()
+        except EOFError:
+            raise EngineUnavailable(
+                f"the speech engine process exited while loading (code {process.exitcode})"
+            ) from None
+        kind = message[0]
+        if kind == "log":
+            _relay_log_record(message[1])
+        elif kind == "failed":
+            process.join(STOP_TIMEOUT_SECONDS)
+            _, error_type, text = message
+            if error_type == "EngineUnavailable":
+                raise EngineUnavailable(text)
+            raise RuntimeError(f"speech engine failed to load: {error_type}: {text}")
+        elif kind == "ready":
+            if message[1] is None:
+                process.join(STOP_TIMEOUT_SECONDS)
+                return None
+            return ProcessSpeechEngine(process, relay_end, **message[1])
+
+
+class ProcessSpeechEngine(SpeechEngine):
+    """The relay's side: looks like any engine; every recogniser call goes over the pipe."""
+
+    def __init__(
+        self, process: Any, connection: Connection, *, name: str, sample_rate: int
+    ) -> None:
+        self.name = name
+        self.sample_rate = sample_rate
+        self._process = process
+        self._connection = connection
+        self._send_lock = threading.Lock()
+        self._pending_lock = threading.Lock()
+        self._pending: dict[int, Future[Any]] = {}
+        self._request_ids = itertools.count()
+        self._recogniser_keys = itertools.count()
+        self.alive = True
+        self._stopping = False
+        threading.Thread(target=self._read_replies, name="asr-process-reader", daemon=True).start()
+
+    @property
+    def pid(self) -> int:
+        return int(self._process.pid)
+
+    def new_recogniser(self) -> TrackRecogniser:
+        key = next(self._recogniser_keys)
+        self._send(("new", key))
+        return RemoteRecogniser(self, key)
+
+    def call(self, key: int, method: str, argument: Any) -> list[Transcript]:
+        """Run one recogniser method in the child; nothing once the child is gone."""
+        future = self._request(("call", key, method, argument))
+        if future is None:
+            return []
+        try:
+            result: list[Transcript] = future.result()
+        except EngineProcessGone:
+            return []
+        return result
+
+    def describe(self) -> dict[str, object]:
+        described: dict[str, object] = {**super().describe(), "process": self.pid}
+        future = self._request(("describe",))
+        if future is None:
+            return {**described, "state": "stopped"}
+        try:
+            remote = future.result(timeout=DESCRIBE_TIMEOUT_SECONDS)
+        except Exception:
+            return {**described, "state": "busy"}
+        return {**remote, **described}
+
+    def close(self) -> None:
+        """Stop the child (after the relay has finished every transcription)."""
+        self._stopping = True
+        with contextlib.suppress(OSError, ValueError):
+            self._send(("stop",))
+        self._process.join(STOP_TIMEOUT_SECONDS)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(STOP_TIMEOUT_SECONDS)
+
+    def _request(self, message: tuple[Any, ...]) -> Future[Any] | None:
+        if not self.alive:
+            return None
+        future: Future[Any] = Future()
+        request_id = next(self._request_ids)
+        with self._pending_lock:
+            self._pending[request_id] = future
+        try:
+            self._send((message[0], request_id, *message[1:]))
+        except (OSError, ValueError):
+            with self._pending_lock:
+                self._pending.pop(request_id, None)
+            return None
+        return future
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        with self._send_lock:
+            self._connection.send(message)
+
+    def _read_replies(self) -> None:
+        while True:
+            try:
+                message = self._connection.recv()
+            except (EOFError, OSError):
+                break
+            if message[0] == "log":
+                _relay_log_record(message[1])
+                continue
+            _, request_id, ok, value = message
+            with self._pending_lock:
+                future = self._pending.pop(request_id, None)
+            if future is None:
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(RecogniserError(value))
+        self.alive = False
+        self._process.join(STOP_TIMEOUT_SECONDS)
+        if not self._stopping:
+            log_event(
+                logger,
+                "asr_process_died",
+                logging.ERROR,
+                exitCode=self._process.exitcode,
+                detail="calls go on being relayed and recorded, without transcripts",
+            )
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+        for future in pending.values():
+            future.set_exception(EngineProcessGone())
+
+
+class RemoteRecogniser(TrackRecogniser):
+    def __init__(self, engine: ProcessSpeechEngine, key: int) -> None:
+        self._engine = engine
+        self._key = key
+
+    def accept(self, samples: Int16Array) -> list[Transcript]:
+        return self._engine.call(self._key, "accept", samples)
+
+    def skip(self, sample_count: int) -> list[Transcript]:
+        return self._engine.call(self._key, "skip", sample_count)
+
+    def finish(self) -> list[Transcript]:
+        return self._engine.call(self._key, "finish", None)
+
+
+class EngineProcessGone(Exception):
+    """The recognition process exited; its pending calls have no answer."""
+
+
+class RecogniserError(Exception):
+    """A recogniser method raised in the child; the text is its traceback."""
+
+
+# The child's side.
+
+
+def serve_engine(connection: Connection, factory: EngineFactory, workers: int) -> None:
+    """The recognition process: load the engine, then run recognisers until told to stop."""
+    with contextlib.suppress(OSError):
+        os.nice(RECOGNITION_NICE)  # before any thread exists: the engine's threads inherit it
+    send_lock = threading.Lock()
+
+    def send(message: tuple[Any, ...]) -> None:
+        with send_lock:
+            connection.send(message)
+
+    _log_to_relay(send)
+    try:
+        engine = factory()
+    except Exception as error:
+        send(("failed", type(error).__name__, str(error)))
+        return
+    if engine is None:
+        send(("ready", None))
+        return
+    send(("ready", {"name": engine.name, "sample_rate": engine.sample_rate}))
+    recognisers: dict[int, TrackRecogniser] = {}
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asr")
+
+    def run(request_id: int, key: int, method: str, argument: Any) -> None:
+        try:
+            recogniser = recognisers[key]
+            if method == "finish":
+                result = recogniser.finish()
+                recognisers.pop(key, None)
+            else:
+                result = getattr(recogniser, method)(argument)
+            reply: tuple[bool, Any] = (True, result)
+        except Exception:
+            logger.exception("recogniser %s failed", method)
+            reply = (False, f"{method} failed")
+        with contextlib.suppress(OSError, ValueError):
+            send(("reply", request_id, *reply))
+
+    while True:
+        try:
+            message = connection.recv()
+        except (EOFError, OSError):
+            break  # the relay is gone
+        kind = message[0]
+        if kind == "new":
+            recognisers[message[1]] = engine.new_recogniser()
+        elif kind == "call":
+            pool.submit(run, *message[1:])
+        elif kind == "describe":
+            send(("reply", message[1], True, engine.describe()))
+        elif kind == "stop":
+            break
+    os._exit(0)  # workers may be parked on model threads; nothing is left to hand back
+
+
+class _RelayLogHandler(logging.Handler):
+    def __init__(self, send: Callable[[tuple[Any, ...]], None]) -> None:
+        super().__init__()
+        self._send = send
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if record.exc_info:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            fields = dict(record.__dict__)
+            fields.update(msg=record.getMessage(), args=None, exc_info=None)
+            self._send(("log", fields))
+        except Exception:
+            self.handleError(record)
+
+
+def _log_to_relay(send: Callable[[tuple[Any, ...]], None]) -> None:
+    root = logging.getLogger("callrelay")
+    root.handlers = [_RelayLogHandler(send)]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
+def _relay_log_record(fields: dict[str, Any]) -> None:
+    record = logging.makeLogRecord(fields)
+    target = logging.getLogger(record.name)
+    if target.isEnabledFor(record.levelno):
+        target.handle(record)
