@@ -102,7 +102,9 @@ class ProcessSpeechEngine(SpeechEngine):
 
     def new_recogniser(self) -> TrackRecogniser:
         key = next(self._recogniser_keys)
-        self._send(("new", key))
+        if self.alive:
+            with contextlib.suppress(OSError, ValueError):  # it died: calls will answer []
+                self._send(("new", key))
         return RemoteRecogniser(self, key)
 
     def call(self, key: int, method: str, argument: Any) -> list[Transcript]:

@@ -1,0 +1,145 @@
+"""The speech engine in its own process: same answers, logs in the relay's log, a death survived."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from callrelay.asr import EngineUnavailable, SpeechEngine, TrackRecogniser, Transcript
+from callrelay.asr.process import ProcessSpeechEngine, RecogniserError, start_engine_process
+from callrelay.logs import log_event
+
+DIE = -32768
+"""A first sample that makes the test engine's process exit, as a crash would."""
+
+
+class CountingRecogniser(TrackRecogniser):
+    """Says how many samples it heard: a final per whole second, the rest at the end."""
+
+    def __init__(self) -> None:
+        self.position = 0
+        self.reported = 0
+
+    def accept(self, samples: np.ndarray) -> list[Transcript]:
+        if len(samples) and samples[0] == DIE:
+            os._exit(3)
+        if len(samples) and samples[0] == 1234:
+            raise ValueError("a recogniser bug")
+        self.position += len(samples)
+        return self._seconds()
+
+    def skip(self, sample_count: int) -> list[Transcript]:
+        self.position += sample_count
+        self.reported = self.position
+        return []
+
+    def finish(self) -> list[Transcript]:
+        if self.position == self.reported:
+            return []
+        return [Transcript(f"{self.position - self.reported} samples", self.reported / 16000, 0)]
+
+    def _seconds(self) -> list[Transcript]:
+        results = []
+        while self.position - self.reported >= 16000:
+            results.append(Transcript("one second", self.reported / 16000, 0))
+            self.reported += 16000
+        return results
+
+
+class CountingEngine(SpeechEngine):
+    name = "counting"
+    sample_rate = 16000
+
+    def __init__(self) -> None:
+        log_event(
+            logging.getLogger("callrelay.asr"), "asr_loaded", engine=self.name, pid=os.getpid()
+        )
+
+    def new_recogniser(self) -> TrackRecogniser:
+        return CountingRecogniser()
+
+    def describe(self) -> dict[str, object]:
+        return {**super().describe(), "childPid": os.getpid()}
+
+
+def counting_engine() -> SpeechEngine:
+    return CountingEngine()
+
+
+def no_engine() -> None:
+    return None
+
+
+def unavailable_engine(why: str) -> SpeechEngine:
+    raise EngineUnavailable(why)
+
+
+@pytest.fixture
+def engine():
+    started = start_engine_process(counting_engine, workers=4)
+    assert isinstance(started, ProcessSpeechEngine)
+    yield started
+    started.close()
+
+
+def test_recognisers_answer_from_the_other_process(engine: ProcessSpeechEngine) -> None:
+    first, second = engine.new_recogniser(), engine.new_recogniser()
+    assert first.accept(np.ones(20000, np.int16)) == [Transcript("one second", 0.0, 0)]
+    assert second.accept(np.ones(100, np.int16)) == []  # each track keeps its own state
+    assert first.skip(12000) == []
+    assert first.accept(np.ones(800, np.int16)) == []
+    assert first.finish() == [Transcript("800 samples", 2.0, 0)]
+    described = engine.describe()
+    assert described["engine"] == "counting" and described["sampleRate"] == 16000
+    assert described["childPid"] == described["process"] == engine.pid != os.getpid()
+
+
+def test_the_engine_runs_at_a_lower_priority(engine: ProcessSpeechEngine) -> None:
+    fields = Path(f"/proc/{engine.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    assert int(fields[16]) == 10 + os.nice(0)  # nice, counted from the relay's own
+
+
+def test_the_engines_log_lines_reach_the_relays_log(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="callrelay")
+    engine = start_engine_process(counting_engine, workers=1)
+    assert engine is not None
+    engine.close()
+    loaded = [r for r in caplog.records if r.getMessage() == "asr_loaded"]
+    assert len(loaded) == 1 and loaded[0].name == "callrelay.asr"
+    assert loaded[0].callrelay_fields["pid"] != os.getpid()
+
+
+def test_a_load_that_fails_fails_in_the_relay() -> None:
+    with pytest.raises(EngineUnavailable, match="no model at /nowhere"):
+        start_engine_process(partial(unavailable_engine, "no model at /nowhere"), workers=1)
+    assert start_engine_process(no_engine, workers=1) is None
+
+
+def test_a_recogniser_error_is_reported_and_the_track_goes_on(engine: ProcessSpeechEngine) -> None:
+    recogniser = engine.new_recogniser()
+    with pytest.raises(RecogniserError):
+        recogniser.accept(np.full(10, 1234, np.int16))
+    assert recogniser.accept(np.ones(16000, np.int16)) == [Transcript("one second", 0.0, 0)]
+
+
+def test_a_dead_engine_process_is_logged_once_and_never_blocks(
+    engine: ProcessSpeechEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="callrelay")
+    recogniser = engine.new_recogniser()
+    assert recogniser.accept(np.full(10, DIE, np.int16)) == []  # the process died under it
+    deadline = time.monotonic() + 10
+    while engine.alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not engine.alive
+    assert recogniser.accept(np.ones(16000, np.int16)) == []
+    assert engine.new_recogniser().finish() == []
+    assert engine.describe()["state"] == "stopped"
+    died = [r for r in caplog.records if r.getMessage() == "asr_process_died"]
+    assert len(died) == 1 and died[0].callrelay_fields["exitCode"] == 3
