@@ -128,18 +128,26 @@ def test_a_recogniser_error_is_reported_and_the_track_goes_on(engine: ProcessSpe
     assert recogniser.accept(np.ones(16000, np.int16)) == [Transcript("one second", 0.0, 0)]
 
 
-def test_a_dead_engine_process_is_logged_once_and_never_blocks(
+def test_a_dead_engine_process_is_replaced_and_tracks_go_on_at_their_place(
     engine: ProcessSpeechEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="callrelay")
     recogniser = engine.new_recogniser()
+    assert recogniser.accept(np.ones(20000, np.int16)) == [Transcript("one second", 0.0, 0)]
+    first_pid = engine.pid
     assert recogniser.accept(np.full(10, DIE, np.int16)) == []  # the process died under it
-    deadline = time.monotonic() + 10
-    while engine.alive and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not engine.alive
-    assert recogniser.accept(np.ones(16000, np.int16)) == []
-    assert engine.new_recogniser().finish() == []
-    assert engine.describe()["state"] == "stopped"
-    died = [r for r in caplog.records if r.getMessage() == "asr_process_died"]
-    assert len(died) == 1 and died[0].callrelay_fields["exitCode"] == 3
+    assert recogniser.accept(np.ones(100, np.int16)) == []  # no waiting while there is none
+    deadline = time.monotonic() + 30
+    while engine.generation == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine.alive and engine.generation == 1 and engine.pid != first_pid
+    # The track goes on in the new process from where it was (20,110 samples in).
+    assert recogniser.accept(np.ones(16000, np.int16)) == [
+        Transcript("one second", 20110 / 16000, 0)
+    ]
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages.count("asr_process_died") == 1
+    assert messages.count("asr_process_restarted") == 1
+    died = next(r for r in caplog.records if r.getMessage() == "asr_process_died")
+    assert died.callrelay_fields["exitCode"] == 3
+    assert engine.describe()["restarts"] == 1

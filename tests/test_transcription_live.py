@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
+from callrelay.simulator.audio_source import load_telephone_audio
 from callrelay.simulator.conversation import (
     Conversation,
     build_conversation,
@@ -16,8 +21,8 @@ from callrelay.simulator.conversation import (
 )
 from callrelay.simulator.media_client import StreamOptions, new_sid, play_stream
 from callrelay.simulator.observer import RelayObserver
-from tests.audio_files import CALL_DIR, REAL_DIR, require_shared_audio
-from tests.conftest import RunningRelay, start_relay, stop_relay
+from tests.audio_files import CALL_DIR, REAL_DIR, read_wav, require_shared_audio
+from tests.conftest import RunningRelay, start_relay, stop_relay, wait_for
 
 SPEAKER_EVENTS = {"caller": "Caller", "receiver": "Receiver"}
 
@@ -82,8 +87,6 @@ def test_real_speech_on_both_sides_is_transcribed_under_the_right_names(
 def test_transcript_times_fall_inside_the_turns(asr_relay: RunningRelay) -> None:
     require_shared_audio()
     turns = read_turns(CALL_DIR / "turns.tsv")
-    from callrelay.simulator.audio_source import load_telephone_audio
-
     conversation = Conversation(
         load_telephone_audio(CALL_DIR / "caller.wav"),
         load_telephone_audio(CALL_DIR / "receiver.wav"),
@@ -160,3 +163,47 @@ def test_a_resumed_stream_is_transcribed_on_the_calls_timeline(asr_relay: Runnin
     spoken = [d for d in finals(observer, "caller") if d["streamSid"] == resumed["streamSid"]]
     assert spoken, "the resumed stream was not transcribed"
     assert offset + turn.start - 0.3 <= spoken[0]["start"] <= offset + turn.start + 0.6
+
+
+def test_a_crashed_recogniser_process_is_replaced_mid_call(tmp_path) -> None:
+    """The recognition process is killed mid-call: the relay starts another, the call goes on
+    being transcribed, at the right times, and only the utterance in progress is lost."""
+    require_shared_audio()
+    relay = start_relay(tmp_path, {"ASR_ENGINE": "whisper"})
+    try:
+        conversation = real_speech_call()
+        turns = conversation.turns[:4]
+        cut = int((turns[-1].end + 0.8) * 8000)
+        call_sid = new_sid("CA")
+        observer = relay.observer(call_sid=call_sid, audio=False)
+        streamer = threading.Thread(
+            target=play_stream,
+            args=(
+                relay.stream_target(),
+                {"inbound": conversation.caller[:cut], "outbound": conversation.receiver[:cut]},
+            ),
+            kwargs={"call_sid": call_sid, "options": StreamOptions(speed=1)},
+        )
+        streamer.start()
+        started = time.monotonic()
+        time.sleep(turns[0].start + 1.0)  # in the middle of the first sentence
+        os.kill(relay.get("/").json()["asr"]["process"], signal.SIGKILL)
+        killed_at = time.monotonic() - started
+        streamer.join(60)
+        assert observer.transcription_ended.wait(60)
+        observer.close()
+        wait_for(lambda: relay.get("/").json()["asr"].get("restarts") == 1)
+        logged = [json.loads(line)["evt"] for line in relay.log_file.read_text().splitlines()]
+        assert logged.count("asr_process_died") == 1
+        assert logged.count("asr_process_restarted") == 1
+        later = [t for t in turns if t.start > killed_at + 3.0]  # a new process loads in ~2 s
+        assert later, "the clip is too short to show recognition after the restart"
+        for turn in later:
+            events = finals(observer, turn.speaker)
+            assert any(
+                turn.start - 0.3 <= e["start"] and e["end"] <= turn.end + 0.3 for e in events
+            ), f"nothing transcribed for {turn}"
+        samples, _ = read_wav(relay.captures / call_sid / "caller.wav")
+        assert len(samples) >= cut * 2  # the relay and the recording never noticed
+    finally:
+        stop_relay(relay)

@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
@@ -31,6 +32,8 @@ logger = logging.getLogger("callrelay.asr")
 START_TIMEOUT_SECONDS = 180.0
 DESCRIBE_TIMEOUT_SECONDS = 2.0
 STOP_TIMEOUT_SECONDS = 5.0
+RESTART_BACKOFF_SECONDS = (0.5, 2.0, 5.0, 15.0, 30.0, 60.0)
+"""Waits before each try to start a recognition process that died; then recognition stays off."""
 
 EngineFactory = Callable[[], SpeechEngine | None]
 
@@ -41,6 +44,15 @@ def start_engine_process(factory: EngineFactory, workers: int) -> SpeechEngine |
     `factory` must pickle (a module-level function, or a `functools.partial` of one). A load
     that fails raises here, in the relay, as it would in process.
     """
+    child = _spawn(factory, workers)
+    if child is None:
+        return None
+    process, connection, ready = child
+    return ProcessSpeechEngine(process, connection, factory, workers, **ready)
+
+
+def _spawn(factory: EngineFactory, workers: int) -> tuple[Any, Connection, dict[str, Any]] | None:
+    """Start a recognition process and wait until its engine is loaded."""
     context = multiprocessing.get_context("spawn")
     relay_end, child_end = context.Pipe()
     process = context.Process(
@@ -74,25 +86,42 @@ def start_engine_process(factory: EngineFactory, workers: int) -> SpeechEngine |
             if message[1] is None:
                 process.join(STOP_TIMEOUT_SECONDS)
                 return None
-            return ProcessSpeechEngine(process, relay_end, **message[1])
+            return process, relay_end, message[1]
 
 
 class ProcessSpeechEngine(SpeechEngine):
-    """The relay's side: looks like any engine; every recogniser call goes over the pipe."""
+    """The relay's side: looks like any engine; every recogniser call goes over the pipe.
+
+    If the process dies (a crash, the OOM killer), the relay logs it, starts another and the
+    tracks in flight carry on in it from where they are: the utterance being spoken when it
+    died is lost, the rest of the call is not.
+    """
 
     def __init__(
-        self, process: Any, connection: Connection, *, name: str, sample_rate: int
+        self,
+        process: Any,
+        connection: Connection,
+        factory: EngineFactory,
+        workers: int,
+        *,
+        name: str,
+        sample_rate: int,
     ) -> None:
         self.name = name
         self.sample_rate = sample_rate
         self._process = process
         self._connection = connection
+        self._factory = factory
+        self._workers = workers
         self._send_lock = threading.Lock()
         self._pending_lock = threading.Lock()
         self._pending: dict[int, Future[Any]] = {}
         self._request_ids = itertools.count()
         self._recogniser_keys = itertools.count()
         self.alive = True
+        self.generation = 0
+        """How many times the process was started again; a recogniser made in an older one is
+        made again (at its place on the timeline) before its next call."""
         self._stopping = False
         threading.Thread(target=self._read_replies, name="asr-process-reader", daemon=True).start()
 
@@ -102,13 +131,21 @@ class ProcessSpeechEngine(SpeechEngine):
 
     def new_recogniser(self) -> TrackRecogniser:
         key = next(self._recogniser_keys)
+        recogniser = RemoteRecogniser(self, key, self.generation)
         if self.alive:
-            with contextlib.suppress(OSError, ValueError):  # it died: calls will answer []
+            with contextlib.suppress(OSError, ValueError):  # it died: it is made again later
                 self._send(("new", key))
-        return RemoteRecogniser(self, key)
+        return recogniser
+
+    def renew(self, key: int, position: int) -> None:
+        """Make recogniser `key` again in a new process, `position` samples into its track."""
+        with contextlib.suppress(OSError, ValueError):
+            self._send(("new", key))
+        if position:
+            self.call(key, "skip", position)
 
     def call(self, key: int, method: str, argument: Any) -> list[Transcript]:
-        """Run one recogniser method in the child; nothing once the child is gone."""
+        """Run one recogniser method in the child; nothing while there is none."""
         future = self._request(("call", key, method, argument))
         if future is None:
             return []
@@ -119,10 +156,14 @@ class ProcessSpeechEngine(SpeechEngine):
         return result
 
     def describe(self) -> dict[str, object]:
-        described: dict[str, object] = {**super().describe(), "process": self.pid}
+        described: dict[str, object] = {
+            **super().describe(),
+            "process": self.pid,
+            "restarts": self.generation,
+        }
         future = self._request(("describe",))
         if future is None:
-            return {**described, "state": "stopped"}
+            return {**described, "state": "restarting"}
         try:
             remote = future.result(timeout=DESCRIBE_TIMEOUT_SECONDS)
         except Exception:
@@ -160,10 +201,31 @@ class ProcessSpeechEngine(SpeechEngine):
 
     def _read_replies(self) -> None:
         while True:
+            self._relay_replies(self._connection)
+            self.alive = False
+            self._process.join(STOP_TIMEOUT_SECONDS)
+            with self._pending_lock:
+                pending, self._pending = self._pending, {}
+            for future in pending.values():
+                future.set_exception(EngineProcessGone())
+            if self._stopping:
+                return
+            log_event(
+                logger,
+                "asr_process_died",
+                logging.ERROR,
+                exitCode=self._process.exitcode,
+                detail="calls go on being relayed and recorded; recognition is restarting",
+            )
+            if not self._restart():
+                return
+
+    def _relay_replies(self, connection: Connection) -> None:
+        while True:
             try:
-                message = self._connection.recv()
+                message = connection.recv()
             except (EOFError, OSError):
-                break
+                return
             if message[0] == "log":
                 _relay_log_record(message[1])
                 continue
@@ -176,35 +238,54 @@ class ProcessSpeechEngine(SpeechEngine):
                 future.set_result(value)
             else:
                 future.set_exception(RecogniserError(value))
-        self.alive = False
-        self._process.join(STOP_TIMEOUT_SECONDS)
-        if not self._stopping:
-            log_event(
-                logger,
-                "asr_process_died",
-                logging.ERROR,
-                exitCode=self._process.exitcode,
-                detail="calls go on being relayed and recorded, without transcripts",
-            )
-        with self._pending_lock:
-            pending, self._pending = self._pending, {}
-        for future in pending.values():
-            future.set_exception(EngineProcessGone())
+
+    def _restart(self) -> bool:
+        for wait in RESTART_BACKOFF_SECONDS:
+            time.sleep(wait)
+            if self._stopping:
+                return False
+            try:
+                child = _spawn(self._factory, self._workers)
+            except Exception as error:
+                log_event(logger, "asr_restart_failed", logging.ERROR, error=str(error))
+                continue
+            if child is None:
+                return False
+            with self._send_lock:
+                self._process, self._connection, _ = child
+            self.generation += 1
+            self.alive = True
+            log_event(logger, "asr_process_restarted", process=self.pid, restarts=self.generation)
+            return True
+        return False
 
 
 class RemoteRecogniser(TrackRecogniser):
-    def __init__(self, engine: ProcessSpeechEngine, key: int) -> None:
+    def __init__(self, engine: ProcessSpeechEngine, key: int, generation: int) -> None:
         self._engine = engine
         self._key = key
+        self._generation = generation
+        self._position = 0
+        """Samples of its track it has been given or told to skip: where a new one starts."""
 
     def accept(self, samples: Int16Array) -> list[Transcript]:
-        return self._engine.call(self._key, "accept", samples)
+        results = self._call("accept", samples)
+        self._position += len(samples)
+        return results
 
     def skip(self, sample_count: int) -> list[Transcript]:
-        return self._engine.call(self._key, "skip", sample_count)
+        results = self._call("skip", sample_count)
+        self._position += sample_count
+        return results
 
     def finish(self) -> list[Transcript]:
-        return self._engine.call(self._key, "finish", None)
+        return self._call("finish", None)
+
+    def _call(self, method: str, argument: Any) -> list[Transcript]:
+        if self._generation != self._engine.generation and self._engine.alive:
+            self._generation = self._engine.generation
+            self._engine.renew(self._key, self._position)
+        return self._engine.call(self._key, method, argument)
 
 
 class EngineProcessGone(Exception):
