@@ -44,10 +44,6 @@ REPETITION_RATIO = 2.4
 FRAMES_PER_SECOND = 100
 FULL_WINDOW_FRAMES = 3000
 NO_REPEAT_NGRAM = 3
-BUSY_BEAM_SIZE = 1
-"""The beam when utterances are queueing (a batch of several, or more waiting): greedy decoding
-costs 14-30% less CPU per utterance here (measured on the shared real speech: same WER), and
-under load that is what keeps finals from falling further behind."""
 """Beam search in a short window can loop on a short utterance ("ten of clubs ten of clubs");
 forbidding a repeated trigram stops it (measured: no fallbacks left, WER unchanged)."""
 
@@ -70,7 +66,7 @@ class BatchQueue:
 
     def __init__(
         self,
-        decode: Callable[[list[Utterance], bool], list[Transcript | None]],
+        decode: Callable[[list[Utterance]], list[Transcript | None]],
         *,
         workers: int,
         max_batch: int,
@@ -99,8 +95,7 @@ class BatchQueue:
                 except queue.Empty:
                     break
             try:
-                busy = len(batch) > 1 or not self._waiting.empty()
-                results = self._decode([utterance for utterance, _ in batch], busy)
+                results = self._decode([utterance for utterance, _ in batch])
             except Exception as error:
                 for _, future in batch:
                     future.set_exception(error)
@@ -150,7 +145,6 @@ class WhisperEngine(SpeechEngine):
         self.segmenter = segmenter or SegmenterParams()
         self.min_window_frames = int(min_window * FRAMES_PER_SECOND)
         self.fallbacks = 0
-        self.busy_decodes = 0
         self.no_repeat_ngram = NO_REPEAT_NGRAM
         self._prepare_short_window()
         self._batches = BatchQueue(self.transcribe_batch, workers=workers, max_batch=max_batch)
@@ -176,7 +170,6 @@ class WhisperEngine(SpeechEngine):
             "utterances": self._batches.decoded,
             "meanBatch": round(self._batches.decoded / max(1, self._batches.batches), 2),
             "fullWindowFallbacks": self.fallbacks,
-            "greedyUnderLoad": self.busy_decodes,
         }
 
     def _prepare_short_window(self) -> None:
@@ -200,15 +193,8 @@ class WhisperEngine(SpeechEngine):
         """Queue the utterance for the next batch and wait for its transcript."""
         return self._batches.submit(utterance).result()
 
-    def transcribe_batch(
-        self, utterances: list[Utterance], busy: bool = False
-    ) -> list[Transcript | None]:
-        """Transcribe utterances together; `busy`: more are queueing, decode greedily."""
-        beam_size = self.beam_size
-        if busy and beam_size > BUSY_BEAM_SIZE:
-            beam_size = BUSY_BEAM_SIZE
-            self.busy_decodes += len(utterances)
-        decoded = self._short_window([u.audio for u in utterances], beam_size)
+    def transcribe_batch(self, utterances: list[Utterance]) -> list[Transcript | None]:
+        decoded = self._short_window([u.audio for u in utterances])
         transcripts: list[Transcript | None] = []
         for utterance, (text, log_probability, no_speech) in zip(utterances, decoded, strict=True):
             if text is None:
@@ -229,9 +215,7 @@ class WhisperEngine(SpeechEngine):
             )
         return transcripts
 
-    def _short_window(
-        self, audios: list[Any], beam_size: int
-    ) -> list[tuple[str | None, float, float]]:
+    def _short_window(self, audios: list[Any]) -> list[tuple[str | None, float, float]]:
         """Encode a batch in one short window; None as a text that is not to be trusted."""
         import ctranslate2
 
@@ -239,7 +223,7 @@ class WhisperEngine(SpeechEngine):
         longest = max(f.shape[-1] for f in features)
         if longest + FRAMES_PER_SECOND > FULL_WINDOW_FRAMES:
             if len(audios) > 1:  # one long utterance must not cost the others a 30 s window
-                return [self._short_window([audio], beam_size)[0] for audio in audios]
+                return [self._short_window([audio])[0] for audio in audios]
             return [(None, 0.0, 0.0)]
         window = max(self.min_window_frames, longest + FRAMES_PER_SECOND)
         batch = np.repeat(self._silence_features[np.newaxis, :, :window], len(audios), axis=0)
@@ -249,7 +233,7 @@ class WhisperEngine(SpeechEngine):
         results = self._model.model.generate(
             encoded,
             [self._prompt] * len(audios),
-            beam_size=beam_size,
+            beam_size=self.beam_size,
             suppress_blank=True,
             suppress_tokens=self._suppress,
             no_repeat_ngram_size=self.no_repeat_ngram,
