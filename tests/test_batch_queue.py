@@ -1,0 +1,48 @@
+"""Utterances of all tracks meet in one decode when they queue; alone, one goes at once."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from callrelay.asr.base import Transcript
+from callrelay.asr.segmenter import Utterance
+from callrelay.asr.whisper import BatchQueue
+
+
+def utterance(number: int) -> Utterance:
+    return Utterance(np.zeros(160, np.float32), number, number + 1)
+
+
+def test_an_utterance_alone_is_decoded_at_once() -> None:
+    calls: list[int] = []
+
+    def decode(batch: list[Utterance]) -> list[Transcript | None]:
+        calls.append(len(batch))
+        return [Transcript(str(u.speech_start), 0, 0) for u in batch]
+
+    queue = BatchQueue(decode, workers=1, max_batch=8)
+    assert queue.submit(utterance(7)).result(5) == Transcript("7", 0, 0)
+    assert calls == [1]
+
+
+def test_utterances_that_wait_are_decoded_together() -> None:
+    release = threading.Event()
+    calls: list[list[int]] = []
+
+    def decode(batch: list[Utterance]) -> list[Transcript | None]:
+        calls.append([u.speech_start for u in batch])
+        release.wait(5)
+        return [Transcript(str(u.speech_start), 0, 0) for u in batch]
+
+    queue = BatchQueue(decode, workers=1, max_batch=3)
+    first = queue.submit(utterance(0))
+    while not calls:  # the one worker is now busy with the first
+        threading.Event().wait(0.01)
+    waiting = [queue.submit(utterance(n)) for n in range(1, 6)]
+    release.set()
+    assert first.result(5).text == "0"
+    assert [f.result(5).text for f in waiting] == ["1", "2", "3", "4", "5"]
+    # Five waited for the one worker: a batch of three (the most it takes), then two.
+    assert calls == [[0], [1, 2, 3], [4, 5]]
