@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     allowed_destinations: str = ""
     make_call_limit: Annotated[int, Field(ge=1, le=100000)] = 10
     stream_max_messages_per_second: Annotated[int, Field(ge=100, le=1_000_000)] = 1000
+    stream_idle_timeout_seconds: Annotated[float, Field(ge=1, le=3600)] = 60.0
 
     asr_engine: Literal["auto", "whisper", "vosk", "off"] = "auto"
     whisper_model: str | None = None

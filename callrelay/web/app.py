@@ -150,6 +150,7 @@ def create_relay(
             remote=request.remote_addr or "?",
             streams=relay.streams,
             max_messages_per_second=settings.stream_max_messages_per_second,
+            idle_timeout=settings.stream_idle_timeout_seconds,
         )
 
     return relay

@@ -19,8 +19,6 @@ logger = logging.getLogger("callrelay.stream")
 MAX_MESSAGE_BYTES = 64 * 1024
 """A Twilio media message is ~400 bytes; anything near this is not Twilio."""
 
-IDLE_TIMEOUT_SECONDS = 60.0
-"""Twilio sends a frame every 20 ms or skips silence; a silent minute means a dead peer."""
 
 CONNECTION_CHECK_SECONDS = 1.0
 CLOSE_GOING_AWAY = 1001
@@ -110,7 +108,7 @@ def serve_stream(
     remote: str,
     streams: OpenStreams,
     max_messages_per_second: float,
-    idle_timeout: float = IDLE_TIMEOUT_SECONDS,
+    idle_timeout: float,
 ) -> None:
     """Run one Twilio stream to its end; the call is always closed, however the socket ends."""
     if not streams.add(ws):

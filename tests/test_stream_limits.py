@@ -1,4 +1,4 @@
-"""One connection may not flood the relay: past its message rate it is paused, never cut."""
+"""The limits on one `/stream` connection: a flood is paused (never cut), a silent one is closed."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from callrelay.simulator.media_client import StreamOptions, play_stream
+from callrelay.simulator.media_client import StreamOptions, new_sid, play_stream
+from callrelay.twilio import media_stream as msg
 from callrelay.web.stream import MessageThrottle
 from tests.audio_files import read_wav
 from tests.conftest import RunningRelay, start_relay, stop_relay
-from tests.test_end_to_end import call_audio
+from tests.test_end_to_end import call_audio, closed_with, raw_stream
 
 RATE = 200
+IDLE_SECONDS = 2
 
 
 class FakeClock:
@@ -60,8 +62,12 @@ def test_pausing_holds_a_flood_to_the_rate_on_average() -> None:
 @pytest.fixture(scope="module")
 def slow_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRelay]:
     running = start_relay(
-        tmp_path_factory.mktemp("throttle"),
-        {"ASR_ENGINE": "off", "STREAM_MAX_MESSAGES_PER_SECOND": str(RATE)},
+        tmp_path_factory.mktemp("limits"),
+        {
+            "ASR_ENGINE": "off",
+            "STREAM_MAX_MESSAGES_PER_SECOND": str(RATE),
+            "STREAM_IDLE_TIMEOUT_SECONDS": str(IDLE_SECONDS),
+        },
     )
     yield running
     stop_relay(running)
@@ -98,3 +104,42 @@ def wait_for_log(log_file: Path, evt: str, call_sid: str, timeout: float = 20) -
     while not any(line["evt"] == evt for line in log_lines(log_file, call_sid)):
         assert time.monotonic() < deadline, f"no {evt} for {call_sid}"
         time.sleep(0.05)
+
+
+def test_a_stream_that_goes_silent_is_closed_and_its_call_ended(slow_relay: RunningRelay) -> None:
+    call_sid, stream_sid = new_sid("CA"), new_sid("MZ")
+    ws = raw_stream(slow_relay)
+    ws.send(msg.connected_message())
+    ws.send(
+        msg.start_message(
+            stream_sid=stream_sid,
+            account_sid="AC" + "0" * 32,
+            call_sid=call_sid,
+            tracks=("inbound", "outbound"),
+            custom_parameters={},
+            sequence_number=1,
+        )
+    )
+    for i, track in enumerate(("inbound", "outbound") * 10):
+        ws.send(
+            msg.media_message(
+                stream_sid=stream_sid,
+                track=track,  # type: ignore[arg-type]
+                chunk=i // 2 + 1,
+                timestamp_ms=20 * (i // 2),
+                payload=b"\x10" * 160,
+                sequence_number=i + 2,
+            )
+        )
+    last_sent = time.monotonic()
+    # Then nothing: no frame, no stop, and the socket stays open.
+    assert closed_with(ws, timeout=IDLE_SECONDS + 10) == 1000
+    assert ws.close_message == "idle timeout"
+    assert time.monotonic() - last_sent >= IDLE_SECONDS - 0.1
+    wait_for_log(slow_relay.log_file, "recording_finished", call_sid)
+    lines = log_lines(slow_relay.log_file, call_sid)
+    assert [x["reason"] for x in lines if x["evt"] == "call_ended"] == ["idle_timeout"]
+    assert [x["seconds"] for x in lines if x["evt"] == "stream_idle"] == [IDLE_SECONDS]
+    pcm, _ = read_wav(slow_relay.captures / call_sid / "receiver.wav")
+    assert len(pcm) == 10 * 320
+    assert slow_relay.get("/").json()["activeCalls"] == 0
