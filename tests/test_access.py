@@ -7,6 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
+import requests
 import socketio
 
 from callrelay.config import load_settings
@@ -82,3 +83,24 @@ def test_without_a_configured_token_one_is_made_and_shown_once_on_the_console(
         stop_relay(relay)
     assert token not in relay.log_file.read_text()
     assert console.count(token) == 1
+
+
+def test_socketio_only_opens_to_the_allowed_web_origins(tmp_path: Path) -> None:
+    """What a browser sends: an engine.io handshake with the page's Origin."""
+    relay = start_relay(
+        tmp_path, {"ASR_ENGINE": "off", "CORS_ALLOWED_ORIGINS": "https://app.example.com"}
+    )
+    handshake = "/socket.io/?EIO=4&transport=polling"
+    try:
+        allowed = requests.get(
+            relay.url + handshake, headers={"Origin": "https://app.example.com"}, timeout=5
+        )
+        refused = requests.get(
+            relay.url + handshake, headers={"Origin": "https://evil.example"}, timeout=5
+        )
+    finally:
+        stop_relay(relay)
+    assert allowed.status_code == 200 and '"sid"' in allowed.text
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert refused.status_code == 400
+    assert "Access-Control-Allow-Origin" not in refused.headers
