@@ -61,10 +61,12 @@ def test_pending_text_is_flushed_after_silence_flush_seconds(engine) -> None:
     recogniser = engine.new_recogniser()
     before = feed(recogniser, speech[: int(4.7 * 8000)])
     assert not any(r.is_final for r in before) and any(not r.is_final for r in before)
-    # Steady noise: no pause for Kaldi's endpointer, so only the flush rule ends the text.
-    noise = np.random.default_rng(0).normal(0, 3000, 8000 * 2).astype(np.int16)
+    # Steady noise: no pause for Kaldi's endpointer, so only the flush rule ends the text, one
+    # second after the partial last changed (noise may still change it for a moment: seen
+    # once in CI on a loaded machine, so up to 4 s of it).
+    noise = np.random.default_rng(0).normal(0, 3000, 8000 * 4).astype(np.int16)
     flushed = [r for r in feed(recogniser, noise) if r.is_final]
-    assert flushed and flushed[0].start < 1.0
+    assert flushed and flushed[0].start < 1.0  # the text spoken before the noise
 
 
 def test_skip_moves_the_timeline_on(engine) -> None:
