@@ -7,9 +7,9 @@ from tests.audio_files import REAL_DIR, read_wav, require_shared_audio
 RATE = 16000
 
 
-def loudness_vad(window: np.ndarray) -> float:
+def loudness_vad(windows: np.ndarray) -> list[float]:
     """A stand-in VAD for testing the state machine: loud windows are speech."""
-    return 1.0 if np.abs(window).max() > 0.1 else 0.0
+    return [1.0 if np.abs(window).max() > 0.1 else 0.0 for window in windows]
 
 
 def signal(*parts: tuple[float, float]) -> np.ndarray:
@@ -76,8 +76,25 @@ def test_real_vad_finds_the_speech_in_a_recording() -> None:
     audio = np.concatenate(
         [np.zeros(RATE, np.float32), speech.astype(np.float32) / 32768, np.zeros(RATE, np.float32)]
     )
-    segmenter = UtteranceSegmenter(StreamingVad().probability)
+    segmenter = UtteranceSegmenter(StreamingVad().probabilities)
     found = segmenter.accept(audio) + segmenter.finish()
     assert len(found) >= 1
     assert found[0].speech_start / RATE >= 0.9  # not before the leading second of silence
     assert found[-1].speech_end / RATE <= 1 + len(speech) / RATE + 0.1
+
+
+def test_the_vad_gives_the_same_numbers_window_by_window_or_several_at_once() -> None:
+    require_shared_audio()
+    speech, _ = read_wav(REAL_DIR / "quick_brown_fox.wav")
+    audio = np.repeat(speech.astype(np.float32) / 32768, 2)  # 8 kHz -> 16 kHz, crudely
+    windows = audio[: len(audio) // 512 * 512].reshape(-1, 512)
+    one_by_one = StreamingVad()
+    singly = [one_by_one.probability(window) for window in windows]
+    together = StreamingVad()
+    batched = [
+        p
+        for start in range(0, len(windows), 3)
+        for p in together.probabilities(windows[start : start + 3])
+    ]
+    assert max(singly) > 0.5  # it does hear speech
+    assert batched == singly

@@ -10,7 +10,7 @@ at `max_utterance` even without a pause (Whisper sees 30 s at most).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,9 +41,12 @@ class Utterance:
 
 class UtteranceSegmenter:
     def __init__(
-        self, probability: Callable[[FloatArray], float], params: SegmenterParams | None = None
+        self,
+        probabilities: Callable[[FloatArray], Sequence[float]],
+        params: SegmenterParams | None = None,
     ) -> None:
-        self._probability = probability
+        """`probabilities`: speech probability of each row of a k x 512 array of windows."""
+        self._probabilities = probabilities
         self.params = p = params or SegmenterParams()
         self._pending = np.zeros(0, dtype=np.float32)
         self.position = 0
@@ -62,11 +65,12 @@ class UtteranceSegmenter:
         done: list[Utterance] = []
         self._pending = np.concatenate((self._pending, audio)) if len(self._pending) else audio
         usable = len(self._pending) - len(self._pending) % WINDOW_SAMPLES
-        for offset in range(0, usable, WINDOW_SAMPLES):
-            window = self._pending[offset : offset + WINDOW_SAMPLES]
-            utterance = self._window(window, self._probability(window))
-            if utterance is not None:
-                done.append(utterance)
+        if usable:
+            windows = self._pending[:usable].reshape(-1, WINDOW_SAMPLES)
+            for window, speech in zip(windows, self._probabilities(windows), strict=True):
+                utterance = self._window(window, speech)
+                if utterance is not None:
+                    done.append(utterance)
         self._pending = self._pending[usable:]
         return done
 
@@ -122,7 +126,7 @@ class UtteranceSegmenter:
             tail = np.zeros(WINDOW_SAMPLES, dtype=np.float32)
             tail[: len(self._pending)] = self._pending
             self._pending = np.zeros(0, dtype=np.float32)
-            utterance = self._window(tail, self._probability(tail))
+            utterance = self._window(tail, self._probabilities(tail[np.newaxis, :])[0])
             if utterance is not None:
                 done.append(utterance)
         closed = self._close()

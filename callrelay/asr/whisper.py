@@ -296,7 +296,7 @@ def _silence_hallucination(segment: Any) -> bool:
 class WhisperRecogniser(TrackRecogniser):
     def __init__(self, engine: WhisperEngine) -> None:
         self._engine = engine
-        self._segmenter = UtteranceSegmenter(StreamingVad().probability, engine.segmenter)
+        self._segmenter = UtteranceSegmenter(StreamingVad().probabilities, engine.segmenter)
 
     def _transcribe(self, utterances: list[Utterance]) -> list[Transcript]:
         results = [self._engine.transcribe(u) for u in utterances]
