@@ -1,6 +1,7 @@
 """Benchmark: live transcription through the real relay, with concurrent simulated calls.
 
     python -m benchmarks.transcription [--calls 1,5,10] [--engine whisper] [--speed 1]
+                                       [--repeat 1]
 
 For each number of concurrent calls it starts `python app.py`, streams that many two-party calls
 of real human speech (../shared/audio/real, alternating between caller and receiver) in real
@@ -9,7 +10,9 @@ time, and prints:
   - final latency: speech end (on the call's timeline) -> `Caller`/`Receiver` event, p50/p95/max;
   - relay latency: media frame due -> `media_in` at a Socket.IO client, ASR on vs off;
   - server CPU (cores busy), real-time factor (CPU seconds per second of track audio), memory;
-  - the worst recognition lag seen in `GET /`, and audio skipped under overload.
+  - the worst recognition lag seen in `GET /`, and audio skipped under overload;
+  - the load generator's own CPU (it shares the machine).
+Near saturation single runs vary widely: `--repeat K` runs each row K times.
 Loopback only. Figures, not pass/fail.
 """
 
@@ -241,6 +244,7 @@ def main() -> None:
     parser.add_argument("--engine", default="whisper")
     parser.add_argument("--speed", type=float, default=1.0)
     parser.add_argument("--no-compare-off", action="store_true")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each row")
     args = parser.parse_args()
     conversation, clips = real_speech_call()
     print(
@@ -262,7 +266,7 @@ def main() -> None:
     nan = float("nan")
     for calls in [int(c) for c in args.calls.split(",")]:
         engines = [args.engine] if args.no_compare_off else [args.engine, "off"]
-        for engine in engines:
+        for engine in [e for e in engines for _ in range(args.repeat)]:
             r = run(calls, engine, conversation, args.speed)
             rows.append(
                 f"{calls:>5} {engine:>7} "
