@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +18,13 @@ from tests.conftest import AUTH_TOKEN, start_relay, stop_relay, wait_for
 from tests.test_end_to_end import call_audio, expected_pcm, stream_call
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    """A 256 KiB tmpfs: about 4 s of one call's recordings."""
-    mount_point = tmp_path / "small"
+@contextlib.contextmanager
+def tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
+    """A small RAM disk mounted at `mount_point` (skips the test without root)."""
     mount_point.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
+        capture_output=True,
     )
     if mounted.returncode != 0:
         pytest.skip("cannot mount a small tmpfs here (needs root)")
@@ -30,6 +32,13 @@ def small_disk(tmp_path: Path):
         yield mount_point
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs: about 4 s of one call's recordings."""
+    with tmpfs(tmp_path / "small", "256k") as mount_point:
+        yield mount_point
 
 
 def test_a_full_disk_keeps_audio_flowing_and_says_so_once(tmp_path: Path, small_disk: Path) -> None:
@@ -71,20 +80,11 @@ def test_a_full_disk_keeps_audio_flowing_and_says_so_once(tmp_path: Path, small_
 
 
 @pytest.fixture
-def filled_disk(tmp_path: Path):
+def filled_disk(tmp_path: Path) -> Iterator[Path]:
     """A 1 MiB tmpfs nearly filled by a ballast file: about 1 s of one call's recordings fit."""
-    mount_point = tmp_path / "filled"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    try:
+    with tmpfs(tmp_path / "filled", "1m") as mount_point:
         (mount_point / "ballast").write_bytes(b"\0" * (1024 * 1024 - 64 * 1024))
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def test_recording_resumes_in_place_when_space_returns(tmp_path: Path, filled_disk: Path) -> None:

@@ -179,6 +179,23 @@ def raw_stream(relay: RunningRelay) -> Client:
     return Client.connect(relay.ws_url, headers=relay.stream_headers())
 
 
+def raw_call(relay: RunningRelay, call_sid: str, stream_sid: str) -> Client:
+    """A Twilio stream opened by hand, past `connected` and `start`, for tests that misbehave."""
+    ws = raw_stream(relay)
+    ws.send(msg.connected_message())
+    ws.send(
+        msg.start_message(
+            stream_sid=stream_sid,
+            account_sid="AC" + "0" * 32,
+            call_sid=call_sid,
+            tracks=("inbound", "outbound"),
+            custom_parameters={},
+            sequence_number=1,
+        )
+    )
+    return ws
+
+
 def closed_with(ws: Client, timeout: float = 5) -> int:
     try:
         while ws.receive(timeout=timeout) is not None:
@@ -255,18 +272,7 @@ def test_bad_streams_do_not_disturb_a_call_in_flight(relay: RunningRelay) -> Non
 def test_a_twilio_socket_that_vanishes_mid_call_finalises_the_call(relay: RunningRelay) -> None:
     observer = relay.observer()
     call_sid, stream_sid = new_sid("CA"), new_sid("MZ")
-    ws = raw_stream(relay)
-    ws.send(msg.connected_message())
-    ws.send(
-        msg.start_message(
-            stream_sid=stream_sid,
-            account_sid="AC" + "0" * 32,
-            call_sid=call_sid,
-            tracks=("inbound", "outbound"),
-            custom_parameters={},
-            sequence_number=1,
-        )
-    )
+    ws = raw_call(relay, call_sid, stream_sid)
     for i in range(25):
         ws.send(
             msg.media_message(

@@ -14,7 +14,7 @@ from callrelay.twilio import media_stream as msg
 from callrelay.web.stream import MessageThrottle
 from tests.audio_files import read_wav
 from tests.conftest import RunningRelay, start_relay, stop_relay
-from tests.test_end_to_end import call_audio, closed_with, raw_stream
+from tests.test_end_to_end import call_audio, closed_with, raw_call
 
 RATE = 200
 IDLE_SECONDS = 2
@@ -108,18 +108,7 @@ def wait_for_log(log_file: Path, evt: str, call_sid: str, timeout: float = 20) -
 
 def test_a_stream_that_goes_silent_is_closed_and_its_call_ended(slow_relay: RunningRelay) -> None:
     call_sid, stream_sid = new_sid("CA"), new_sid("MZ")
-    ws = raw_stream(slow_relay)
-    ws.send(msg.connected_message())
-    ws.send(
-        msg.start_message(
-            stream_sid=stream_sid,
-            account_sid="AC" + "0" * 32,
-            call_sid=call_sid,
-            tracks=("inbound", "outbound"),
-            custom_parameters={},
-            sequence_number=1,
-        )
-    )
+    ws = raw_call(slow_relay, call_sid, stream_sid)
     for i, track in enumerate(("inbound", "outbound") * 10):
         ws.send(
             msg.media_message(
