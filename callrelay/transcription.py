@@ -5,13 +5,16 @@ once; a worker from a shared pool drains the queue in order, one worker per trac
 The queue is bounded by `max_lag` seconds of audio: when recognition falls that far behind, the
 oldest audio is skipped (the recogniser is told, so times stay right), counted and logged, and
 the relay never waits. `lag` is how far behind each track is; `GET /` shows the worst.
+
+These workers run at the relay's own priority: they take the relay's interpreter lock, and a
+lowered thread that the scheduler parks while it holds the lock stalls every socket thread
+(measured: relay p95 at 10 calls 24-37 ms with them at nice 10, 12-15 ms without). It is the
+recognition process (`asr/process.py`) that runs at a lower priority.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -24,7 +27,6 @@ from typing import Protocol
 import numpy as np
 
 from callrelay.asr import SpeechEngine, TrackRecogniser, Transcript
-from callrelay.asr.base import RECOGNITION_NICE
 from callrelay.audio import Int16Array
 from callrelay.call import AudioChunk, CallInfo
 from callrelay.logs import log_event
@@ -39,12 +41,6 @@ two VAD windows): a request to the recognition process per frame would cost more
 hand-offs than it saves in latency; many more frames would add to every final's latency."""
 LAG_WARNING_SECONDS = 2.0
 LAG_LOG_INTERVAL = 10.0
-
-
-def lower_thread_priority(nice: int = RECOGNITION_NICE) -> None:
-    """Lower this thread's priority (Linux: a thread's nice value; threads it starts inherit it)."""
-    with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
 class TranscriptListener(Protocol):
@@ -180,9 +176,7 @@ class TranscriptionSink:
     ) -> None:
         self.engine = engine
         self._listeners = listeners
-        self._pool = ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix="asr", initializer=lower_thread_priority
-        )
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asr")
         self._max_pending = int(max_lag_seconds * engine.sample_rate)
         self._lock = threading.Lock()
         self._calls: dict[str, dict[Track, TrackTranscriber]] = {}

@@ -105,6 +105,12 @@ def test_the_engine_runs_at_a_lower_priority(engine: ProcessSpeechEngine) -> Non
     assert int(fields[16]) == 10 + os.nice(0)  # nice, counted from the relay's own
 
 
+def test_the_engine_process_runs_blas_on_one_thread(engine: ProcessSpeechEngine) -> None:
+    """Spinning BLAS threads would double the encoder's CPU (see CHILD_ENVIRONMENT)."""
+    environment = Path(f"/proc/{engine.pid}/environ").read_bytes().split(b"\0")
+    assert b"OPENBLAS_NUM_THREADS=1" in environment
+
+
 def test_the_engines_log_lines_reach_the_relays_log(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="callrelay")
     engine = start_engine_process(counting_engine, workers=1)
