@@ -19,6 +19,7 @@ from callrelay import __version__
 from callrelay.access import TOKEN_FILE, generate_token, write_token_file
 from callrelay.config import ConfigError, Settings, load_settings
 from callrelay.logs import configure_logging, log_event
+from callrelay.runtime import settle_heap
 from callrelay.web.app import Relay, create_relay
 
 logger = logging.getLogger("callrelay.server")
@@ -43,7 +44,7 @@ class RelayServer(BaseApplication):  # type: ignore[misc]
             "threads": s.threads,
             "timeout": 0,
             "graceful_timeout": int(SHUTDOWN_SECONDS) + 5,
-            "post_worker_init": self._install_shutdown,
+            "post_worker_init": self._worker_ready,
             "keepalive": 5,
             "accesslog": None,
             "errorlog": "-",
@@ -56,6 +57,10 @@ class RelayServer(BaseApplication):  # type: ignore[misc]
     def load(self) -> Any:
         self.relay = create_relay(self.settings)
         return self.relay.app
+
+    def _worker_ready(self, worker: Any) -> None:
+        settle_heap()
+        self._install_shutdown(worker)
 
     def _install_shutdown(self, worker: Any) -> None:
         """In the worker: on SIGTERM, SIGINT or SIGQUIT, end calls cleanly, then let gunicorn's

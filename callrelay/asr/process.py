@@ -26,6 +26,7 @@ from callrelay.asr import EngineUnavailable, SpeechEngine, TrackRecogniser, Tran
 from callrelay.asr.base import RECOGNITION_NICE
 from callrelay.audio import Int16Array
 from callrelay.logs import log_event
+from callrelay.runtime import settle_heap
 
 logger = logging.getLogger("callrelay.asr")
 
@@ -327,6 +328,7 @@ def serve_engine(connection: Connection, factory: EngineFactory, workers: int) -
         send(("ready", None))
         return
     send(("ready", {"name": engine.name, "sample_rate": engine.sample_rate}))
+    settle_heap()
     recognisers: dict[int, TrackRecogniser] = {}
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asr")
 
