@@ -100,6 +100,7 @@ class RunResult:
     peak_rss_mb: float = 0.0
     max_lag: float = 0.0
     skipped: float = 0.0
+    engine_status: dict[str, Any] = field(default_factory=dict)
     missing_calls: int = 0
 
 
@@ -138,6 +139,7 @@ def run(calls: int, engine: str, conversation: Conversation, speed: float) -> Ru
                         continue
                     result.max_lag = max(result.max_lag, float(asr.get("maxLagSeconds", 0)))
                     result.skipped = max(result.skipped, float(asr.get("skippedSeconds", 0)))
+                    result.engine_status = asr
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
@@ -251,13 +253,14 @@ def main() -> None:
     parser.add_argument("--speed", type=float, default=1.0)
     parser.add_argument("--no-compare-off", action="store_true")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each row")
+    parser.add_argument("--no-offline", action="store_true", help="skip the offline WER band")
     args = parser.parse_args()
     conversation, clips = real_speech_call()
     print(
         f"call: {conversation.seconds:.1f} s, {len(conversation.turns)} turns of real speech, "
         f"both tracks, streamed at speed {args.speed}"
     )
-    if args.engine == "whisper":
+    if args.engine == "whisper" and not args.no_offline:
         offline = [offline_wer(clips, shift) for shift in OFFLINE_SHIFTS_MS]
         for side in ("caller", "receiver"):
             rates = [o[side] for o in offline]
@@ -269,7 +272,8 @@ def main() -> None:
     header = (
         f"{'calls':>5} {'engine':>7} {'WER caller':>10} {'WER recv':>9} {'lat p50':>8} "
         f"{'lat p95':>8} {'lat max':>8} {'media p50':>9} {'media p95':>9} {'cores':>6} {'gen':>5} "
-        f"{'RTF':>6} {'RSS MB':>7} {'max lag':>8} {'skipped':>8}"
+        f"{'RTF':>6} {'RSS MB':>7} {'max lag':>8} {'skipped':>8} {'utt':>5} {'batch':>5} "
+        f"{'fallbk':>6}"
     )
     rows = []
     nan = float("nan")
@@ -286,7 +290,9 @@ def main() -> None:
                 f"{percentile(r.media_latencies, 95) * 1000:>7.1f}ms "
                 f"{r.cpu_cores:>6.2f} {r.generator_cores:>5.2f} {r.rtf:>6.3f} "
                 f"{r.peak_rss_mb:>7.0f} {r.max_lag:>8.2f} "
-                f"{r.skipped:>8.1f}"
+                f"{r.skipped:>8.1f} {r.engine_status.get('utterances', ''):>5} "
+                f"{r.engine_status.get('meanBatch', ''):>5} "
+                f"{r.engine_status.get('fullWindowFallbacks', ''):>6}"
             )
             print(header if len(rows) == 1 else "", end="\n" if len(rows) == 1 else "")
             print(rows[-1], flush=True)
