@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     asr_engine: Literal["auto", "whisper", "vosk", "off"] = "auto"
     whisper_model: str | None = None
     whisper_beam_size: Annotated[int, Field(ge=1, le=10)] = 5
+    endpoint_silence_seconds: Annotated[float, Field(ge=0.1, le=5)] = 0.4
+    """Whisper: the pause that ends an utterance (the segmenter's `min_silence`)."""
     vosk_model_path: Path = Path("model")
     silence_flush_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
     asr_threads: Annotated[int, Field(ge=1, le=64)] = 1

@@ -86,7 +86,7 @@ def test_real_vad_finds_the_speech_in_a_recording() -> None:
 def test_the_vad_gives_the_same_numbers_window_by_window_or_several_at_once() -> None:
     require_shared_audio()
     speech, _ = read_wav(REAL_DIR / "quick_brown_fox.wav")
-    audio = np.repeat(speech.astype(np.float32) / 32768, 2)  # 8 kHz -> 16 kHz, crudely
+    audio = speech.astype(np.float32) / 32768
     windows = audio[: len(audio) // 512 * 512].reshape(-1, 512)
     one_by_one = StreamingVad()
     singly = [one_by_one.probability(window) for window in windows]
@@ -98,3 +98,26 @@ def test_the_vad_gives_the_same_numbers_window_by_window_or_several_at_once() ->
     ]
     assert max(singly) > 0.5  # it does hear speech
     assert batched == singly
+
+
+def test_the_configured_endpoint_silence_decides_where_whisper_ends_an_utterance() -> None:
+    """ENDPOINT_SILENCE_SECONDS reaches the engine: two phrases 0.7 s apart are two finals
+    under a 0.5 s endpoint and one final under a 1.2 s endpoint."""
+    require_shared_audio()
+    from callrelay.asr import load_engine
+    from callrelay.config import load_settings
+
+    hello, hello_rate = read_wav(REAL_DIR / "hello_world.wav")
+    fox, fox_rate = read_wav(REAL_DIR / "quick_brown_fox.wav")
+    assert hello_rate == fox_rate == RATE
+    pause = np.zeros(int(0.7 * RATE), np.int16)
+    audio = np.concatenate([pause, hello, pause, fox, pause, pause])
+    texts = {}
+    for silence in (0.5, 1.2):
+        engine = load_engine(load_settings(asr_engine="whisper", endpoint_silence_seconds=silence))
+        assert engine is not None
+        recogniser = engine.new_recogniser()
+        finals = recogniser.accept(audio) + recogniser.finish()
+        texts[silence] = [f.text.lower() for f in finals]
+    assert len(texts[0.5]) == 2 and "hello" in texts[0.5][0] and "fox" in texts[0.5][1]
+    assert len(texts[1.2]) == 1 and "hello" in texts[1.2][0] and "fox" in texts[1.2][0]

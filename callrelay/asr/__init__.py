@@ -25,6 +25,7 @@ class EngineUnavailable(Exception):
 
 def _whisper(settings: Settings) -> SpeechEngine:
     try:
+        from callrelay.asr.segmenter import SegmenterParams
         from callrelay.asr.whisper import WhisperEngine, bundled_model_path
     except ImportError as error:
         raise EngineUnavailable(f"faster-whisper is not installed ({error})") from None
@@ -38,6 +39,7 @@ def _whisper(settings: Settings) -> SpeechEngine:
         cpu_threads=settings.asr_threads,
         workers=settings.asr_workers,
         beam_size=settings.whisper_beam_size,
+        segmenter=SegmenterParams(min_silence=settings.endpoint_silence_seconds),
     )
 
 
