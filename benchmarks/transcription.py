@@ -70,11 +70,15 @@ class ProcessMeter:
         return found
 
     def cpu_seconds(self) -> float:
-        total = 0
+        return sum(self.cpu_by_process().values())
+
+    def cpu_by_process(self) -> dict[int, float]:
+        seconds = {}
         for pid in self.pids():
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        return total / os.sysconf("SC_CLK_TCK")
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                seconds[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return seconds
 
     def rss_mb(self) -> float:
         rss = 0.0
@@ -94,6 +98,7 @@ class RunResult:
     media_latencies: list[float] = field(default_factory=list)
     wer: dict[str, float] = field(default_factory=dict)
     cpu_cores: float = 0.0
+    recognition_cores: float = 0.0
     generator_cores: float = 0.0
     rtf: float = 0.0
     idle_rss_mb: float = 0.0
@@ -143,7 +148,8 @@ def run(calls: int, engine: str, conversation: Conversation, speed: float) -> Ru
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
-            cpu_before, wall_before = meter.cpu_seconds(), time.monotonic()
+            by_process_before = meter.cpu_by_process()
+            cpu_before, wall_before = sum(by_process_before.values()), time.monotonic()
             generator_before = time.process_time()
 
             # Real calls are not in lock-step: each call starts at another turn of the
@@ -175,7 +181,13 @@ def run(calls: int, engine: str, conversation: Conversation, speed: float) -> Ru
                     observer.transcription_ended.wait(120)
             else:
                 time.sleep(1.0)
-            cpu = meter.cpu_seconds() - cpu_before
+            by_process = meter.cpu_by_process()
+            cpu = sum(by_process.values()) - cpu_before
+            recognition_pid = result.engine_status.get("process")
+            if recognition_pid in by_process:
+                result.recognition_cores = (
+                    by_process[recognition_pid] - by_process_before.get(recognition_pid, 0.0)
+                ) / (time.monotonic() - wall_before)
             wall = time.monotonic() - wall_before
             stop_sampling.set()
             result.cpu_cores = cpu / wall
@@ -271,9 +283,9 @@ def main() -> None:
             )
     header = (
         f"{'calls':>5} {'engine':>7} {'WER caller':>10} {'WER recv':>9} {'lat p50':>8} "
-        f"{'lat p95':>8} {'lat max':>8} {'media p50':>9} {'media p95':>9} {'cores':>6} {'gen':>5} "
-        f"{'RTF':>6} {'RSS MB':>7} {'max lag':>8} {'skipped':>8} {'utt':>5} {'batch':>5} "
-        f"{'fallbk':>6}"
+        f"{'lat p95':>8} {'lat max':>8} {'media p50':>9} {'media p95':>9} {'cores':>6} "
+        f"{'asr':>5} {'gen':>5} {'RTF':>6} {'RSS MB':>7} {'max lag':>8} {'skipped':>8} "
+        f"{'utt':>5} {'batch':>5} {'fallbk':>6}"
     )
     rows = []
     nan = float("nan")
@@ -288,7 +300,8 @@ def main() -> None:
                 f"{max(r.latencies, default=float('nan')):>8.2f} "
                 f"{percentile(r.media_latencies, 50) * 1000:>7.1f}ms "
                 f"{percentile(r.media_latencies, 95) * 1000:>7.1f}ms "
-                f"{r.cpu_cores:>6.2f} {r.generator_cores:>5.2f} {r.rtf:>6.3f} "
+                f"{r.cpu_cores:>6.2f} {r.recognition_cores:>5.2f} {r.generator_cores:>5.2f} "
+                f"{r.rtf:>6.3f} "
                 f"{r.peak_rss_mb:>7.0f} {r.max_lag:>8.2f} "
                 f"{r.skipped:>8.1f} {r.engine_status.get('utterances', ''):>5} "
                 f"{r.engine_status.get('meanBatch', ''):>5} "
@@ -298,8 +311,9 @@ def main() -> None:
             print(rows[-1], flush=True)
     print(
         "\nlat: speech end -> final event (s). media: frame due -> media_in at a client. "
-        "cores: server CPU / wall time; gen: the load generator's (simulated Twilio and "
-        "clients, this process). RTF: server CPU s per s of track audio."
+        "cores: server CPU / wall time, asr: the recognition process's share of it; gen: the "
+        "load generator's (simulated Twilio and clients, this process). "
+        "RTF: server CPU s per s of track audio."
     )
 
 
