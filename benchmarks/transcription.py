@@ -285,7 +285,7 @@ def main() -> None:
         f"{'calls':>5} {'engine':>7} {'WER caller':>10} {'WER recv':>9} {'lat p50':>8} "
         f"{'lat p95':>8} {'lat max':>8} {'media p50':>9} {'media p95':>9} {'cores':>6} "
         f"{'asr':>5} {'gen':>5} {'RTF':>6} {'RSS MB':>7} {'max lag':>8} {'skipped':>8} "
-        f"{'utt':>5} {'batch':>5} {'fallbk':>6}"
+        f"{'utt':>5} {'batch':>5} {'fallbk':>6} {'early':>7}"
     )
     rows = []
     nan = float("nan")
@@ -305,7 +305,8 @@ def main() -> None:
                 f"{r.peak_rss_mb:>7.0f} {r.max_lag:>8.2f} "
                 f"{r.skipped:>8.1f} {r.engine_status.get('utterances', ''):>5} "
                 f"{r.engine_status.get('meanBatch', ''):>5} "
-                f"{r.engine_status.get('fullWindowFallbacks', ''):>6}"
+                f"{r.engine_status.get('fullWindowFallbacks', ''):>6} "
+                f"{early_decodes(r.engine_status):>7}"
             )
             print(header if len(rows) == 1 else "", end="\n" if len(rows) == 1 else "")
             print(rows[-1], flush=True)
@@ -313,8 +314,15 @@ def main() -> None:
         "\nlat: speech end -> final event (s). media: frame due -> media_in at a client. "
         "cores: server CPU / wall time, asr: the recognition process's share of it; gen: the "
         "load generator's (simulated Twilio and clients, this process). "
-        "RTF: server CPU s per s of track audio."
+        "RTF: server CPU s per s of track audio. utt: utterances decoded (early ones included), "
+        "early: decodes started before the pause confirmed the end, used/wasted."
     )
+
+
+def early_decodes(status: dict[str, Any]) -> str:
+    if "earlyDecodesUsed" not in status:
+        return ""
+    return f"{status['earlyDecodesUsed']}/{status['earlyDecodesWasted']}"
 
 
 if __name__ == "__main__":

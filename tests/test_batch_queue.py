@@ -46,3 +46,59 @@ def test_utterances_that_wait_are_decoded_together() -> None:
     assert [f.result(5).text for f in waiting] == ["1", "2", "3", "4", "5"]
     # Five waited for the one worker: a batch of three (the most it takes), then two.
     assert calls == [[0], [1, 2, 3], [4, 5]]
+
+
+class BlockingDecoder:
+    """Records each batch it is given and holds the first one until released."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls: list[list[int]] = []
+
+    def __call__(self, batch: list[Utterance]) -> list[Transcript | None]:
+        self.calls.append([u.speech_start for u in batch])
+        self.release.wait(5)
+        return [Transcript(str(u.speech_start), 0, 0) for u in batch]
+
+    def wait_busy(self) -> None:
+        while not self.calls:
+            threading.Event().wait(0.01)
+
+
+def test_early_utterances_go_only_when_no_confirmed_one_waits() -> None:
+    decoder = BlockingDecoder()
+    queue = BatchQueue(decoder, workers=1, max_batch=8)
+    assert queue.has_idle_worker
+    first = queue.submit(utterance(0))
+    decoder.wait_busy()
+    assert not queue.has_idle_worker
+    early = queue.submit(utterance(1), early=True)
+    confirmed = queue.submit(utterance(2))
+    decoder.release.set()
+    assert [f.result(5).text for f in (first, confirmed, early)] == ["0", "2", "1"]
+    assert decoder.calls == [[0], [2], [1]]
+
+
+def test_a_withdrawn_early_utterance_is_never_decoded() -> None:
+    decoder = BlockingDecoder()
+    queue = BatchQueue(decoder, workers=1, max_batch=8)
+    queue.submit(utterance(0))
+    decoder.wait_busy()
+    early = queue.submit(utterance(1), early=True)
+    assert early.cancel()
+    decoder.release.set()
+    assert queue.submit(utterance(2)).result(5).text == "2"
+    assert decoder.calls == [[0], [2]]
+
+
+def test_a_confirmed_early_utterance_goes_ahead_of_other_early_ones() -> None:
+    decoder = BlockingDecoder()
+    queue = BatchQueue(decoder, workers=1, max_batch=1)
+    queue.submit(utterance(0))
+    decoder.wait_busy()
+    still_early = queue.submit(utterance(1), early=True)
+    confirmed = queue.submit(utterance(2), early=True)
+    queue.confirm(confirmed)
+    decoder.release.set()
+    assert confirmed.result(5).text == "2" and still_early.result(5).text == "1"
+    assert decoder.calls == [[0], [2], [1]]

@@ -121,3 +121,35 @@ def test_the_configured_endpoint_silence_decides_where_whisper_ends_an_utterance
         texts[silence] = [f.text.lower() for f in finals]
     assert len(texts[0.5]) == 2 and "hello" in texts[0.5][0] and "fox" in texts[0.5][1]
     assert len(texts[1.2]) == 1 and "hello" in texts[1.2][0] and "fox" in texts[1.2][0]
+
+
+def feed_in_windows(segmenter: UtteranceSegmenter, audio: np.ndarray) -> list:
+    found = []
+    for i in range(0, len(audio), 512):
+        found += segmenter.accept(audio[i : i + 512])
+    return found
+
+
+def test_an_utterance_is_settled_once_post_roll_of_its_pause_has_passed() -> None:
+    """From then on its audio is final: the utterance the pause goes on to close is the same
+    object, so a recogniser may start on it early."""
+    _, segmenter = segment(signal((0.5, 0), (1.0, 0.5)), step=512)
+    assert segmenter.settled is None
+    feed_in_windows(segmenter, signal((0.19, 0)))
+    assert segmenter.settled is None  # less than post_roll (0.2 s) of pause
+    assert feed_in_windows(segmenter, signal((0.06, 0))) == []
+    settled = segmenter.settled
+    assert settled is not None and abs(settled.speech_start / RATE - 0.5) < 0.04
+    closed = feed_in_windows(segmenter, signal((0.3, 0)))
+    assert closed == [settled] and closed[0] is settled
+    assert segmenter.settled is None
+
+
+def test_speech_that_goes_on_after_a_short_pause_unsettles_the_utterance() -> None:
+    _, segmenter = segment(signal((0.5, 0), (1.0, 0.5), (0.3, 0)), step=512)
+    settled = segmenter.settled
+    assert settled is not None
+    assert feed_in_windows(segmenter, signal((0.5, 0.5))) == []
+    assert segmenter.settled is None
+    [whole] = segmenter.finish()
+    assert whole.speech_start == settled.speech_start and whole.speech_end > settled.speech_end

@@ -5,6 +5,10 @@ probability reaches `threshold`; SPEECH -> SILENCE once `min_silence` has passed
 `threshold - 0.15` (hysteresis, as Silero's own segmentation does). An utterance keeps
 `pre_roll` of audio before its first speech window and `post_roll` after its last, and is cut
 at `max_utterance` even without a pause (Whisper sees 30 s at most).
+
+Once `post_roll` of a pause has passed, the audio the utterance keeps is complete: `settled` is
+then the utterance exactly as it will close if the pause lasts to `min_silence`, so a recogniser
+can start on it early and the pause only has to confirm it.
 """
 
 from __future__ import annotations
@@ -56,10 +60,17 @@ class UtteranceSegmenter:
         self._speech_start = 0
         self._last_speech_end = 0
         self._in_speech = False
+        self._settled: Utterance | None = None
 
     @property
     def in_speech(self) -> bool:
         return self._in_speech
+
+    @property
+    def settled(self) -> Utterance | None:
+        """The open utterance once its audio is complete (the same object `accept` returns when
+        the pause goes on to close it); None while speech may still continue."""
+        return self._settled
 
     def accept(self, audio: FloatArray) -> list[Utterance]:
         done: list[Utterance] = []
@@ -91,25 +102,33 @@ class UtteranceSegmenter:
         self._utterance.append(window)
         if speech >= p.threshold - 0.15:
             self._last_speech_end = self.position
+            self._settled = None
         silent_for = (self.position - self._last_speech_end) / SAMPLE_RATE
         too_long = (self.position - self._speech_start) / SAMPLE_RATE >= p.max_utterance
         if silent_for >= p.min_silence or too_long:
             return self._close()
+        if p.post_roll <= silent_for < p.post_roll + WINDOW_SAMPLES / SAMPLE_RATE:
+            self._settled = self._cut()
         return None
 
     def _close(self) -> Utterance | None:
-        p = self.params
         if not self._in_speech:
             return None
         self._in_speech = False
-        audio = np.concatenate(self._utterance)
+        utterance = self._settled if self._settled is not None else self._cut()
         self._utterance = []
-        # Keep post_roll of the trailing silence; the rest goes back to the pre-roll.
+        self._settled = None
+        return utterance
+
+    def _cut(self) -> Utterance | None:
+        """The open utterance with post_roll of its trailing silence; None if too short."""
+        p = self.params
+        if (self._last_speech_end - self._speech_start) / SAMPLE_RATE < p.min_speech:
+            return None
+        audio = np.concatenate(self._utterance)
         pre_roll_samples = len(audio) - (self.position - self._speech_start)
         keep_until = pre_roll_samples + (self._last_speech_end - self._speech_start)
         keep_until = min(len(audio), keep_until + round(p.post_roll * SAMPLE_RATE))
-        if (self._last_speech_end - self._speech_start) / SAMPLE_RATE < p.min_speech:
-            return None
         return Utterance(audio[:keep_until], self._speech_start, self._last_speech_end)
 
     def skip(self, sample_count: int) -> list[Utterance]:

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
 import re
 import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,11 @@ class BatchQueue:
     """Utterances from every track wait here; each worker takes all that are waiting (up to
     `max_batch`) and decodes them together. Alone, an utterance goes at once; under load,
     batches form by themselves, and a batch of 4 costs 40% less CPU per utterance than 4
-    single decodes (measured here). Workers are started by the thread that builds the engine,
-    so they share its (low) priority."""
+    single decodes (measured here).
+
+    An utterance may also be submitted early, while its pause has yet to confirm its end
+    (`early=True`): it is taken only when no confirmed utterance waits, and it is withdrawn
+    (`future.cancel()`) if the speaker goes on before a worker has started on it."""
 
     def __init__(
         self,
@@ -73,37 +77,75 @@ class BatchQueue:
     ) -> None:
         self._decode = decode
         self._max_batch = max_batch
-        self._waiting: queue.SimpleQueue[tuple[Utterance, Future[Transcript | None]]] = (
-            queue.SimpleQueue()
-        )
+        self._workers = workers
+        self._ready = threading.Condition()
+        self._confirmed: deque[_Job] = deque()
+        self._early: deque[_Job] = deque()
+        self._running = 0
         self.batches = 0
         self.decoded = 0
         for number in range(workers):
             threading.Thread(target=self._work, name=f"whisper-{number}", daemon=True).start()
 
-    def submit(self, utterance: Utterance) -> Future[Transcript | None]:
-        future: Future[Transcript | None] = Future()
-        self._waiting.put((utterance, future))
-        return future
+    @property
+    def has_idle_worker(self) -> bool:
+        """Some worker would start on an utterance submitted now."""
+        with self._ready:
+            return self._running + len(self._confirmed) + len(self._early) < self._workers
+
+    def submit(self, utterance: Utterance, *, early: bool = False) -> Future[Transcript | None]:
+        job = _Job(utterance, Future())
+        with self._ready:
+            (self._early if early else self._confirmed).append(job)
+            self._ready.notify()
+        return job.future
+
+    def confirm(self, future: Future[Transcript | None]) -> None:
+        """An early utterance's end is confirmed: it now goes ahead of other early ones."""
+        with self._ready:
+            for job in self._early:
+                if job.future is future:
+                    self._early.remove(job)
+                    self._confirmed.append(job)
+                    return
+
+    def _take(self) -> list[_Job]:
+        with self._ready:
+            while True:
+                waiting = self._confirmed if self._confirmed else self._early
+                batch: list[_Job] = []
+                while waiting and len(batch) < self._max_batch:
+                    job = waiting.popleft()
+                    if job.future.set_running_or_notify_cancel():
+                        batch.append(job)
+                if batch:
+                    self._running += 1
+                    return batch
+                if not self._confirmed and not self._early:
+                    self._ready.wait()
 
     def _work(self) -> None:
         while True:
-            batch = [self._waiting.get()]
-            while len(batch) < self._max_batch:
-                try:
-                    batch.append(self._waiting.get_nowait())
-                except queue.Empty:
-                    break
+            batch = self._take()
             try:
-                results = self._decode([utterance for utterance, _ in batch])
+                results = self._decode([job.utterance for job in batch])
             except Exception as error:
-                for _, future in batch:
-                    future.set_exception(error)
+                for job in batch:
+                    job.future.set_exception(error)
                 continue
+            finally:
+                with self._ready:
+                    self._running -= 1
             self.batches += 1
             self.decoded += len(batch)
-            for (_, future), result in zip(batch, results, strict=True):
-                future.set_result(result)
+            for job, result in zip(batch, results, strict=True):
+                job.future.set_result(result)
+
+
+@dataclass(frozen=True, eq=False)
+class _Job:
+    utterance: Utterance
+    future: Future[Transcript | None]
 
 
 class WhisperEngine(SpeechEngine):
@@ -121,6 +163,7 @@ class WhisperEngine(SpeechEngine):
         segmenter: SegmenterParams | None = None,
         min_window: float = 12.0,
         max_batch: int = 8,
+        early_decode: bool = True,
     ) -> None:
         from faster_whisper import WhisperModel
 
@@ -145,6 +188,10 @@ class WhisperEngine(SpeechEngine):
         self.segmenter = segmenter or SegmenterParams()
         self.min_window_frames = int(min_window * FRAMES_PER_SECOND)
         self.fallbacks = 0
+        self.early_decode = early_decode
+        self.early_started = 0
+        self.early_used = 0
+        self.early_wasted = 0
         self.no_repeat_ngram = NO_REPEAT_NGRAM
         self._prepare_short_window()
         self._batches = BatchQueue(self.transcribe_batch, workers=workers, max_batch=max_batch)
@@ -170,6 +217,8 @@ class WhisperEngine(SpeechEngine):
             "utterances": self._batches.decoded,
             "meanBatch": round(self._batches.decoded / max(1, self._batches.batches), 2),
             "fullWindowFallbacks": self.fallbacks,
+            "earlyDecodesUsed": self.early_used,
+            "earlyDecodesWasted": self.early_wasted,
         }
 
     def _prepare_short_window(self) -> None:
@@ -191,7 +240,23 @@ class WhisperEngine(SpeechEngine):
 
     def transcribe(self, utterance: Utterance) -> Transcript | None:
         """Queue the utterance for the next batch and wait for its transcript."""
-        return self._batches.submit(utterance).result()
+        return self.submit(utterance).result()
+
+    def submit(self, utterance: Utterance, *, early: bool = False) -> Future[Transcript | None]:
+        self.early_started += early
+        return self._batches.submit(utterance, early=early)
+
+    @property
+    def can_start_early(self) -> bool:
+        return self.early_decode and self._batches.has_idle_worker
+
+    def confirm(self, early: Future[Transcript | None]) -> None:
+        self.early_used += 1
+        self._batches.confirm(early)
+
+    def withdraw(self, early: Future[Transcript | None]) -> None:
+        if not early.cancel():
+            self.early_wasted += 1
 
     def transcribe_batch(self, utterances: list[Utterance]) -> list[Transcript | None]:
         decoded = self._short_window([u.audio for u in utterances])
@@ -294,13 +359,39 @@ def _silence_hallucination(segment: Any) -> bool:
 
 
 class WhisperRecogniser(TrackRecogniser):
+    """One track: its VAD and segmenter, and the decode of its utterances.
+
+    An utterance is submitted as soon as its audio is complete (`post_roll` into the pause)
+    when a decode worker is idle, so that by the time the pause has lasted `min_silence` its
+    transcript is mostly ready: the same audio, the same text, about 0.2 s sooner. If the
+    speaker goes on, the early decode is withdrawn, or wasted if it had started."""
+
     def __init__(self, engine: WhisperEngine) -> None:
         self._engine = engine
         self._segmenter = UtteranceSegmenter(StreamingVad().probabilities, engine.segmenter)
+        self._early: tuple[Utterance, Future[Transcript | None]] | None = None
 
     def _transcribe(self, utterances: list[Utterance]) -> list[Transcript]:
-        results = [self._engine.transcribe(u) for u in utterances]
+        futures = [self._decode(u) for u in utterances]
+        self._start_early()
+        results = [future.result() for future in futures]
         return [r for r in results if r is not None]
+
+    def _decode(self, utterance: Utterance) -> Future[Transcript | None]:
+        if self._early is not None and self._early[0] is utterance:
+            future = self._early[1]
+            self._early = None
+            self._engine.confirm(future)
+            return future
+        return self._engine.submit(utterance)
+
+    def _start_early(self) -> None:
+        settled = self._segmenter.settled
+        if self._early is not None and self._early[0] is not settled:
+            self._engine.withdraw(self._early[1])
+            self._early = None
+        if settled is not None and self._early is None and self._engine.can_start_early:
+            self._early = (settled, self._engine.submit(settled, early=True))
 
     def accept(self, samples: Int16Array) -> list[Transcript]:
         return self._transcribe(self._segmenter.accept(pcm_to_float(samples)))
