@@ -95,6 +95,8 @@ class RunResult:
     calls: int
     engine: str
     latencies: list[float] = field(default_factory=list)
+    slow_finals: list[tuple[float, float, str]] = field(default_factory=list)
+    """(latency, seconds of speech, text) of each final, slowest first."""
     media_latencies: list[float] = field(default_factory=list)
     wer: dict[str, float] = field(default_factory=dict)
     cpu_cores: float = 0.0
@@ -212,6 +214,8 @@ def run(calls: int, engine: str, conversation: Conversation, speed: float) -> Ru
                     # Audio at call time T was due at started_at + T / speed.
                     due = reports[sid].started_at + float(data["end"]) / (speed or 1)
                     result.latencies.append(arrival - due)
+                    speech = float(data["end"]) - float(data["start"])
+                    result.slow_finals.append((arrival - due, speech, data["text"]))
                 for side in hypotheses:
                     hypotheses[side].append(
                         " ".join(d["text"] for _, n, d in events if SPEAKER_EVENTS[n] == side)
@@ -219,6 +223,7 @@ def run(calls: int, engine: str, conversation: Conversation, speed: float) -> Ru
                     references[side].append(
                         " ".join(t.text for t in scripts[sid].turns if t.speaker == side)
                     )
+            result.slow_finals.sort(reverse=True)
             if engine != "off":
                 for side, texts in hypotheses.items():
                     result.wer[side] = word_error_rate(references[side], texts)
@@ -266,6 +271,7 @@ def main() -> None:
     parser.add_argument("--no-compare-off", action="store_true")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each row")
     parser.add_argument("--no-offline", action="store_true", help="skip the offline WER band")
+    parser.add_argument("--slowest", type=int, default=0, help="list each run's N slowest finals")
     args = parser.parse_args()
     conversation, clips = real_speech_call()
     print(
@@ -310,19 +316,21 @@ def main() -> None:
             )
             print(header if len(rows) == 1 else "", end="\n" if len(rows) == 1 else "")
             print(rows[-1], flush=True)
+            for latency, speech, text in r.slow_finals[: args.slowest]:
+                print(f"      {latency:5.2f} s after {speech:4.1f} s of speech: {text}")
     print(
         "\nlat: speech end -> final event (s). media: frame due -> media_in at a client. "
         "cores: server CPU / wall time, asr: the recognition process's share of it; gen: the "
         "load generator's (simulated Twilio and clients, this process). "
         "RTF: server CPU s per s of track audio. utt: utterances decoded (early ones included), "
-        "early: decodes started before the pause confirmed the end, used/wasted."
+        "early: decodes started before the pause confirmed the end, used as finals/as partials."
     )
 
 
 def early_decodes(status: dict[str, Any]) -> str:
     if "earlyDecodesUsed" not in status:
         return ""
-    return f"{status['earlyDecodesUsed']}/{status['earlyDecodesWasted']}"
+    return f"{status['earlyDecodesUsed']}/{status['earlyDecodesPartial']}"
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ comes out exactly as it would have without it."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from callrelay.asr.whisper import WhisperEngine, bundled_model_path
@@ -27,13 +29,20 @@ def call_audio() -> np.ndarray:
     return np.concatenate([pause(0.5), hello, pause(0.12), fox, pause(0.8), cards, pause(1.0)])
 
 
-def finals(engine: WhisperEngine, audio: np.ndarray) -> list[tuple[str, float, float]]:
+def recognise(engine: WhisperEngine, audio: np.ndarray, *, decode_keeps_up: bool = False) -> list:
+    """Feed `audio` as the relay does. `decode_keeps_up`: after each piece, wait while the
+    decode worker is busy, as if decoding took no time next to the speaker."""
     recogniser = engine.new_recogniser()
     results = []
     for start in range(0, len(audio), PIECE):
         results += recogniser.accept(audio[start : start + PIECE])
-    results += recogniser.finish()
-    return [(r.text, r.start, r.end) for r in results]
+        while decode_keeps_up and not engine.can_start_early:
+            time.sleep(0.005)
+    return results + recogniser.finish()
+
+
+def finals(engine: WhisperEngine, audio: np.ndarray) -> list[tuple[str, float, float]]:
+    return [(r.text, r.start, r.end) for r in recognise(engine, audio) if r.is_final]
 
 
 def test_early_decoding_gives_the_same_finals_and_is_used() -> None:
@@ -52,3 +61,18 @@ def test_early_decoding_gives_the_same_finals_and_is_used() -> None:
     assert early.early_started == 3 and early.early_used == 2
     assert late.early_started == late.early_used == 0
     assert early.describe()["earlyDecodesUsed"] == 2
+
+
+def test_an_early_decode_the_speaker_went_on_past_comes_out_as_a_partial() -> None:
+    require_shared_audio()
+    model = bundled_model_path()
+    assert model is not None
+    engine = WhisperEngine(model, cpu_threads=1, workers=1)
+    results = recognise(engine, call_audio(), decode_keeps_up=True)
+    kinds = [(r.is_final, r.text.lower()) for r in results]
+    assert [final for final, _ in kinds] == [False, True, True]
+    partial, first_final = results[0], results[1]
+    assert "hello" in partial.text.lower() and "fox" not in partial.text.lower()
+    assert partial.start == first_final.start and partial.end < first_final.end
+    assert "hello" in first_final.text.lower() and "fox" in first_final.text.lower()
+    assert engine.describe()["earlyDecodesPartial"] == 1

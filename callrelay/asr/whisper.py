@@ -25,7 +25,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -191,7 +191,7 @@ class WhisperEngine(SpeechEngine):
         self.early_decode = early_decode
         self.early_started = 0
         self.early_used = 0
-        self.early_wasted = 0
+        self.early_partials = 0
         self.no_repeat_ngram = NO_REPEAT_NGRAM
         self._prepare_short_window()
         self._batches = BatchQueue(self.transcribe_batch, workers=workers, max_batch=max_batch)
@@ -218,7 +218,7 @@ class WhisperEngine(SpeechEngine):
             "meanBatch": round(self._batches.decoded / max(1, self._batches.batches), 2),
             "fullWindowFallbacks": self.fallbacks,
             "earlyDecodesUsed": self.early_used,
-            "earlyDecodesWasted": self.early_wasted,
+            "earlyDecodesPartial": self.early_partials,
         }
 
     def _prepare_short_window(self) -> None:
@@ -254,9 +254,12 @@ class WhisperEngine(SpeechEngine):
         self.early_used += 1
         self._batches.confirm(early)
 
-    def withdraw(self, early: Future[Transcript | None]) -> None:
-        if not early.cancel():
-            self.early_wasted += 1
+    def withdraw(self, early: Future[Transcript | None]) -> bool:
+        """False if a worker has started on it (its result will be a partial)."""
+        if early.cancel():
+            return True
+        self.early_partials += 1
+        return False
 
     def transcribe_batch(self, utterances: list[Utterance]) -> list[Transcript | None]:
         decoded = self._short_window([u.audio for u in utterances])
@@ -364,18 +367,22 @@ class WhisperRecogniser(TrackRecogniser):
     An utterance is submitted as soon as its audio is complete (`post_roll` into the pause)
     when a decode worker is idle, so that by the time the pause has lasted `min_silence` its
     transcript is mostly ready: the same audio, the same text, about 0.2 s sooner. If the
-    speaker goes on, the early decode is withdrawn, or wasted if it had started."""
+    speaker goes on, the early decode is withdrawn; one a worker had already started is not
+    wasted: it comes out as a partial result (the words so far) unless the final is first."""
 
     def __init__(self, engine: WhisperEngine) -> None:
         self._engine = engine
         self._segmenter = UtteranceSegmenter(StreamingVad().probabilities, engine.segmenter)
         self._early: tuple[Utterance, Future[Transcript | None]] | None = None
+        self._overtaken: list[Future[Transcript | None]] = []
+        """Early decodes of the open utterance that the speaker went on past."""
 
     def _transcribe(self, utterances: list[Utterance]) -> list[Transcript]:
         futures = [self._decode(u) for u in utterances]
+        partials = self._partials(final_follows=bool(futures))
         self._start_early()
         results = [future.result() for future in futures]
-        return [r for r in results if r is not None]
+        return partials + [r for r in results if r is not None]
 
     def _decode(self, utterance: Utterance) -> Future[Transcript | None]:
         if self._early is not None and self._early[0] is utterance:
@@ -388,10 +395,20 @@ class WhisperRecogniser(TrackRecogniser):
     def _start_early(self) -> None:
         settled = self._segmenter.settled
         if self._early is not None and self._early[0] is not settled:
-            self._engine.withdraw(self._early[1])
+            if not self._engine.withdraw(self._early[1]):
+                self._overtaken.append(self._early[1])
             self._early = None
         if settled is not None and self._early is None and self._engine.can_start_early:
             self._early = (settled, self._engine.submit(settled, early=True))
+
+    def _partials(self, *, final_follows: bool) -> list[Transcript]:
+        """Overtaken early decodes that are done, as partials; none once the final is due."""
+        done = [f for f in self._overtaken if f.done()]
+        self._overtaken = [] if final_follows else [f for f in self._overtaken if not f.done()]
+        if final_follows:
+            return []
+        partials = [f.result() for f in done if f.exception() is None]
+        return [replace(p, is_final=False) for p in partials if p is not None]
 
     def accept(self, samples: Int16Array) -> list[Transcript]:
         return self._transcribe(self._segmenter.accept(pcm_to_float(samples)))
