@@ -2,6 +2,8 @@
 
 Each track is a small actor: the stream thread appends audio to the track's queue and returns at
 once; a worker from a shared pool drains the queue in order, one worker per track at a time.
+A recogniser that answers later (one in the recognition process) needs no worker: the track
+sends its next piece when the answer to the last one comes, one call in flight at a time.
 The queue is bounded by `max_lag` seconds of audio: when recognition falls that far behind, the
 oldest audio is skipped (the recogniser is told, so times stay right), counted and logged, and
 the relay never waits. `lag` is how far behind each track is; `GET /` shows the worst.
@@ -19,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
@@ -27,6 +29,7 @@ from typing import Protocol
 import numpy as np
 
 from callrelay.asr import SpeechEngine, TrackRecogniser, Transcript
+from callrelay.asr.base import CallName
 from callrelay.audio import Int16Array
 from callrelay.call import AudioChunk, CallInfo
 from callrelay.logs import log_event
@@ -78,6 +81,9 @@ class TrackTranscriber:
         self._queued = 0
         self._scheduled = False
         self._finishing = False
+        self._answers_later = recogniser.answers_later
+        self._in_flight = False
+        self._finish_sent = False
         self.done = threading.Event()
         self.received = 0
         self.processed = 0
@@ -107,15 +113,75 @@ class TrackTranscriber:
             if dropped:
                 self._queue.appendleft(_Skip(skip + dropped))
                 self.skipped += dropped
-            if self._queued >= self._min_batch:
+            ready = self._queued >= self._min_batch
+            if ready and not self._answers_later:
                 self._schedule()
         if dropped:
             self._sink.overloaded(self, dropped)
+        if ready and self._answers_later:
+            self._send_next()
 
     def finish(self) -> None:
         with self._lock:
             self._finishing = True
-            self._schedule()
+            if not self._answers_later:
+                self._schedule()
+        if self._answers_later:
+            self._send_next()
+
+    def _send_next(self) -> None:
+        """Hand the recogniser what is queued, unless a call is in flight: its answer sends
+        the next. Skips and audio go as they were queued; the finish goes after all of them."""
+        while True:
+            with self._lock:
+                if self._in_flight or self.done.is_set():
+                    return
+                call = self._next_call()
+                if call is None:
+                    return
+                self._in_flight = True
+            method, argument, samples = call
+            answer = self._recogniser.begin(method, argument)
+            if not answer.done():
+                answer.add_done_callback(partial(self._answered, method, samples, resume=True))
+                return
+            self._answered(method, samples, answer)
+
+    def _next_call(self) -> tuple[CallName, object, int] | None:
+        if self._queue and isinstance(self._queue[0], _Skip):
+            skip = self._queue.popleft()
+            assert isinstance(skip, _Skip)
+            return "skip", skip.samples, 0
+        if self._queue and (self._queued >= self._min_batch or self._finishing):
+            run: list[Int16Array] = []
+            while self._queue and isinstance(self._queue[0], np.ndarray):
+                run.append(self._queue.popleft())  # type: ignore[arg-type]
+            audio = np.concatenate(run) if len(run) > 1 else run[0]
+            self._queued -= len(audio)
+            return "accept", audio, len(audio)
+        if not self._queue and self._finishing and not self._finish_sent:
+            self._finish_sent = True
+            return "finish", None, 0
+        return None
+
+    def _answered(
+        self, method: CallName, samples: int, answer: Future[list[Transcript]], resume: bool = False
+    ) -> None:
+        try:
+            results = answer.result()
+        except Exception:
+            logger.exception("recogniser failed on %s %s", self.call.call_sid, self.track)
+            results = []
+        self.processed += samples
+        for transcript in results:
+            self._sink.deliver(self, transcript)
+        with self._lock:
+            self._in_flight = False
+        if method == "finish":
+            self.done.set()
+            self._sink.track_done(self)
+        elif resume:
+            self._send_next()
 
     def _schedule(self) -> None:
         if not self._scheduled:

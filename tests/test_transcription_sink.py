@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,17 +47,45 @@ class LedgerRecogniser(TrackRecogniser):
         return [Transcript("the rest", self.position / RATE, self.position / RATE)]
 
 
+class RemoteLedgerRecogniser(LedgerRecogniser):
+    """Answers later, from another thread, as a recogniser in the recognition process does."""
+
+    answers_later = True
+    in_flight = 0
+    most_in_flight = 0
+
+    def begin(self, method, argument=None):
+        answer: Future[list[Transcript]] = Future()
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+
+        def run() -> None:
+            try:
+                result = self.call(method, argument)
+            except Exception as error:
+                self.in_flight -= 1
+                answer.set_exception(error)
+                return
+            self.in_flight -= 1
+            answer.set_result(result)
+
+        threading.Thread(target=run, name="asr-remote", daemon=True).start()
+        return answer
+
+
 class LedgerEngine(SpeechEngine):
     name = "ledger"
     sample_rate = RATE
 
-    def __init__(self) -> None:
+    def __init__(self, remote: bool = False) -> None:
         self.gate = threading.Event()
         self.gate.set()
+        self.remote = remote
         self.recognisers: list[LedgerRecogniser] = []
 
     def new_recogniser(self) -> LedgerRecogniser:
-        recogniser = LedgerRecogniser(self.gate)
+        kind = RemoteLedgerRecogniser if self.remote else LedgerRecogniser
+        recogniser = kind(self.gate)
         self.recognisers.append(recogniser)
         return recogniser
 
@@ -78,9 +107,9 @@ def chunk(track: str, index: int) -> AudioChunk:
     return AudioChunk(track, index * 20, index * 320, pcm, b"\xff" * 160)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def engine() -> LedgerEngine:
-    return LedgerEngine()
+@pytest.fixture(params=["answers at once", "answers later"])
+def engine(request: pytest.FixtureRequest) -> LedgerEngine:
+    return LedgerEngine(remote=request.param == "answers later")
 
 
 def test_audio_is_recognised_in_order_on_worker_threads(engine: LedgerEngine) -> None:
@@ -98,6 +127,7 @@ def test_audio_is_recognised_in_order_on_worker_threads(engine: LedgerEngine) ->
         assert kinds[-1] == "finish" and "skip" not in kinds
         assert sum(n for kind, n, _ in recogniser.calls if kind == "accept") == 150 * 320
         assert all(name.startswith("asr") for _, _, name in recogniser.calls)
+        assert getattr(recogniser, "most_in_flight", 1) == 1  # the next call waits its answer
     assert [t for track, t in listener.finals if track == "inbound"] == [
         "second 1",
         "second 2",

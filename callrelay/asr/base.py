@@ -8,12 +8,16 @@ recogniser can tell time by counting samples.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from callrelay.audio import Int16Array
+
+CallName = Literal["accept", "skip", "finish"]
 
 RECOGNITION_NICE = 10
 """Recognition runs at a lower OS priority than the relay, so that when the CPU is short it is
@@ -32,6 +36,11 @@ class Transcript:
 
 
 class TrackRecogniser(ABC):
+    answers_later: ClassVar[bool] = False
+    """`begin` returns at once and its answer comes on another thread (a recogniser in the
+    recognition process): the sink then drives the track from its callbacks, with no thread of
+    its own waiting on every call."""
+
     @abstractmethod
     def accept(self, samples: Int16Array) -> list[Transcript]:
         """The track's next samples; returns what became recognisable (finals, partials)."""
@@ -44,8 +53,30 @@ class TrackRecogniser(ABC):
     def finish(self) -> list[Transcript]:
         """The track ended: everything still pending, as finals."""
 
+    def begin(self, method: CallName, argument: Any = None) -> Future[list[Transcript]]:
+        """`accept`, `skip` or `finish` without waiting on work done elsewhere. By default the
+        call runs here and now; a recogniser whose work ends on other threads (Whisper's
+        decode) answers when it is done instead."""
+        future: Future[list[Transcript]] = Future()
+        try:
+            future.set_result(self.call(method, argument))
+        except Exception as error:
+            future.set_exception(error)
+        return future
+
+    def call(self, method: CallName, argument: Any = None) -> list[Transcript]:
+        if method == "accept":
+            return self.accept(argument)
+        if method == "skip":
+            return self.skip(argument)
+        return self.finish()
+
 
 class SpeechEngine(ABC):
+    begins_quickly: ClassVar[bool] = False
+    """Its recognisers' `begin` takes well under a millisecond and never waits (the heavy work
+    runs on the engine's own threads), so the recognition process calls it on the thread that
+    reads requests instead of handing each request to a worker."""
     name: str
     sample_rate: int
     """The rate the recognisers take: 16000, or 8000 to feed the telephone audio unchanged."""

@@ -31,7 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from callrelay.asr.base import SpeechEngine, TrackRecogniser, Transcript, pcm_to_float
+from callrelay.asr.base import (
+    CallName,
+    SpeechEngine,
+    TrackRecogniser,
+    Transcript,
+    pcm_to_float,
+)
 from callrelay.asr.segmenter import SegmenterParams, Utterance, UtteranceSegmenter
 from callrelay.asr.vad import SAMPLE_RATE, StreamingVad
 from callrelay.audio import Int16Array
@@ -149,6 +155,7 @@ class _Job:
 
 
 class WhisperEngine(SpeechEngine):
+    begins_quickly = True
     name = "whisper"
     sample_rate = SAMPLE_RATE
 
@@ -377,12 +384,12 @@ class WhisperRecogniser(TrackRecogniser):
         self._overtaken: list[Future[Transcript | None]] = []
         """Early decodes of the open utterance that the speaker went on past."""
 
-    def _transcribe(self, utterances: list[Utterance]) -> list[Transcript]:
+    def _transcribe(self, utterances: list[Utterance]) -> Future[list[Transcript]]:
+        """Decodes for the utterances that closed; the answer once all of them are done."""
         futures = [self._decode(u) for u in utterances]
         partials = self._partials(final_follows=bool(futures))
         self._start_early()
-        results = [future.result() for future in futures]
-        return partials + [r for r in results if r is not None]
+        return _gather(partials, futures)
 
     def _decode(self, utterance: Utterance) -> Future[Transcript | None]:
         if self._early is not None and self._early[0] is utterance:
@@ -410,11 +417,45 @@ class WhisperRecogniser(TrackRecogniser):
         partials = [f.result() for f in done if f.exception() is None]
         return [replace(p, is_final=False) for p in partials if p is not None]
 
+    def begin(self, method: CallName, argument: Any = None) -> Future[list[Transcript]]:
+        if method == "accept":
+            return self._transcribe(self._segmenter.accept(pcm_to_float(argument)))
+        if method == "skip":
+            return self._transcribe(self._segmenter.skip(argument))
+        return self._transcribe(self._segmenter.finish())
+
     def accept(self, samples: Int16Array) -> list[Transcript]:
-        return self._transcribe(self._segmenter.accept(pcm_to_float(samples)))
+        return self.begin("accept", samples).result()
 
     def skip(self, sample_count: int) -> list[Transcript]:
-        return self._transcribe(self._segmenter.skip(sample_count))
+        return self.begin("skip", sample_count).result()
 
     def finish(self) -> list[Transcript]:
-        return self._transcribe(self._segmenter.finish())
+        return self.begin("finish").result()
+
+
+def _gather(
+    ready: list[Transcript], decodes: list[Future[Transcript | None]]
+) -> Future[list[Transcript]]:
+    """`ready`, then each decode's transcript, in order, once the last decode is done."""
+    gathered: Future[list[Transcript]] = Future()
+    remaining = [len(decodes)]
+    lock = threading.Lock()
+
+    def one_done(_: Future[Transcript | None]) -> None:
+        with lock:
+            remaining[0] -= 1
+            if remaining[0]:
+                return
+        try:
+            results = [decode.result() for decode in decodes]
+        except Exception as error:
+            gathered.set_exception(error)
+            return
+        gathered.set_result(ready + [r for r in results if r is not None])
+
+    if not decodes:
+        gathered.set_result(ready)
+    for decode in decodes:
+        decode.add_done_callback(one_done)
+    return gathered
