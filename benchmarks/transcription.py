@@ -198,6 +198,10 @@ def run(calls: int, engine: str, conversation: Conversation, speed: float) -> Ru
             result.peak_rss_mb = meter.peak_rss_mb
             for observer in [*observers, audio_watch]:
                 observer.close()
+            closed = {sid: r.server_closed for sid, r in reports.items() if r.server_closed}
+            if closed or len(reports) < calls:
+                print(f"streams closed by the server: {closed}, calls lost: {calls - len(reports)}")
+                print(relay.server_output()[-3000:])
             start0 = reports[sids[0]].started_at
             # A frame stamped T ms was due to be sent at started_at + T / 1000.
             result.media_latencies = [

@@ -191,7 +191,7 @@ def play_stream(
         report.server_closed = (CLOSE_ABNORMAL, f"{type(error).__name__}: {error}")
     finally:
         report.seconds = time.monotonic() - started
-        with contextlib.suppress(ConnectionClosed):
+        with contextlib.suppress(ConnectionClosed, OSError):  # already closed by the server
             ws.close()
     return report
 
