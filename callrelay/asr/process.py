@@ -164,12 +164,25 @@ class ProcessSpeechEngine(SpeechEngine):
             self._send(("call", next(self._request_ids), key, "skip", position))  # no answer
 
     def begin(self, key: int, method: CallName, argument: Any) -> Future[list[Transcript]]:
-        """Run one recogniser method in the child; nothing while there is none."""
-        future = self._request(("call", key, method, argument))
-        if future is None:
-            future = Future()
-            future.set_result([])
-        return future
+        """Run one recogniser method in the child. Nothing comes of it while there is no
+        child, or if the child dies before answering; a call that raised there fails with
+        `RecogniserError`."""
+        answer: Future[list[Transcript]] = Future()
+        request = self._request(("call", key, method, argument))
+        if request is None:
+            answer.set_result([])
+            return answer
+
+        def settle(request: Future[list[Transcript]]) -> None:
+            try:
+                answer.set_result(request.result())
+            except EngineProcessGone:
+                answer.set_result([])
+            except Exception as error:
+                answer.set_exception(error)
+
+        request.add_done_callback(settle)
+        return answer
 
     def describe(self) -> dict[str, object]:
         described: dict[str, object] = {
@@ -206,7 +219,8 @@ class ProcessSpeechEngine(SpeechEngine):
         return future
 
     def _send(self, message: tuple[Any, ...]) -> None:
-        """Queue `message` for the sender thread: never blocks, even when the child is stuck."""
+        """Queue `message` for the sender thread: never blocks, even when the child is stuck
+        (the queue stays small: each track has one call in flight at most)."""
         with self._outbox_ready:
             self._outbox.append((self.generation, message))
             self._outbox_ready.notify()
@@ -314,8 +328,6 @@ class RemoteRecogniser(TrackRecogniser):
         """Samples of its track it has been given or told to skip: where a new one starts."""
 
     def begin(self, method: CallName, argument: Any = None) -> Future[list[Transcript]]:
-        """The answer fails with `RecogniserError` if the call raised in the child, and is
-        empty if the process died before answering."""
         if self._generation != self._engine.generation and self._engine.alive:
             self._generation = self._engine.generation
             self._engine.renew(self._key, self._position)
@@ -327,10 +339,7 @@ class RemoteRecogniser(TrackRecogniser):
         return future
 
     def call(self, method: CallName, argument: Any = None) -> list[Transcript]:
-        try:
-            return self.begin(method, argument).result()
-        except EngineProcessGone:
-            return []
+        return self.begin(method, argument).result()
 
     def accept(self, samples: Int16Array) -> list[Transcript]:
         return self.call("accept", samples)
