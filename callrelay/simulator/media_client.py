@@ -52,6 +52,7 @@ class StreamOptions:
     seed: int = 1
 
 
+CLOSE_NORMAL = 1000
 CLOSE_ABNORMAL = 1006
 """What a WebSocket peer reports when the connection died without a close frame."""
 
@@ -114,6 +115,7 @@ def play_stream(
     dtmf_due = sorted(options.dtmf, key=lambda item: item[1])
     ws = Client.connect(target.connect_url, headers=handshake_headers(target))
     sequence = 0
+    stop_sent = False
 
     def send(text: str) -> None:
         ws.send(text)
@@ -176,6 +178,7 @@ def play_stream(
                 progress(index * FRAME_MS / 1000, longest * FRAME_MS / 1000)
             _note_server_messages(ws, report)
         sequence += 1
+        stop_sent = True  # set first: the server may close the moment `stop` reaches it
         send(
             msg.stop_message(
                 stream_sid=stream_sid,
@@ -186,7 +189,8 @@ def play_stream(
         )
         _note_server_messages(ws, report)
     except ConnectionClosed:
-        report.server_closed = (int(ws.close_reason), str(ws.close_message or ""))
+        if not (stop_sent and ws.close_reason == CLOSE_NORMAL):  # after `stop`, the normal end
+            report.server_closed = (int(ws.close_reason), str(ws.close_message or ""))
     except OSError as error:  # the server vanished mid-write: no close frame at all
         report.server_closed = (CLOSE_ABNORMAL, f"{type(error).__name__}: {error}")
     finally:
