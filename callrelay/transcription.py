@@ -167,14 +167,7 @@ class TrackTranscriber:
     def _answered(
         self, method: CallName, samples: int, answer: Future[list[Transcript]], resume: bool = False
     ) -> None:
-        try:
-            results = answer.result()
-        except Exception:
-            logger.exception("recogniser failed on %s %s", self.call.call_sid, self.track)
-            results = []
-        self.processed += samples
-        for transcript in results:
-            self._sink.deliver(self, transcript)
+        self._run(answer.result, samples)
         with self._lock:
             self._in_flight = False
         if method == "finish":

@@ -373,7 +373,7 @@ class WhisperRecogniser(TrackRecogniser):
 
     An utterance is submitted as soon as its audio is complete (`post_roll` into the pause)
     when a decode worker is idle, so that by the time the pause has lasted `min_silence` its
-    transcript is mostly ready: the same audio, the same text, about 0.2 s sooner. If the
+    transcript is mostly ready: the same audio, the same text, ~0.15 s sooner. If the
     speaker goes on, the early decode is withdrawn; one a worker had already started is not
     wasted: it comes out as a partial result (the words so far) unless the final is first."""
 
