@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from flask import Flask, request
-from flask_sock import Sock
 from flask_socketio import SocketIO
 
 from callrelay.access import ApiToken, RateLimit, generate_token
@@ -22,6 +21,7 @@ from callrelay.transcription import TranscriptionSink
 from callrelay.twilio.calls import TwilioCalls
 from callrelay.twilio.signatures import TwilioSignatures
 from callrelay.web.events import SocketIORelay, register_client_events
+from callrelay.web.inline_websocket import InlineWebSocket, add_websocket_route
 from callrelay.web.routes import routes
 from callrelay.web.stream import MAX_MESSAGE_BYTES, OpenStreams, serve_stream
 
@@ -83,7 +83,6 @@ def create_relay(
 ) -> Relay:
     """The relay for `settings`; pass a loaded `speech_engine` (or None) to skip loading one."""
     app = Flask("callrelay")
-    app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": MAX_MESSAGE_BYTES}
     origins = settings.cors_allowed_origins
     socketio = SocketIO(
         app,
@@ -140,10 +139,7 @@ def create_relay(
     app.extensions["callrelay"] = relay
     app.register_blueprint(routes)
 
-    sock = Sock(app)
-
-    @sock.route("/stream")  # type: ignore[untyped-decorator]
-    def stream(ws: object) -> None:
+    def stream(ws: InlineWebSocket) -> None:
         serve_stream(
             ws,
             lambda: MediaStreamSession(relay.sinks, relay.registry),
@@ -153,4 +149,5 @@ def create_relay(
             idle_timeout=settings.stream_idle_timeout_seconds,
         )
 
+    add_websocket_route(app, "/stream", stream, max_message_size=MAX_MESSAGE_BYTES)
     return relay
