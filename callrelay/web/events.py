@@ -122,9 +122,11 @@ class SocketIORelay:
         self.dropped_audio = 0
         self._slow_clients: set[str] = set()
 
-    def _shed_slow_clients(self, rooms: list[str]) -> None:
+    def _audio_listeners(self, rooms: list[str]) -> int:
+        """How many clients are in `rooms`; a slow one first loses its oldest queued audio."""
         server = self._socketio.server
-        for sid, eio_sid in list(server.manager.get_participants("/", rooms)):
+        listeners = list(server.manager.get_participants("/", rooms))
+        for sid, eio_sid in listeners:
             eio_socket = server.eio.sockets.get(eio_sid)
             waiting = getattr(eio_socket, "queue", None)
             if waiting is None or waiting.qsize() <= MAX_QUEUED_PACKETS:
@@ -142,6 +144,7 @@ class SocketIORelay:
                     detail="a Socket.IO client is not keeping up; its oldest audio is "
                     "dropped, transcripts and call events are kept",
                 )
+        return len(listeners)
 
     def _emit(self, event: str, call: CallInfo, payload: dict[str, Any]) -> None:
         self._socketio.emit(event, payload, to=[ALL_CALLS, call_room(call.call_sid)])
@@ -166,7 +169,8 @@ class SocketIORelay:
         if chunk.is_gap:
             return
         rooms = [audio_room(ALL_CALLS), audio_room(call_room(call.call_sid))]
-        self._shed_slow_clients(rooms)
+        if not self._audio_listeners(rooms):
+            return  # most calls have no one listening to their audio: nothing to encode
         self._socketio.emit(
             MEDIA_EVENTS[chunk.track],
             {
