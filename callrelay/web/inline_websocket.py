@@ -17,6 +17,7 @@ from typing import Any
 
 from flask import Flask, Response, request
 from simple_websocket import ConnectionClosed, Server
+from wsproto.events import CloseConnection
 from wsproto.utilities import LocalProtocolError
 
 CLOSE_LINGER_SECONDS = 1.0
@@ -69,13 +70,17 @@ class InlineWebSocket(Server):  # type: ignore[misc]
         raise ConnectionClosed(self.close_reason, self.close_message)
 
     def finish(self, linger: float = CLOSE_LINGER_SECONDS) -> None:
-        """Close the socket once the peer has had the time to answer our close frame: closed
-        at once, a reply arriving after it would be answered with a reset, which may cost the
-        peer the close frame it has not read yet."""
+        """Close the socket once the peer has answered our close frame (or hung up, or had
+        `linger` seconds): closed at once, a reply arriving after it would be answered with a
+        reset, which may cost the peer the close frame it has not read yet."""
         deadline = time.monotonic() + linger
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, LocalProtocolError):
             while (left := deadline - time.monotonic()) > 0 and self._poll.poll(left * 1000):
-                if not self.sock.recv(self.receive_bytes):
+                data = self.sock.recv(self.receive_bytes)
+                if not data:
+                    break
+                self.ws.receive_data(data)
+                if any(isinstance(event, CloseConnection) for event in self.ws.events()):
                     break
         with contextlib.suppress(OSError):
             self.sock.close()
