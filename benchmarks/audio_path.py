@@ -46,7 +46,8 @@ def snr_db(mulaw: bytes) -> float:
 
 def load_8k(path: Path) -> np.ndarray:
     samples, rate = soundfile.read(str(path), dtype="float64")
-    return samples if rate == 8000 else soxr.resample(samples, rate, 8000, quality="VHQ")
+    resampled = samples if rate == 8000 else soxr.resample(samples, rate, 8000, quality="VHQ")
+    return np.asarray(resampled, dtype=np.float64)
 
 
 def to_mulaw(signal: np.ndarray) -> bytes:

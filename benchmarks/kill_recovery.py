@@ -26,6 +26,7 @@ from benchmarks.transcription import ProcessMeter
 from callrelay.recording import HEADER_BYTES
 from callrelay.simulator.audio_source import default_call_audio, load_telephone_audio
 from callrelay.simulator.media_client import StreamOptions, StreamReport, new_sid, play_stream
+from callrelay.twilio.media_stream import Track
 from tests.conftest import start_relay, stop_relay
 
 RATE = 16000
@@ -40,11 +41,11 @@ def wav_seconds(path: Path) -> float | None:
         return None
     if rate != RATE or HEADER_BYTES + 2 * frames > path.stat().st_size:
         return None
-    return frames / rate
+    return float(frames / rate)
 
 
 def kill_round(
-    captures_parent: Path, audio: dict, kill_after: float, seconds: float
+    captures_parent: Path, audio: dict[Track, bytes], kill_after: float, seconds: float
 ) -> tuple[float, list[float | None]]:
     relay = start_relay(captures_parent, {"ASR_ENGINE": "off"})
     call_sid = new_sid("CA")
@@ -78,7 +79,7 @@ def main() -> None:
     rng = random.Random(args.seed)
     caller, receiver = default_call_audio()
     size = int(8000 * args.seconds)
-    audio = {
+    audio: dict[Track, bytes] = {
         "inbound": load_telephone_audio(caller)[:size],
         "outbound": load_telephone_audio(receiver)[:size],
     }

@@ -25,6 +25,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,7 @@ def run(calls: int, engine: str, conversation: Conversation, speed: float) -> Ru
             sids = [new_sid("CA") for _ in range(calls)]
             arrivals: dict[str, list[tuple[float, str, Any]]] = {sid: [] for sid in sids}
 
-            def recorder(sid: str):
+            def recorder(sid: str) -> Callable[[str, Any], None]:
                 def on_event(name: str, data: Any) -> None:
                     arrivals[sid].append((time.monotonic(), name, data))
 
@@ -244,6 +245,7 @@ over these shifts is the band a live figure should be judged against."""
 
 def offline_wer(clips: list[tuple[Path, str]], lead_ms: int = 0) -> dict[str, float]:
     """The same engine on each whole clip, through the same phone channel and upsampler."""
+    from callrelay.asr.base import pcm_to_float
     from callrelay.asr.segmenter import Utterance
     from callrelay.asr.whisper import WhisperEngine, bundled_model_path
     from callrelay.audio import MULAW_SILENCE, Upsampler2x
@@ -259,7 +261,7 @@ def offline_wer(clips: list[tuple[Path, str]], lead_ms: int = 0) -> dict[str, fl
         pcm = np.concatenate(
             [upsampler.process_mulaw(mulaw[i : i + 160]) for i in range(0, len(mulaw), 160)]
         )
-        audio = pcm.astype(np.float32) / 32768
+        audio = pcm_to_float(pcm)
         transcript = engine.transcribe(Utterance(audio, 0, len(audio)))
         side = "caller" if index % 2 == 0 else "receiver"
         sides[side][0].append(text)

@@ -67,8 +67,9 @@ class RunningRelay:
     api_token: str = ""
 
     def observer(self, *args: Any, **kwargs: Any) -> RelayObserver:
-        """A Socket.IO client of this relay, with its API token."""
-        return RelayObserver(self.url, *args, token=self.api_token, **kwargs)
+        """A Socket.IO client of this relay, with its API token unless given another."""
+        kwargs.setdefault("token", self.api_token)
+        return RelayObserver(self.url, *args, **kwargs)
 
     def stream_target(self) -> StreamTarget:
         """Where a simulated Twilio stream goes, signed as Twilio would sign it."""
