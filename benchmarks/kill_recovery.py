@@ -25,9 +25,9 @@ import numpy as np
 from benchmarks.transcription import ProcessMeter
 from callrelay.recording import HEADER_BYTES
 from callrelay.simulator.audio_source import default_call_audio, load_telephone_audio
+from callrelay.simulator.local_relay import start_relay, stop_relay
 from callrelay.simulator.media_client import StreamOptions, StreamReport, new_sid, play_stream
 from callrelay.twilio.media_stream import Track
-from tests.conftest import start_relay, stop_relay
 
 RATE = 16000
 

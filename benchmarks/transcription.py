@@ -34,8 +34,8 @@ import numpy as np
 import requests
 
 from callrelay.simulator.conversation import Conversation, build_conversation, word_error_rate
+from callrelay.simulator.local_relay import start_relay, stop_relay
 from callrelay.simulator.media_client import StreamOptions, new_sid, play_stream
-from tests.conftest import start_relay, stop_relay
 
 SHARED_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
 SPEAKER_EVENTS = {"Caller": "caller", "Receiver": "receiver"}

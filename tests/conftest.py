@@ -3,31 +3,28 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import pytest
-import requests
 
+from callrelay.simulator import local_relay
 from callrelay.simulator.audio_source import default_call_audio, load_telephone_audio
 from callrelay.simulator.fake_twilio import FakeTwilio
-from callrelay.simulator.media_client import StreamOptions, StreamTarget, handshake_headers
-from callrelay.simulator.observer import RelayObserver
+from callrelay.simulator.local_relay import RunningRelay, stop_relay
+from callrelay.simulator.media_client import StreamOptions
 
-ROOT = Path(__file__).resolve().parents[1]
 ACCOUNT_SID = "AC" + "5" * 32
 AUTH_TOKEN = "test-auth-token-0123456789"
 API_KEY = "SK" + "6" * 32
 API_SECRET = "test-api-secret-abcdef"
 TWILIO_NUMBER = "+15005550006"
 RELAY_TOKEN = "test-relay-api-token-0123456789"
+
+start_relay = partial(local_relay.start_relay, api_token=RELAY_TOKEN)
+"""The relay as `python app.py`, with the token the tests know."""
 
 
 @pytest.fixture(autouse=True)
@@ -47,102 +44,6 @@ def wait_for(predicate: Any, timeout: float = 15.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class RunningRelay:
-    url: str
-    ws_url: str
-    captures: Path
-    log_file: Path
-    process: subprocess.Popen[bytes]
-    output: Path
-    auth_token: str | None = None
-    api_token: str = ""
-
-    def observer(self, *args: Any, **kwargs: Any) -> RelayObserver:
-        """A Socket.IO client of this relay, with its API token unless given another."""
-        kwargs.setdefault("token", self.api_token)
-        return RelayObserver(self.url, *args, **kwargs)
-
-    def stream_target(self) -> StreamTarget:
-        """Where a simulated Twilio stream goes, signed as Twilio would sign it."""
-        return StreamTarget(self.ws_url, self.ws_url, self.auth_token)
-
-    def stream_headers(self) -> dict[str, str]:
-        return handshake_headers(self.stream_target())
-
-    def get(self, path: str) -> requests.Response:
-        return requests.get(self.url + path, timeout=10)
-
-    def post(self, path: str, token: str | None = None, **kwargs: Any) -> requests.Response:
-        """POST with the API token (or another `token`; "" for none)."""
-        token = self.api_token if token is None else token
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        headers.update(kwargs.pop("headers", {}))
-        return requests.post(self.url + path, timeout=30, headers=headers, **kwargs)
-
-    def server_output(self) -> str:
-        return self.output.read_text(errors="replace")
-
-
-def start_relay(tmp: Path, extra_env: dict[str, str]) -> RunningRelay:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TWILIO_")}
-    env.update(
-        HOST="127.0.0.1",
-        PORT=str(port),
-        CAPTURES_DIR=str(tmp / "captures"),
-        LOG_FILE=str(tmp / "media.log"),
-        PYTHONUNBUFFERED="1",
-        RELAY_API_TOKEN=RELAY_TOKEN,
-    )
-    env.update({name: value.replace("{port}", str(port)) for name, value in extra_env.items()})
-    output = tmp / "server.out"
-    with output.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, str(ROOT / "app.py")],
-            cwd=tmp,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    relay = RunningRelay(
-        f"http://127.0.0.1:{port}",
-        f"ws://127.0.0.1:{port}/stream",
-        tmp / "captures",
-        tmp / "media.log",
-        process,
-        output,
-        extra_env.get("TWILIO_AUTH_TOKEN"),
-        env["RELAY_API_TOKEN"],
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError("relay exited at start:\n" + relay.server_output())
-        try:
-            if relay.get("/").status_code == 200:
-                return relay
-        except requests.ConnectionError:
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("relay did not start:\n" + relay.server_output())
-
-
-def stop_relay(relay: RunningRelay) -> None:
-    relay.process.terminate()
-    try:
-        relay.process.wait(15)
-    except subprocess.TimeoutExpired:
-        relay.process.kill()
-        relay.process.wait()
 
 
 @pytest.fixture(scope="module")

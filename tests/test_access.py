@@ -11,9 +11,10 @@ import requests
 import socketio
 
 from callrelay.config import load_settings
+from callrelay.simulator.local_relay import RunningRelay, stop_relay
 from callrelay.simulator.observer import RelayObserver
 from callrelay.web.app import create_relay
-from tests.conftest import RELAY_TOKEN, RunningRelay, start_relay, stop_relay
+from tests.conftest import RELAY_TOKEN, start_relay
 
 
 @pytest.mark.parametrize("token", ["", "wrong-token-wrong-token"])

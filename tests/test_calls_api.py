@@ -8,8 +8,9 @@ import pytest
 
 from callrelay.config import load_settings
 from callrelay.simulator.fake_twilio import FakeTwilio
+from callrelay.simulator.local_relay import RunningRelay
 from callrelay.web.app import create_relay
-from tests.conftest import API_KEY, RELAY_TOKEN, TWILIO_NUMBER, RunningRelay, wait_for
+from tests.conftest import API_KEY, RELAY_TOKEN, TWILIO_NUMBER, wait_for
 
 
 def test_make_call_places_it_through_twilio_and_its_audio_arrives(

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from callrelay.simulator.local_relay import stop_relay
 from callrelay.simulator.media_client import StreamOptions
 from tests.audio_files import read_wav
-from tests.conftest import AUTH_TOKEN, start_relay, stop_relay, wait_for
+from tests.conftest import AUTH_TOKEN, start_relay, wait_for
 from tests.test_end_to_end import call_audio, expected_pcm, stream_call
 
 

@@ -15,10 +15,11 @@ from simple_websocket import Client, ConnectionClosed
 
 from callrelay.audio import Upsampler2x
 from callrelay.simulator.audio_source import default_call_audio, frames, load_telephone_audio
+from callrelay.simulator.local_relay import RunningRelay
 from callrelay.simulator.media_client import StreamOptions, new_sid, play_stream
 from callrelay.twilio import media_stream as msg
 from tests.audio_files import read_wav
-from tests.conftest import RunningRelay, wait_for
+from tests.conftest import wait_for
 
 SECONDS = 4
 

@@ -9,8 +9,9 @@ import threading
 import numpy as np
 
 from callrelay.simulator.fuzz import fuzz_streams
+from callrelay.simulator.local_relay import RunningRelay
 from callrelay.simulator.media_client import StreamOptions
-from tests.conftest import RunningRelay, wait_for
+from tests.conftest import wait_for
 from tests.test_end_to_end import call_audio, decode, expected_pcm, stream_call
 
 MESSAGES = int(os.environ.get("FUZZ_MESSAGES", "3000"))

@@ -17,9 +17,9 @@ from wsproto.events import (
     TextMessage,
 )
 
+from callrelay.simulator.local_relay import RunningRelay
 from callrelay.twilio import media_stream as msg
 from callrelay.web.inline_websocket import CLOSE_LINGER_SECONDS
-from tests.conftest import RunningRelay
 
 
 class RawClient:

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from callrelay.config import load_settings
+from callrelay.simulator.local_relay import RunningRelay
 from callrelay.twilio.signatures import TwilioSignatures, public_base, sign
 from callrelay.web.app import create_relay
-from tests.conftest import AUTH_TOKEN, RunningRelay
+from tests.conftest import AUTH_TOKEN
 
 DOC_PARAMS = {
     "CallSid": "CA1234567890ABCDE",

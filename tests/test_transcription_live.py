@@ -19,10 +19,11 @@ from callrelay.simulator.conversation import (
     read_turns,
     word_error_rate,
 )
+from callrelay.simulator.local_relay import RunningRelay, stop_relay
 from callrelay.simulator.media_client import StreamOptions, new_sid, play_stream
 from callrelay.simulator.observer import RelayObserver
 from tests.audio_files import CALL_DIR, REAL_DIR, read_wav, require_shared_audio
-from tests.conftest import RunningRelay, start_relay, stop_relay, wait_for
+from tests.conftest import start_relay, wait_for
 
 SPEAKER_EVENTS = {"caller": "Caller", "receiver": "Receiver"}
 

