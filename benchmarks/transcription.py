@@ -297,7 +297,7 @@ def main() -> None:
         f"{'calls':>5} {'engine':>7} {'WER caller':>10} {'WER recv':>9} {'lat p50':>8} "
         f"{'lat p95':>8} {'lat max':>8} {'media p50':>9} {'media p95':>9} {'cores':>6} "
         f"{'asr':>5} {'gen':>5} {'RTF':>6} {'RSS MB':>7} {'max lag':>8} {'skipped':>8} "
-        f"{'utt':>5} {'batch':>5} {'fallbk':>6} {'early':>7}"
+        f"{'utt':>5} {'batch':>5} {'fallbk':>6} {'early':>7} {'wait p95':>8} {'dec p95':>7}"
     )
     rows = []
     nan = float("nan")
@@ -318,7 +318,9 @@ def main() -> None:
                 f"{r.skipped:>8.1f} {r.engine_status.get('utterances', ''):>5} "
                 f"{r.engine_status.get('meanBatch', ''):>5} "
                 f"{r.engine_status.get('fullWindowFallbacks', ''):>6} "
-                f"{early_decodes(r.engine_status):>7}"
+                f"{early_decodes(r.engine_status):>7} "
+                f"{r.engine_status.get('queueWait', {}).get('p95', ''):>8} "
+                f"{r.engine_status.get('decode', {}).get('p95', ''):>7}"
             )
             print(header if len(rows) == 1 else "", end="\n" if len(rows) == 1 else "")
             print(rows[-1], flush=True)
@@ -329,7 +331,9 @@ def main() -> None:
         "cores: server CPU / wall time, asr: the recognition process's share of it; gen: the "
         "load generator's (simulated Twilio and clients, this process). "
         "RTF: server CPU s per s of track audio. utt: utterances decoded (early ones included), "
-        "early: decodes started before the pause confirmed the end, used as finals/as partials."
+        "early: decodes started before the pause confirmed the end, used as finals/as partials. "
+        "wait p95 / dec p95: seconds an utterance waited for a decode worker / its batch's "
+        "decode took (the recognition process's own clock, last 500 utterances)."
     )
 
 

@@ -102,3 +102,23 @@ def test_a_confirmed_early_utterance_goes_ahead_of_other_early_ones() -> None:
     decoder.release.set()
     assert confirmed.result(5).text == "2" and still_early.result(5).text == "1"
     assert decoder.calls == [[0], [2], [1]]
+
+
+def test_the_wait_for_a_worker_and_the_decode_time_are_reported() -> None:
+    decoder = BlockingDecoder()
+    queue = BatchQueue(decoder, workers=1, max_batch=1)
+    assert queue.timings() == {"queueWait": {}, "decode": {}}
+    first = queue.submit(utterance(0))
+    while not decoder.calls:
+        threading.Event().wait(0.01)
+    second = queue.submit(utterance(1))  # waits while the first is held
+    threading.Event().wait(0.3)
+    decoder.release.set()
+    first.result(5)
+    second.result(5)
+    timings = queue.timings()
+    # The first went at once and took the 0.3 s it was held; the second waited those 0.3 s
+    # and took no time. Of two values, the 95th percentile is 95% of the way to the larger.
+    assert timings["decode"]["p95"] >= 0.95 * 0.3
+    assert timings["queueWait"]["p95"] >= 0.95 * 0.3
+    assert timings["queueWait"]["p50"] < 0.2

@@ -50,6 +50,8 @@ LOW_LOG_PROBABILITY = -1.0
 REPETITION_RATIO = 2.4
 FRAMES_PER_SECOND = 100
 FULL_WINDOW_FRAMES = 3000
+RECENT_DECODES = 500
+"""Timings kept for `GET /`: the last this many utterances."""
 NO_REPEAT_NGRAM = 3
 """Beam search in a short window can loop on a short utterance ("ten of clubs ten of clubs");
 forbidding a repeated trigram stops it (measured: no fallbacks left, WER unchanged)."""
@@ -90,6 +92,8 @@ class BatchQueue:
         self._running = 0
         self.batches = 0
         self.decoded = 0
+        self._waits: deque[float] = deque(maxlen=RECENT_DECODES)
+        self._decode_seconds: deque[float] = deque(maxlen=RECENT_DECODES)
         for number in range(workers):
             threading.Thread(target=self._work, name=f"whisper-{number}", daemon=True).start()
 
@@ -99,8 +103,15 @@ class BatchQueue:
         with self._ready:
             return self._running + len(self._confirmed) + len(self._early) < self._workers
 
+    def timings(self) -> dict[str, dict[str, float]]:
+        """Seconds an utterance waited for a worker, and a worker took over its batch: the
+        median and 95th percentile of the recent ones, where a final's latency goes."""
+        with self._ready:
+            waits, decodes = list(self._waits), list(self._decode_seconds)
+        return {"queueWait": _percentiles(waits), "decode": _percentiles(decodes)}
+
     def submit(self, utterance: Utterance, *, early: bool = False) -> Future[Transcript | None]:
-        job = _Job(utterance, Future())
+        job = _Job(utterance, Future(), time.monotonic())
         with self._ready:
             (self._early if early else self._confirmed).append(job)
             self._ready.notify()
@@ -126,6 +137,8 @@ class BatchQueue:
                         batch.append(job)
                 if batch:
                     self._running += 1
+                    started = time.monotonic()
+                    self._waits.extend(started - job.submitted for job in batch)
                     return batch
                 if not self._confirmed and not self._early:
                     self._ready.wait()
@@ -133,6 +146,7 @@ class BatchQueue:
     def _work(self) -> None:
         while True:
             batch = self._take()
+            started = time.monotonic()
             try:
                 results = self._decode([job.utterance for job in batch])
             except Exception as error:
@@ -142,6 +156,7 @@ class BatchQueue:
             finally:
                 with self._ready:
                     self._running -= 1
+                    self._decode_seconds.extend([time.monotonic() - started] * len(batch))
             self.batches += 1
             self.decoded += len(batch)
             for job, result in zip(batch, results, strict=True):
@@ -152,6 +167,14 @@ class BatchQueue:
 class _Job:
     utterance: Utterance
     future: Future[Transcript | None]
+    submitted: float
+
+
+def _percentiles(seconds: list[float]) -> dict[str, float]:
+    if not seconds:
+        return {}
+    p50, p95 = np.percentile(seconds, [50, 95])
+    return {"p50": round(float(p50), 3), "p95": round(float(p95), 3)}
 
 
 class WhisperEngine(SpeechEngine):
@@ -226,6 +249,7 @@ class WhisperEngine(SpeechEngine):
             "fullWindowFallbacks": self.fallbacks,
             "earlyDecodesUsed": self.early_used,
             "earlyDecodesPartial": self.early_partials,
+            **self._batches.timings(),
         }
 
     def _prepare_short_window(self) -> None:
