@@ -109,8 +109,7 @@ def test_the_wait_for_a_worker_and_the_decode_time_are_reported() -> None:
     queue = BatchQueue(decoder, workers=1, max_batch=1)
     assert queue.timings() == {"queueWait": {}, "decode": {}}
     first = queue.submit(utterance(0))
-    while not decoder.calls:
-        threading.Event().wait(0.01)
+    decoder.wait_busy()
     second = queue.submit(utterance(1))  # waits while the first is held
     threading.Event().wait(0.3)
     decoder.release.set()

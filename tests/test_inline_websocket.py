@@ -21,6 +21,8 @@ from callrelay.simulator.local_relay import RunningRelay
 from callrelay.twilio import media_stream as msg
 from callrelay.web.inline_websocket import CLOSE_LINGER_SECONDS
 
+IDS = {"stream_sid": "MZ" + "1" * 32, "account_sid": "AC" + "0" * 32, "call_sid": "CA" + "1" * 32}
+
 
 class RawClient:
     """A WebSocket client with nothing between the test and the frames (wsproto, one socket)."""
@@ -75,25 +77,11 @@ def test_after_stop_the_server_closes_cleanly_and_ends_the_connection(
         client.send(
             TextMessage(
                 msg.start_message(
-                    stream_sid="MZ" + "1" * 32,
-                    account_sid="AC" + "0" * 32,
-                    call_sid="CA" + "1" * 32,
-                    tracks=("inbound",),
-                    custom_parameters={},
-                    sequence_number=1,
+                    **IDS, tracks=("inbound",), custom_parameters={}, sequence_number=1
                 )
             )
         )
-        client.send(
-            TextMessage(
-                msg.stop_message(
-                    stream_sid="MZ" + "1" * 32,
-                    account_sid="AC" + "0" * 32,
-                    call_sid="CA" + "1" * 32,
-                    sequence_number=2,
-                )
-            )
-        )
+        client.send(TextMessage(msg.stop_message(**IDS, sequence_number=2)))
         closing = client.next_event()
         assert isinstance(closing, CloseConnection)
         assert closing.code == 1000
