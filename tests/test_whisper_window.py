@@ -1,0 +1,48 @@
+"""A short utterance is encoded in a short window, and the decoder reads it followed by the
+encoding of silence: it reads right, where a short window alone makes Whisper loop."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from callrelay.asr.segmenter import Utterance
+from callrelay.asr.whisper import WhisperEngine, bundled_model_path
+from callrelay.audio import Upsampler2x
+from callrelay.simulator.audio_source import load_telephone_audio
+from callrelay.simulator.conversation import word_errors
+from tests.audio_files import REAL_DIR, require_shared_audio
+
+SHORT_CLIPS = {"cards-001.wav": "ten of clubs", "cards-003.wav": "seven of clubs"}
+SHORT_CLIPS["hello_world.wav"] = "hello world"
+
+
+def short_utterances() -> list[tuple[Utterance, str]]:
+    """The clips as a caller's track carries them: 8 kHz mu-law, then 16 kHz."""
+    utterances = []
+    for name, reference in SHORT_CLIPS.items():
+        samples = Upsampler2x().process_mulaw(load_telephone_audio(REAL_DIR / name))
+        audio = samples.astype(np.float32) / 32768
+        assert len(audio) < 2.5 * 16000
+        utterances.append((Utterance(audio, 0, len(audio)), reference))
+    return utterances
+
+
+def test_short_utterances_read_right_in_a_short_window_with_silent_context() -> None:
+    require_shared_audio()
+    engine = WhisperEngine(bundled_model_path(), cpu_threads=1, workers=1, early_decode=False)
+    for utterance, reference in short_utterances():
+        transcript = engine.transcribe(utterance)
+        assert transcript is not None
+        errors, _ = word_errors(reference, transcript.text)
+        assert errors <= 1, (reference, transcript.text)
+    assert engine.fallbacks == 0
+
+
+def test_without_the_silent_context_the_short_window_loops_and_falls_back() -> None:
+    require_shared_audio()
+    engine = WhisperEngine(
+        bundled_model_path(), cpu_threads=1, workers=1, early_decode=False, context=0.0
+    )
+    for utterance, _ in short_utterances():
+        engine.transcribe(utterance)
+    assert engine.fallbacks >= 2
