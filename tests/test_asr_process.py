@@ -118,7 +118,7 @@ def test_the_engines_log_lines_reach_the_relays_log(caplog: pytest.LogCaptureFix
     engine.close()
     loaded = [r for r in caplog.records if r.getMessage() == "asr_loaded"]
     assert len(loaded) == 1 and loaded[0].name == "callrelay.asr"
-    assert loaded[0].callrelay_fields["pid"] != os.getpid()
+    assert vars(loaded[0])["callrelay_fields"]["pid"] != os.getpid()
 
 
 def test_a_load_that_fails_fails_in_the_relay() -> None:
@@ -155,5 +155,5 @@ def test_a_dead_engine_process_is_replaced_and_tracks_go_on_at_their_place(
     assert messages.count("asr_process_died") == 1
     assert messages.count("asr_process_restarted") == 1
     died = next(r for r in caplog.records if r.getMessage() == "asr_process_died")
-    assert died.callrelay_fields["exitCode"] == 3
+    assert vars(died)["callrelay_fields"]["exitCode"] == 3
     assert engine.describe()["restarts"] == 1

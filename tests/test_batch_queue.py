@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 
 import numpy as np
 
@@ -13,6 +14,12 @@ from callrelay.asr.whisper import BatchQueue
 
 def utterance(number: int) -> Utterance:
     return Utterance(np.zeros(160, np.float32), number, number + 1)
+
+
+def text_of(decode: Future[Transcript | None]) -> str:
+    transcript = decode.result(5)
+    assert transcript is not None
+    return transcript.text
 
 
 def test_an_utterance_alone_is_decoded_at_once() -> None:
@@ -42,8 +49,8 @@ def test_utterances_that_wait_are_decoded_together() -> None:
         threading.Event().wait(0.01)
     waiting = [queue.submit(utterance(n)) for n in range(1, 6)]
     release.set()
-    assert first.result(5).text == "0"
-    assert [f.result(5).text for f in waiting] == ["1", "2", "3", "4", "5"]
+    assert text_of(first) == "0"
+    assert [text_of(f) for f in waiting] == ["1", "2", "3", "4", "5"]
     # Five waited for the one worker: a batch of three (the most it takes), then two.
     assert calls == [[0], [1, 2, 3], [4, 5]]
 
@@ -75,7 +82,7 @@ def test_early_utterances_go_only_when_no_confirmed_one_waits() -> None:
     early = queue.submit(utterance(1), early=True)
     confirmed = queue.submit(utterance(2))
     decoder.release.set()
-    assert [f.result(5).text for f in (first, confirmed, early)] == ["0", "2", "1"]
+    assert [text_of(f) for f in (first, confirmed, early)] == ["0", "2", "1"]
     assert decoder.calls == [[0], [2], [1]]
 
 
@@ -87,7 +94,7 @@ def test_a_withdrawn_early_utterance_is_never_decoded() -> None:
     early = queue.submit(utterance(1), early=True)
     assert early.cancel()
     decoder.release.set()
-    assert queue.submit(utterance(2)).result(5).text == "2"
+    assert text_of(queue.submit(utterance(2))) == "2"
     assert decoder.calls == [[0], [2]]
 
 
@@ -100,7 +107,7 @@ def test_a_confirmed_early_utterance_goes_ahead_of_other_early_ones() -> None:
     confirmed = queue.submit(utterance(2), early=True)
     queue.confirm(confirmed)
     decoder.release.set()
-    assert confirmed.result(5).text == "2" and still_early.result(5).text == "1"
+    assert text_of(confirmed) == "2" and text_of(still_early) == "1"
     assert decoder.calls == [[0], [2], [1]]
 
 

@@ -127,7 +127,7 @@ def test_a_whole_stream_reaches_the_sinks_in_order() -> None:
     session, sink, registry = new_session()
     session.receive(msg.connected_message())
     session.receive(start_text())
-    assert session.state is StreamState.STREAMING and len(registry.active()) == 1
+    assert (session.state, len(registry.active())) == (StreamState.STREAMING, 1)
     for ts in (0, 20, 40):
         session.receive(media_text("inbound", ts))
         session.receive(media_text("outbound", ts))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,7 +100,7 @@ def test_hang_up_ends_the_call_and_its_stream(
     ],
 )
 def test_make_call_errors_are_json_with_a_clear_message(
-    relay: RunningRelay, body: dict, status: int, says: str
+    relay: RunningRelay, body: dict[str, Any], status: int, says: str
 ) -> None:
     answer = relay.post("/make-call", json=body)
     assert answer.status_code == status

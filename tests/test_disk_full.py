@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from callrelay.simulator.local_relay import stop_relay
-from callrelay.simulator.media_client import StreamOptions
+from callrelay.simulator.media_client import StreamOptions, StreamReport
+from callrelay.twilio.media_stream import Track
 from tests.audio_files import read_wav
 from tests.conftest import AUTH_TOKEN, start_relay, wait_for
 from tests.test_end_to_end import call_audio, expected_pcm, stream_call
@@ -95,7 +96,7 @@ def test_recording_resumes_in_place_when_space_returns(tmp_path: Path, filled_di
     seconds = 5
     audio = call_audio(seconds)
     try:
-        result = {}
+        result: dict[str, StreamReport] = {}
         streamer = threading.Thread(
             target=lambda: result.update(report=stream_call(relay, audio, StreamOptions(speed=1)))
         )
@@ -113,7 +114,11 @@ def test_recording_resumes_in_place_when_space_returns(tmp_path: Path, filled_di
     assert len(resumed) == 1
     retried_by = int((resumed[0]["at"] + 1.0) * 16000)  # each track retries once a second
     lost_seconds = 0.0
-    for name, track in (("caller.wav", "inbound"), ("receiver.wav", "outbound")):
+    recordings: tuple[tuple[str, Track], ...] = (
+        ("caller.wav", "inbound"),
+        ("receiver.wav", "outbound"),
+    )
+    for name, track in recordings:
         samples, _ = read_wav(filled_disk / "captures" / call_sid / name)
         expected = np.concatenate([np.zeros(80, np.int16), expected_pcm(audio[track])])
         assert len(samples) == len(expected)  # whole length, aligned from time 0

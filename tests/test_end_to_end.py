@@ -8,6 +8,7 @@ import os
 import socket
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,8 +17,9 @@ from simple_websocket import Client, ConnectionClosed
 from callrelay.audio import Upsampler2x
 from callrelay.simulator.audio_source import default_call_audio, frames, load_telephone_audio
 from callrelay.simulator.local_relay import RunningRelay
-from callrelay.simulator.media_client import StreamOptions, new_sid, play_stream
+from callrelay.simulator.media_client import StreamOptions, StreamReport, new_sid, play_stream
 from callrelay.twilio import media_stream as msg
+from callrelay.web.events import MEDIA_EVENTS
 from tests.audio_files import read_wav
 from tests.conftest import wait_for
 
@@ -38,7 +40,7 @@ def expected_pcm(mulaw: bytes) -> np.ndarray:
     return np.concatenate([upsampler.process_mulaw(f) for f in frames(mulaw)])
 
 
-def decode(event: dict) -> np.ndarray:
+def decode(event: dict[str, Any]) -> np.ndarray:
     return np.frombuffer(base64.b64decode(event["audio"]), dtype="<i2")
 
 
@@ -79,7 +81,7 @@ def test_a_call_arrives_at_socketio_clients_as_16khz_pcm_exactly(relay: RunningR
     started = observer.events[0][1]
     assert started["callSid"] == call_sid and started["tracks"] == ["inbound", "outbound"]
     assert started["customParameters"] == {"campaign": "e2e"}
-    for event, track in (("media_in", "inbound"), ("media_out", "outbound")):
+    for track, event in MEDIA_EVENTS.items():
         received = [data for name, data in observer.audio if name == event]
         assert [d["timestamp"] for d in received] == [5 + 20 * i for i in range(frames_per_track)]
         assert all(
@@ -239,7 +241,7 @@ def test_bad_input_gets_a_clean_close_with_a_reason(relay: RunningRelay, message
 
 def test_bad_streams_do_not_disturb_a_call_in_flight(relay: RunningRelay) -> None:
     audio = call_audio(3)
-    result = {}
+    result: dict[str, StreamReport] = {}
     good = threading.Thread(
         target=lambda: result.update(report=stream_call(relay, audio, StreamOptions(speed=5)))
     )
@@ -390,9 +392,12 @@ def test_a_client_that_never_reads_loses_old_audio_not_memory_nor_others_audio(
         relay.ws_url.replace("/stream", "/socket.io/?EIO=4&transport=websocket"),
         sockopt=((sockets.SOL_SOCKET, sockets.SO_RCVBUF, 4096),),
     )
-    assert stalled.recv().startswith("0")  # engine.io open
+    opened = stalled.recv()
+    assert isinstance(opened, str) and opened.startswith("0")  # engine.io open
     stalled.send(json.dumps({"token": relay.api_token}).join(["40", ""]))
-    assert stalled.recv().startswith("40")  # socket.io connected; from now on it reads nothing
+    connected = stalled.recv()
+    assert isinstance(connected, str) and connected.startswith("40")  # socket.io connected
+    # from now on it reads nothing
     healthy = relay.observer(keep_audio=True)
     try:
         audio = call_audio(30)
@@ -446,6 +451,6 @@ def test_a_new_stream_for_the_same_call_resumes_its_recordings_and_timeline(
     assert np.array_equal(caller[start:], expected_pcm(second_audio["inbound"]))
 
 
-def recording_finished(relay: RunningRelay, call_sid: str) -> list[dict]:
+def recording_finished(relay: RunningRelay, call_sid: str) -> list[dict[str, Any]]:
     lines = [json.loads(line) for line in relay.log_file.read_text().splitlines()]
     return [x for x in lines if x["evt"] == "recording_finished" and x["callSid"] == call_sid]

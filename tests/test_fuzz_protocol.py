@@ -95,7 +95,7 @@ def mutated_messages(draw: st.DrawFn) -> str | bytes:
     for _ in range(draw(st.integers(1, 4))):
         target = message
         inner = [k for k, v in message.items() if isinstance(v, dict)]
-        if inner and draw(st.booleans()):
+        if len(inner) > 0 and draw(st.booleans()):
             target = message[draw(st.sampled_from(inner))]
         key = draw(fields)
         if draw(st.booleans()) and key in target:
@@ -157,7 +157,7 @@ def test_any_message_sequence_ends_in_a_clean_state(messages: list[str | bytes])
     signed=st.booleans(),
 )
 def test_http_endpoints_answer_bad_input_without_a_server_error(
-    tmp_path_factory, path: str, form: dict, body: object, as_json: bool, signed: bool
+    tmp_path_factory, path: str, form: dict[str, str], body: object, as_json: bool, signed: bool
 ) -> None:
     client = _client(tmp_path_factory.getbasetemp(), signed)
     headers = {"Authorization": "Bearer fuzz-token-0123456789"}

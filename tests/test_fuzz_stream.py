@@ -11,6 +11,7 @@ import numpy as np
 from callrelay.simulator.fuzz import fuzz_streams
 from callrelay.simulator.local_relay import RunningRelay
 from callrelay.simulator.media_client import StreamOptions
+from callrelay.web.events import MEDIA_EVENTS
 from tests.conftest import wait_for
 from tests.test_end_to_end import call_audio, decode, expected_pcm, stream_call
 
@@ -52,7 +53,7 @@ def test_bad_messages_crash_nothing_leak_no_call_and_spare_the_calls_beside_them
     )  # no handler crashed
     assert relay.get("/").json()["status"] == "ok"
     for good in good_reports:  # the real calls' audio arrived whole and exact
-        for event, track in (("media_in", "inbound"), ("media_out", "outbound")):
+        for track, event in MEDIA_EVENTS.items():
             frames = [d for n, d in observer.audio if n == event and d["callSid"] == good.call_sid]
             assert np.array_equal(
                 np.concatenate([decode(d) for d in frames]), expected_pcm(audio[track])

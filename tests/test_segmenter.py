@@ -1,6 +1,7 @@
 import numpy as np
 
-from callrelay.asr.segmenter import SegmenterParams, UtteranceSegmenter
+from callrelay.asr.base import pcm_to_float
+from callrelay.asr.segmenter import SegmenterParams, Utterance, UtteranceSegmenter
 from callrelay.asr.vad import StreamingVad
 from tests.audio_files import REAL_DIR, read_wav, require_shared_audio
 
@@ -86,7 +87,7 @@ def test_real_vad_finds_the_speech_in_a_recording() -> None:
 def test_the_vad_gives_the_same_numbers_window_by_window_or_several_at_once() -> None:
     require_shared_audio()
     speech, _ = read_wav(REAL_DIR / "quick_brown_fox.wav")
-    audio = speech.astype(np.float32) / 32768
+    audio = pcm_to_float(speech)
     windows = audio[: len(audio) // 512 * 512].reshape(-1, 512)
     one_by_one = StreamingVad()
     singly = [one_by_one.probability(window) for window in windows]
@@ -123,7 +124,7 @@ def test_the_configured_endpoint_silence_decides_where_whisper_ends_an_utterance
     assert len(texts[1.2]) == 1 and "hello" in texts[1.2][0] and "fox" in texts[1.2][0]
 
 
-def feed_in_windows(segmenter: UtteranceSegmenter, audio: np.ndarray) -> list:
+def feed_in_windows(segmenter: UtteranceSegmenter, audio: np.ndarray) -> list[Utterance]:
     found = []
     for i in range(0, len(audio), 512):
         found += segmenter.accept(audio[i : i + 512])

@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,7 +96,7 @@ def test_a_flooding_stream_is_slowed_to_the_cap_and_loses_nothing(
     assert throttled[0]["maxMessagesPerSecond"] == RATE
 
 
-def log_lines(log_file: Path, call_sid: str) -> list[dict]:
+def log_lines(log_file: Path, call_sid: str) -> list[dict[str, Any]]:
     lines = [json.loads(line) for line in log_file.read_text().splitlines()]
     return [line for line in lines if line.get("callSid") == call_sid]
 

@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,7 @@ from callrelay.simulator.conversation import (
 from callrelay.simulator.local_relay import RunningRelay, stop_relay
 from callrelay.simulator.media_client import StreamOptions, new_sid, play_stream
 from callrelay.simulator.observer import RelayObserver
+from callrelay.twilio.media_stream import Track
 from tests.audio_files import CALL_DIR, REAL_DIR, read_wav, require_shared_audio
 from tests.conftest import start_relay, wait_for
 
@@ -54,7 +56,7 @@ def play(relay: RunningRelay, conversation: Conversation, speed: float = 0):
     return report, observer
 
 
-def finals(observer: RelayObserver, speaker: str) -> list[dict]:
+def finals(observer: RelayObserver, speaker: str) -> list[dict[str, Any]]:
     return [data for name, data in observer.events if name == SPEAKER_EVENTS[speaker]]
 
 
@@ -143,7 +145,10 @@ def test_a_resumed_stream_is_transcribed_on_the_calls_timeline(asr_relay: Runnin
     first = real_speech_call()
     turn = first.turns[0]
     cut = int((turn.end + 0.6) * 8000)
-    utterance = {"inbound": first.caller[:cut], "outbound": first.receiver[:cut]}
+    utterance: dict[Track, bytes] = {
+        "inbound": first.caller[:cut],
+        "outbound": first.receiver[:cut],
+    }
     call_sid = new_sid("CA")
     observer = asr_relay.observer(call_sid=call_sid)
     try:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from callrelay.asr.base import Transcript
 from callrelay.config import load_settings
 from callrelay.simulator.audio_source import load_telephone_audio
 from callrelay.simulator.local_relay import RunningRelay, stop_relay
@@ -28,7 +29,7 @@ def engine():
     return VoskEngine(MODEL, silence_flush=1.0)
 
 
-def feed(recogniser, samples: np.ndarray, frame: int = 160) -> list:
+def feed(recogniser, samples: np.ndarray, frame: int = 160) -> list[Transcript]:
     results = []
     for i in range(0, len(samples), frame):
         results += recogniser.accept(samples[i : i + frame])

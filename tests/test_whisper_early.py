@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+from callrelay.asr.base import Transcript
 from callrelay.asr.whisper import WhisperEngine, bundled_model_path
 from tests.audio_files import REAL_DIR, read_wav, require_shared_audio
 
@@ -29,7 +30,9 @@ def call_audio() -> np.ndarray:
     return np.concatenate([pause(0.5), hello, pause(0.12), fox, pause(0.8), cards, pause(1.0)])
 
 
-def recognise(engine: WhisperEngine, audio: np.ndarray, *, decode_keeps_up: bool = False) -> list:
+def recognise(
+    engine: WhisperEngine, audio: np.ndarray, *, decode_keeps_up: bool = False
+) -> list[Transcript]:
     """Feed `audio` as the relay does. `decode_keeps_up`: after each piece, wait while the
     decode worker is busy, as if decoding took no time next to the speaker."""
     recogniser = engine.new_recogniser()

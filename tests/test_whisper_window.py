@@ -3,8 +3,7 @@ encoding of silence: it reads right, where a short window alone makes Whisper lo
 
 from __future__ import annotations
 
-import numpy as np
-
+from callrelay.asr.base import pcm_to_float
 from callrelay.asr.segmenter import Utterance
 from callrelay.asr.whisper import WhisperEngine, bundled_model_path
 from callrelay.audio import Upsampler2x
@@ -20,8 +19,7 @@ def short_utterances() -> list[tuple[Utterance, str]]:
     """The clips as a caller's track carries them: 8 kHz mu-law, then 16 kHz."""
     utterances = []
     for name, reference in SHORT_CLIPS.items():
-        samples = Upsampler2x().process_mulaw(load_telephone_audio(REAL_DIR / name))
-        audio = samples.astype(np.float32) / 32768
+        audio = pcm_to_float(Upsampler2x().process_mulaw(load_telephone_audio(REAL_DIR / name)))
         assert len(audio) < 2.5 * 16000
         utterances.append((Utterance(audio, 0, len(audio)), reference))
     return utterances
@@ -29,7 +27,9 @@ def short_utterances() -> list[tuple[Utterance, str]]:
 
 def test_short_utterances_read_right_in_a_short_window_with_silent_context() -> None:
     require_shared_audio()
-    engine = WhisperEngine(bundled_model_path(), cpu_threads=1, workers=1, early_decode=False)
+    model = bundled_model_path()
+    assert model is not None
+    engine = WhisperEngine(model, cpu_threads=1, workers=1, early_decode=False)
     for utterance, reference in short_utterances():
         transcript = engine.transcribe(utterance)
         assert transcript is not None
@@ -40,9 +40,9 @@ def test_short_utterances_read_right_in_a_short_window_with_silent_context() -> 
 
 def test_without_the_silent_context_the_short_window_loops_and_falls_back() -> None:
     require_shared_audio()
-    engine = WhisperEngine(
-        bundled_model_path(), cpu_threads=1, workers=1, early_decode=False, context=0.0
-    )
+    model = bundled_model_path()
+    assert model is not None
+    engine = WhisperEngine(model, cpu_threads=1, workers=1, early_decode=False, context=0.0)
     for utterance, _ in short_utterances():
         engine.transcribe(utterance)
     assert engine.fallbacks >= 2

@@ -27,7 +27,7 @@ from callrelay.twilio.media_stream import Track
 logger = logging.getLogger("callrelay.socketio")
 
 ALL_CALLS = "calls:*"
-MEDIA_EVENTS = {"inbound": "media_in", "outbound": "media_out"}
+MEDIA_EVENTS: dict[Track, str] = {"inbound": "media_in", "outbound": "media_out"}
 
 
 def call_room(call_sid: str) -> str:
