@@ -13,9 +13,9 @@ short windows loop ("seven of clubs. Seven of clubs."); with it, on the shared r
 over eight alignments, WER was 4.6% against 4.8% for a 12 s encoder window, for 32% less CPU
 per utterance (214 against 315 ms on one thread). The silence must be encoded as a whole 30 s
 window (0.7 s once, at load): the same frames from a 12 s silent window gave 7.6% and loops.
-When the text shows Whisper's failure signs
-(a loop, by gzip ratio or a phrase said twice, or a low log-probability) the utterance is
-transcribed again by faster-whisper's own full 30 s path, temperature fallback included.
+When the text shows Whisper's failure signs (a loop, by gzip ratio or a phrase said twice, or a
+low log-probability) the utterance is transcribed again by faster-whisper's own full 30 s path,
+temperature fallback included.
 """
 
 from __future__ import annotations
