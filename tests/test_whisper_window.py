@@ -11,8 +11,11 @@ from callrelay.simulator.audio_source import load_telephone_audio
 from callrelay.simulator.conversation import word_errors
 from tests.audio_files import REAL_DIR, require_shared_audio
 
-SHORT_CLIPS = {"cards-001.wav": "ten of clubs", "cards-003.wav": "seven of clubs"}
-SHORT_CLIPS["hello_world.wav"] = "hello world"
+SHORT_CLIPS = {
+    "cards-001.wav": "ten of clubs",
+    "cards-003.wav": "seven of clubs",
+    "hello_world.wav": "hello world",
+}
 
 
 def short_utterances() -> list[tuple[Utterance, str]]:
