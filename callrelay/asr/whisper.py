@@ -55,8 +55,6 @@ LOW_LOG_PROBABILITY = -1.0
 REPETITION_RATIO = 2.4
 FRAMES_PER_SECOND = 100
 FULL_WINDOW_FRAMES = 3000
-ENCODER_STRIDE = 2
-"""The encoder outputs one frame for every two log-mel frames."""
 RECENT_DECODES = 500
 """Timings kept for `GET /`: the last this many utterances."""
 NO_REPEAT_NGRAM = 3
@@ -225,7 +223,7 @@ class WhisperEngine(SpeechEngine):
         self.language = language
         self.segmenter = segmenter or SegmenterParams()
         self.min_window_frames = int(min_window * FRAMES_PER_SECOND)
-        self.context_frames = int(context * FRAMES_PER_SECOND) // ENCODER_STRIDE
+        self.context_frames = int(context * FRAMES_PER_SECOND) // self._model.input_stride
         self.fallbacks = 0
         self.early_decode = early_decode
         self.early_started = 0
@@ -289,12 +287,12 @@ class WhisperEngine(SpeechEngine):
         """Each row's encoding, then the silent window's encoding from there up to `context`."""
         import ctranslate2
 
-        encoded = np.asarray(self._encode(features))
-        frames = encoded.shape[1]
+        encoded = self._encode(features)
+        _, frames, width = encoded.shape
         if frames >= self.context_frames:
-            return ctranslate2.StorageView.from_array(encoded)
-        memory = np.empty((len(features), self.context_frames, encoded.shape[2]), np.float32)
-        memory[:, :frames] = encoded
+            return encoded
+        memory = np.empty((len(features), self.context_frames, width), np.float32)
+        memory[:, :frames] = np.asarray(encoded)
         memory[:, frames:] = self._silence_encoding[frames : self.context_frames]
         return ctranslate2.StorageView.from_array(memory)
 
@@ -352,7 +350,7 @@ class WhisperEngine(SpeechEngine):
                 return [self._short_window([audio])[0] for audio in audios]
             return [(None, 0.0, 0.0)]
         window = max(self.min_window_frames, longest + FRAMES_PER_SECOND)
-        window += window % ENCODER_STRIDE
+        window += window % self._model.input_stride
         batch = np.repeat(self._silence_features[np.newaxis, :, :window], len(audios), axis=0)
         for row, feature in enumerate(features):
             batch[row, :, : feature.shape[-1]] = feature
