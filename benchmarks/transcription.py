@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import json
 import os
 import tempfile
 import threading
@@ -28,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import requests
@@ -91,13 +92,23 @@ class ProcessMeter:
         return rss
 
 
+class FinalTiming(NamedTuple):
+    latency: float
+    speech: float
+    """Seconds of speech in the utterance."""
+    queue: float | None
+    decode: float | None
+    """The recognition process's own figures for it, from the server's log."""
+    text: str
+
+
 @dataclass
 class RunResult:
     calls: int
     engine: str
     latencies: list[float] = field(default_factory=list)
-    slow_finals: list[tuple[float, float, str]] = field(default_factory=list)
-    """(latency, seconds of speech, text) of each final, slowest first."""
+    slow_finals: list[FinalTiming] = field(default_factory=list)
+    """Each final, slowest first."""
     media_latencies: list[float] = field(default_factory=list)
     wer: dict[str, float] = field(default_factory=dict)
     cpu_cores: float = 0.0
@@ -115,7 +126,7 @@ class RunResult:
 def run(calls: int, engine: str, conversation: Conversation, speed: float) -> RunResult:
     result = RunResult(calls, engine)
     with tempfile.TemporaryDirectory() as tmp:
-        relay = start_relay(Path(tmp), {"ASR_ENGINE": engine, "LOG_LEVEL": "WARNING"})
+        relay = start_relay(Path(tmp), {"ASR_ENGINE": engine})
         try:
             meter = ProcessMeter(relay.process.pid)
             time.sleep(1.0)
@@ -211,6 +222,7 @@ def run(calls: int, engine: str, conversation: Conversation, speed: float) -> Ru
             ]
             hypotheses: dict[str, list[str]] = {"caller": [], "receiver": []}
             references: dict[str, list[str]] = {"caller": [], "receiver": []}
+            decode_timings = logged_decode_timings(relay.log_file)
             for sid in sids:
                 events = [(t, n, d) for t, n, d in arrivals[sid] if n in SPEAKER_EVENTS]
                 if not events and engine != "off":
@@ -220,7 +232,12 @@ def run(calls: int, engine: str, conversation: Conversation, speed: float) -> Ru
                     due = reports[sid].started_at + float(data["end"]) / (speed or 1)
                     result.latencies.append(arrival - due)
                     speech = float(data["end"]) - float(data["start"])
-                    result.slow_finals.append((arrival - due, speech, data["text"]))
+                    queue, decode = decode_timings.get(
+                        (sid, round(float(data["end"]), 2), data["text"]), (None, None)
+                    )
+                    result.slow_finals.append(
+                        FinalTiming(arrival - due, speech, queue, decode, data["text"])
+                    )
                 for side in hypotheses:
                     hypotheses[side].append(
                         " ".join(d["text"] for _, n, d in events if SPEAKER_EVENTS[n] == side)
@@ -228,7 +245,7 @@ def run(calls: int, engine: str, conversation: Conversation, speed: float) -> Ru
                     references[side].append(
                         " ".join(t.text for t in scripts[sid].turns if t.speaker == side)
                     )
-            result.slow_finals.sort(reverse=True)
+            result.slow_finals.sort(key=lambda final: final.latency, reverse=True)
             if engine != "off":
                 for side, texts in hypotheses.items():
                     result.wer[side] = word_error_rate(references[side], texts)
@@ -324,8 +341,12 @@ def main() -> None:
             )
             print(header if len(rows) == 1 else "", end="\n" if len(rows) == 1 else "")
             print(rows[-1], flush=True)
-            for latency, speech, text in r.slow_finals[: args.slowest]:
-                print(f"      {latency:5.2f} s after {speech:4.1f} s of speech: {text}")
+            for final in r.slow_finals[: args.slowest]:
+                print(
+                    f"      {final.latency:5.2f} s after {final.speech:4.1f} s of speech "
+                    f"(waited {seconds(final.queue)}, decoded in {seconds(final.decode)}): "
+                    f"{final.text}"
+                )
     print(
         "\nlat: speech end -> final event (s). media: frame due -> media_in at a client. "
         "cores: server CPU / wall time, asr: the recognition process's share of it; gen: the "
@@ -335,6 +356,21 @@ def main() -> None:
         "wait p95 / dec p95: seconds an utterance waited for a decode worker / its batch's "
         "decode took (the recognition process's own clock, last 500 utterances)."
     )
+
+
+def logged_decode_timings(log_file: Path) -> dict[tuple[str, float, str], tuple[float, float]]:
+    """(callSid, end, text) -> (queueSeconds, decodeSeconds) of each logged final."""
+    timings = {}
+    for line in log_file.read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        if entry.get("evt") == "transcript" and "decodeSeconds" in entry:
+            key = (entry["callSid"], entry["end"], entry["text"])
+            timings[key] = (entry["queueSeconds"], entry["decodeSeconds"])
+    return timings
+
+
+def seconds(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f} s"
 
 
 def early_decodes(status: dict[str, Any]) -> str:

@@ -299,6 +299,7 @@ class TranscriptionSink:
                 end=round(transcript.end, 2),
                 confidence=transcript.confidence,
                 lagSeconds=round(transcriber.lag, 2),
+                **_decode_timings(transcript),
             )
         for listener in self._listeners:
             try:
@@ -373,3 +374,9 @@ class TranscriptionSink:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.02)
+
+
+def _decode_timings(transcript: Transcript) -> dict[str, float]:
+    """The log's `queueSeconds` / `decodeSeconds`, for engines that report them."""
+    timings = {"queueSeconds": transcript.queue_seconds, "decodeSeconds": transcript.decode_seconds}
+    return {name: seconds for name, seconds in timings.items() if seconds is not None}

@@ -9,7 +9,7 @@ import numpy as np
 
 from callrelay.asr.base import Transcript
 from callrelay.asr.segmenter import Utterance
-from callrelay.asr.whisper import BatchQueue
+from callrelay.asr.whisper import BatchQueue, BatchResult
 
 
 def utterance(number: int) -> Utterance:
@@ -120,11 +120,46 @@ def test_the_wait_for_a_worker_and_the_decode_time_are_reported() -> None:
     second = queue.submit(utterance(1))  # waits while the first is held
     threading.Event().wait(0.3)
     decoder.release.set()
-    first.result(5)
-    second.result(5)
+    went_first, waited = first.result(5), second.result(5)
     timings = queue.timings()
     # The first went at once and took the 0.3 s it was held; the second waited those 0.3 s
     # and took no time. Of two values, the 95th percentile is 95% of the way to the larger.
     assert timings["decode"]["p95"] >= 0.95 * 0.3
     assert timings["queueWait"]["p95"] >= 0.95 * 0.3
     assert timings["queueWait"]["p50"] < 0.2
+    # Each transcript carries its own two figures, for its line in the log.
+    assert went_first is not None and waited is not None
+    assert went_first.queue_seconds is not None and went_first.queue_seconds < 0.2
+    assert went_first.decode_seconds is not None and went_first.decode_seconds >= 0.3
+    assert waited.queue_seconds is not None and waited.queue_seconds >= 0.3
+    assert waited.decode_seconds is not None and waited.decode_seconds < 0.2
+
+
+def test_work_an_utterance_still_needs_holds_back_no_other_in_its_batch() -> None:
+    batches: list[list[int]] = []
+    gate = threading.Event()  # holds the first batch, so that the next two queue together
+    fallback_may_end = threading.Event()
+
+    def transcribe_in_full() -> Transcript | None:
+        fallback_may_end.wait(5)
+        return Transcript("2 in full", 0, 0)
+
+    def decode(batch: list[Utterance]) -> list[BatchResult]:
+        batches.append([u.speech_start for u in batch])
+        gate.wait(5)
+        return [
+            transcribe_in_full if u.speech_start == 2 else Transcript(str(u.speech_start), 0, 0)
+            for u in batch
+        ]
+
+    queue = BatchQueue(decode, workers=1, max_batch=8)
+    first = queue.submit(utterance(0))
+    while not batches:
+        threading.Event().wait(0.01)
+    batch_mate, needs_more = queue.submit(utterance(1)), queue.submit(utterance(2))
+    gate.set()
+    assert text_of(first) == "0" and text_of(batch_mate) == "1"
+    assert batches == [[0], [1, 2]]
+    assert not needs_more.done()  # its fallback is still running, after its mate was delivered
+    fallback_may_end.set()
+    assert text_of(needs_more) == "2 in full"

@@ -121,6 +121,8 @@ def test_transcript_times_fall_inside_the_turns(asr_relay: RunningRelay) -> None
         if line["evt"] == "transcript" and line["callSid"] == report.call_sid
     ]
     assert sorted(line["text"] for line in mine) == sorted(line["text"] for line in lines)
+    # Where each final's time went: its wait for a decoder and its decode.
+    assert all(0 <= line["queueSeconds"] < 30 and 0 < line["decodeSeconds"] < 30 for line in mine)
 
 
 def test_hanging_up_mid_sentence_still_transcribes_it(asr_relay: RunningRelay) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -33,6 +33,10 @@ class Transcript:
     end: float
     confidence: float | None = None
     is_final: bool = True
+    queue_seconds: float | None = field(default=None, compare=False)
+    decode_seconds: float | None = field(default=None, compare=False)
+    """How long the utterance waited for a decoder and how long its decode took, from engines
+    that decode whole utterances: where a late final's time went (logged, not compared)."""
 
 
 class TrackRecogniser(ABC):

@@ -27,9 +27,10 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,8 @@ LOW_LOG_PROBABILITY = -1.0
 REPETITION_RATIO = 2.4
 FRAMES_PER_SECOND = 100
 FULL_WINDOW_FRAMES = 3000
+BatchResult = Transcript | None | Callable[[], Transcript | None]
+"""What a batch decode answers for one utterance: its transcript, or the work it still needs."""
 RECENT_DECODES = 500
 """Timings kept for `GET /`: the last this many utterances."""
 NO_REPEAT_NGRAM = 3
@@ -79,11 +82,15 @@ class BatchQueue:
 
     An utterance may also be submitted early, while its pause has yet to confirm its end
     (`early=True`): it is taken only when no confirmed utterance waits, and it is withdrawn
-    (`future.cancel()`) if the speaker goes on before a worker has started on it."""
+    (`future.cancel()`) if the speaker goes on before a worker has started on it.
+
+    `decode` may answer an utterance with a function instead of a transcript: work it still
+    needs (Whisper's full-window fallback, a second or two). The rest of the batch is delivered
+    first, then the worker calls it: one utterance's fallback holds back no other."""
 
     def __init__(
         self,
-        decode: Callable[[list[Utterance]], list[Transcript | None]],
+        decode: Callable[[list[Utterance]], Sequence[BatchResult]],
         *,
         workers: int,
         max_batch: int,
@@ -153,19 +160,43 @@ class BatchQueue:
             batch = self._take()
             started = time.monotonic()
             try:
-                results = self._decode([job.utterance for job in batch])
-            except Exception as error:
-                for job in batch:
-                    job.future.set_exception(error)
-                continue
+                self._deliver(batch, started)
             finally:
                 with self._ready:
                     self._running -= 1
-                    self._decode_seconds.extend([time.monotonic() - started] * len(batch))
             self.batches += 1
             self.decoded += len(batch)
-            for job, result in zip(batch, results, strict=True):
-                job.future.set_result(result)
+
+    def _deliver(self, batch: list[_Job], started: float) -> None:
+        try:
+            results = self._decode([job.utterance for job in batch])
+        except Exception as error:
+            for job in batch:
+                job.future.set_exception(error)
+            return
+        unfinished: list[tuple[_Job, Callable[[], Transcript | None]]] = []
+        for job, result in zip(batch, results, strict=True):
+            if callable(result):
+                unfinished.append((job, result))
+            else:
+                self._set_result(job, result, started)
+        for job, finish in unfinished:
+            try:
+                self._set_result(job, finish(), started)
+            except Exception as error:
+                job.future.set_exception(error)
+
+    def _set_result(self, job: _Job, result: Transcript | None, started: float) -> None:
+        decode_seconds = time.monotonic() - started
+        with self._ready:
+            self._decode_seconds.append(decode_seconds)
+        if result is not None:
+            result = replace(
+                result,
+                queue_seconds=round(started - job.submitted, 3),
+                decode_seconds=round(decode_seconds, 3),
+            )
+        job.future.set_result(result)
 
 
 @dataclass(frozen=True, eq=False)
@@ -319,27 +350,20 @@ class WhisperEngine(SpeechEngine):
         self.early_partials += 1
         return False
 
-    def transcribe_batch(self, utterances: list[Utterance]) -> list[Transcript | None]:
+    def transcribe_batch(self, utterances: list[Utterance]) -> list[BatchResult]:
+        """Each utterance's transcript, or the function that will transcribe it in the full
+        30 s window when the short one's text is not to be trusted."""
         decoded = self._short_window([u.audio for u in utterances])
-        transcripts: list[Transcript | None] = []
-        for utterance, (text, log_probability, no_speech) in zip(utterances, decoded, strict=True):
-            if text is None:
-                self.fallbacks += 1
-                text, log_probability, no_speech = self._full_window(utterance.audio)
-            if not text or (
-                no_speech > NO_SPEECH_PROBABILITY and log_probability < LOW_LOG_PROBABILITY
-            ):
-                transcripts.append(None)
-                continue
-            transcripts.append(
-                Transcript(
-                    text=text,
-                    start=utterance.speech_start / SAMPLE_RATE,
-                    end=utterance.speech_end / SAMPLE_RATE,
-                    confidence=round(min(1.0, math.exp(log_probability)), 3),
-                )
-            )
-        return transcripts
+        return [
+            _transcript(utterance, *reading)
+            if reading[0] is not None
+            else partial(self._transcribe_in_full_window, utterance)
+            for utterance, reading in zip(utterances, decoded, strict=True)
+        ]
+
+    def _transcribe_in_full_window(self, utterance: Utterance) -> Transcript | None:
+        self.fallbacks += 1
+        return _transcript(utterance, *self._full_window(utterance.audio))
 
     def _short_window(self, audios: list[Any]) -> list[tuple[str | None, float, float]]:
         """Encode a batch in one short window; None as a text that is not to be trusted."""
@@ -393,6 +417,20 @@ class WhisperEngine(SpeechEngine):
         text = " ".join(s.text.strip() for s in kept).strip()
         log_probability = sum(s.avg_logprob for s in kept) / len(kept)
         return text, log_probability, min(s.no_speech_prob for s in kept)
+
+
+def _transcript(
+    utterance: Utterance, text: str | None, log_probability: float, no_speech: float
+) -> Transcript | None:
+    """None for no text, or a text Whisper likely made up over silence."""
+    if not text or (no_speech > NO_SPEECH_PROBABILITY and log_probability < LOW_LOG_PROBABILITY):
+        return None
+    return Transcript(
+        text=text,
+        start=utterance.speech_start / SAMPLE_RATE,
+        end=utterance.speech_end / SAMPLE_RATE,
+        confidence=round(min(1.0, math.exp(log_probability)), 3),
+    )
 
 
 def _repeats_itself(text: str) -> bool:
