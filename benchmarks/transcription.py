@@ -353,8 +353,9 @@ def main() -> None:
         "load generator's (simulated Twilio and clients, this process). "
         "RTF: server CPU s per s of track audio. utt: utterances decoded (early ones included), "
         "early: decodes started before the pause confirmed the end, used as finals/as partials. "
-        "wait p95 / dec p95: seconds an utterance waited for a decode worker / its batch's "
-        "decode took (the recognition process's own clock, last 500 utterances)."
+        "wait p95 / dec p95: seconds an utterance waited for a decode worker / then for its "
+        "transcript (its batch's decode, and its own fallback if any; the recognition "
+        "process's own clock, last 500 utterances)."
     )
 
 

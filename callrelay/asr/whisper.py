@@ -116,8 +116,9 @@ class BatchQueue:
             return self._running + len(self._confirmed) + len(self._early) < self._workers
 
     def timings(self) -> dict[str, dict[str, float]]:
-        """Seconds an utterance waited for a worker, and a worker took over its batch: the
-        median and 95th percentile of the recent ones, where a final's latency goes."""
+        """Seconds an utterance waited for a worker, and then waited for its transcript (its
+        batch's decode, and its own fallback if it needed one): the median and 95th percentile
+        of the recent ones, where a final's latency goes."""
         with self._ready:
             waits, decodes = list(self._waits), list(self._decode_seconds)
         return {"queueWait": _percentiles(waits), "decode": _percentiles(decodes)}
