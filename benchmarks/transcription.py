@@ -314,7 +314,7 @@ def main() -> None:
         f"{'calls':>5} {'engine':>7} {'WER caller':>10} {'WER recv':>9} {'lat p50':>8} "
         f"{'lat p95':>8} {'lat max':>8} {'media p50':>9} {'media p95':>9} {'cores':>6} "
         f"{'asr':>5} {'gen':>5} {'RTF':>6} {'RSS MB':>7} {'max lag':>8} {'skipped':>8} "
-        f"{'utt':>5} {'batch':>5} {'fallbk':>6} {'early':>7} {'wait p95':>8} {'dec p95':>7}"
+        f"{'utt':>5} {'fallbk':>6} {'early':>7} {'wait p95':>8} {'dec p95':>7}"
     )
     rows = []
     nan = float("nan")
@@ -333,7 +333,6 @@ def main() -> None:
                 f"{r.rtf:>6.3f} "
                 f"{r.peak_rss_mb:>7.0f} {r.max_lag:>8.2f} "
                 f"{r.skipped:>8.1f} {r.engine_status.get('utterances', ''):>5} "
-                f"{r.engine_status.get('meanBatch', ''):>5} "
                 f"{r.engine_status.get('fullWindowFallbacks', ''):>6} "
                 f"{early_decodes(r.engine_status):>7} "
                 f"{r.engine_status.get('queueWait', {}).get('p95', ''):>8} "
@@ -353,9 +352,8 @@ def main() -> None:
         "load generator's (simulated Twilio and clients, this process). "
         "RTF: server CPU s per s of track audio. utt: utterances decoded (early ones included), "
         "early: decodes started before the pause confirmed the end, used as finals/as partials. "
-        "wait p95 / dec p95: seconds an utterance waited for a decode worker / then for its "
-        "transcript (its batch's decode, and its own fallback if any; the recognition "
-        "process's own clock, last 500 utterances)."
+        "wait p95 / dec p95: seconds an utterance waited for a decode worker / its decode took "
+        "(with its fallback if any; the recognition process's own clock, last 500 utterances)."
     )
 
 

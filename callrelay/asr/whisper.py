@@ -27,10 +27,9 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -72,39 +71,25 @@ def bundled_model_path() -> Path | None:
     return path if (path / "model.bin").is_file() else None
 
 
-BatchResult = Transcript | None | Callable[[], Transcript | None]
-"""What a batch decode answers for one utterance: its transcript, or the work it still needs."""
-
-
-class BatchQueue:
-    """Utterances from every track wait here; each worker takes all that are waiting (up to
-    `max_batch`) and decodes them together. Alone, an utterance goes at once; under load,
-    batches form by themselves, and a batch of 4 costs 40% less CPU per utterance than 4
-    single decodes (measured here).
+class DecodeQueue:
+    """Utterances from every track wait here for one of `workers` decode threads, each decoded
+    on its own. Batching the utterances that wait was measured and dropped: live, batches are
+    rare (1.02-1.05 utterances on average at 10 calls), save no CPU, since an utterance is
+    padded to the longest in its batch and decoded for as many steps, and hold every member
+    back to the slowest (10 calls, five alternating runs each: p95 1.17-1.30 s one at a time
+    against 1.30-1.81 s in batches of up to 8; at 14 calls 3.5 against 4.0 s).
 
     An utterance may also be submitted early, while its pause has yet to confirm its end
     (`early=True`): it is taken only when no confirmed utterance waits, and it is withdrawn
-    (`future.cancel()`) if the speaker goes on before a worker has started on it.
+    (`future.cancel()`) if the speaker goes on before a worker has started on it."""
 
-    `decode` may answer an utterance with a function instead of a transcript: work it still
-    needs (Whisper's full-window fallback, a second or two). The rest of the batch is delivered
-    first, then the worker calls it: one utterance's fallback holds back no other."""
-
-    def __init__(
-        self,
-        decode: Callable[[list[Utterance]], Sequence[BatchResult]],
-        *,
-        workers: int,
-        max_batch: int,
-    ) -> None:
+    def __init__(self, decode: Callable[[Utterance], Transcript | None], *, workers: int) -> None:
         self._decode = decode
-        self._max_batch = max_batch
         self._workers = workers
         self._ready = threading.Condition()
         self._confirmed: deque[_Job] = deque()
         self._early: deque[_Job] = deque()
         self._running = 0
-        self.batches = 0
         self.decoded = 0
         self._waits: deque[float] = deque(maxlen=RECENT_DECODES)
         self._decode_seconds: deque[float] = deque(maxlen=RECENT_DECODES)
@@ -118,9 +103,9 @@ class BatchQueue:
             return self._running + len(self._confirmed) + len(self._early) < self._workers
 
     def timings(self) -> dict[str, dict[str, float]]:
-        """Seconds an utterance waited for a worker, and then waited for its transcript (its
-        batch's decode, and its own fallback if it needed one): the median and 95th percentile
-        of the recent ones, where a final's latency goes."""
+        """Seconds an utterance waited for a worker, and its decode took (with its full-window
+        fallback if it needed one): the median and 95th percentile of the recent ones, where a
+        final's latency goes."""
         with self._ready:
             waits, decodes = list(self._waits), list(self._decode_seconds)
         return {"queueWait": _percentiles(waits), "decode": _percentiles(decodes)}
@@ -141,65 +126,41 @@ class BatchQueue:
                     self._confirmed.append(job)
                     return
 
-    def _take(self) -> tuple[list[_Job], float]:
-        """The next batch, and when a worker took it."""
+    def _take(self) -> tuple[_Job, float]:
+        """The next utterance to decode, and when a worker took it."""
         with self._ready:
             while True:
                 waiting = self._confirmed if self._confirmed else self._early
-                batch: list[_Job] = []
-                while waiting and len(batch) < self._max_batch:
+                while waiting:
                     job = waiting.popleft()
                     if job.future.set_running_or_notify_cancel():
-                        batch.append(job)
-                if batch:
-                    self._running += 1
-                    started = time.monotonic()
-                    self._waits.extend(started - job.submitted for job in batch)
-                    return batch, started
-                if not self._confirmed and not self._early:
-                    self._ready.wait()
+                        self._running += 1
+                        started = time.monotonic()
+                        self._waits.append(started - job.submitted)
+                        return job, started
+                self._ready.wait()
 
     def _work(self) -> None:
         while True:
-            batch, started = self._take()
+            job, started = self._take()
             try:
-                self._deliver(batch, started)
-            finally:
-                with self._ready:
-                    self._running -= 1
-            self.batches += 1
-            self.decoded += len(batch)
-
-    def _deliver(self, batch: list[_Job], started: float) -> None:
-        try:
-            results = self._decode([job.utterance for job in batch])
-        except Exception as error:
-            for job in batch:
-                job.future.set_exception(error)
-            return
-        unfinished: list[tuple[_Job, Callable[[], Transcript | None]]] = []
-        for job, result in zip(batch, results, strict=True):
-            if callable(result):
-                unfinished.append((job, result))
-            else:
-                self._set_result(job, result, started)
-        for job, finish in unfinished:
-            try:
-                self._set_result(job, finish(), started)
+                result = self._decode(job.utterance)
             except Exception as error:
                 job.future.set_exception(error)
-
-    def _set_result(self, job: _Job, result: Transcript | None, started: float) -> None:
-        decode_seconds = time.monotonic() - started
-        with self._ready:
-            self._decode_seconds.append(decode_seconds)
-        if result is not None:
-            result = replace(
-                result,
-                queue_seconds=round(started - job.submitted, 3),
-                decode_seconds=round(decode_seconds, 3),
-            )
-        job.future.set_result(result)
+                continue
+            finally:
+                decode_seconds = time.monotonic() - started
+                with self._ready:
+                    self._running -= 1
+                    self._decode_seconds.append(decode_seconds)
+                    self.decoded += 1
+            if result is not None:
+                result = replace(
+                    result,
+                    queue_seconds=round(started - job.submitted, 3),
+                    decode_seconds=round(decode_seconds, 3),
+                )
+            job.future.set_result(result)
 
 
 @dataclass(frozen=True, eq=False)
@@ -232,7 +193,6 @@ class WhisperEngine(SpeechEngine):
         segmenter: SegmenterParams | None = None,
         min_window: float = 2.0,
         context: float = 12.0,
-        max_batch: int = 8,
         early_decode: bool = True,
     ) -> None:
         from faster_whisper import WhisperModel
@@ -265,7 +225,7 @@ class WhisperEngine(SpeechEngine):
         self.early_partials = 0
         self.no_repeat_ngram = NO_REPEAT_NGRAM
         self._prepare_short_window()
-        self._batches = BatchQueue(self.transcribe_batch, workers=workers, max_batch=max_batch)
+        self._decodes = DecodeQueue(self.decode, workers=workers)
         self.load_seconds = time.monotonic() - started
         log_event(
             logger,
@@ -285,12 +245,11 @@ class WhisperEngine(SpeechEngine):
             **super().describe(),
             "model": self.model_label,
             "beamSize": self.beam_size,
-            "utterances": self._batches.decoded,
-            "meanBatch": round(self._batches.decoded / max(1, self._batches.batches), 2),
+            "utterances": self._decodes.decoded,
             "fullWindowFallbacks": self.fallbacks,
             "earlyDecodesUsed": self.early_used,
             "earlyDecodesPartial": self.early_partials,
-            **self._batches.timings(),
+            **self._decodes.timings(),
         }
 
     def _prepare_short_window(self) -> None:
@@ -331,20 +290,20 @@ class WhisperEngine(SpeechEngine):
         return ctranslate2.StorageView.from_array(memory)
 
     def transcribe(self, utterance: Utterance) -> Transcript | None:
-        """Queue the utterance for the next batch and wait for its transcript."""
+        """Queue the utterance for a decode worker and wait for its transcript."""
         return self.submit(utterance).result()
 
     def submit(self, utterance: Utterance, *, early: bool = False) -> Future[Transcript | None]:
         self.early_started += early
-        return self._batches.submit(utterance, early=early)
+        return self._decodes.submit(utterance, early=early)
 
     @property
     def can_start_early(self) -> bool:
-        return self.early_decode and self._batches.has_idle_worker
+        return self.early_decode and self._decodes.has_idle_worker
 
     def confirm(self, early: Future[Transcript | None]) -> None:
         self.early_used += 1
-        self._batches.confirm(early)
+        self._decodes.confirm(early)
 
     def withdraw(self, early: Future[Transcript | None]) -> bool:
         """False if a worker has started on it (its result will be a partial)."""
@@ -353,37 +312,28 @@ class WhisperEngine(SpeechEngine):
         self.early_partials += 1
         return False
 
-    def transcribe_batch(self, utterances: list[Utterance]) -> list[BatchResult]:
-        """Each utterance's transcript, or the function that will transcribe it in the full
-        30 s window when the short one's text is not to be trusted."""
-        decoded = self._short_window([u.audio for u in utterances])
-        return [
-            _transcript(utterance, *reading)
-            if reading[0] is not None
-            else partial(self._transcribe_in_full_window, utterance)
-            for utterance, reading in zip(utterances, decoded, strict=True)
-        ]
+    def decode(self, utterance: Utterance) -> Transcript | None:
+        """The utterance's transcript, decoded on this thread: read in the short window, or in
+        the full 30 s window when the short one's text is not to be trusted."""
+        text, log_probability, no_speech = self._short_window(utterance.audio)
+        if text is None:
+            self.fallbacks += 1
+            text, log_probability, no_speech = self._full_window(utterance.audio)
+        return _transcript(utterance, text, log_probability, no_speech)
 
-    def _transcribe_in_full_window(self, utterance: Utterance) -> Transcript | None:
-        self.fallbacks += 1
-        return _transcript(utterance, *self._full_window(utterance.audio))
-
-    def _short_window(self, audios: list[Any]) -> list[tuple[str | None, float, float]]:
-        """Encode a batch in one short window; None as a text that is not to be trusted."""
-        features = [self._model.feature_extractor(audio) for audio in audios]
-        longest = max(f.shape[-1] for f in features)
-        if longest + FRAMES_PER_SECOND > FULL_WINDOW_FRAMES:
-            if len(audios) > 1:  # one long utterance must not cost the others a 30 s window
-                return [self._short_window([audio])[0] for audio in audios]
-            return [(None, 0.0, 0.0)]
-        window = max(self.min_window_frames, longest + FRAMES_PER_SECOND)
+    def _short_window(self, audio: Any) -> tuple[str | None, float, float]:
+        """Encode the utterance in a short window; None as a text that is not to be trusted."""
+        features = self._model.feature_extractor(audio)
+        frames = features.shape[-1]
+        if frames + FRAMES_PER_SECOND > FULL_WINDOW_FRAMES:
+            return None, 0.0, 0.0
+        window = max(self.min_window_frames, frames + FRAMES_PER_SECOND)
         window += window % self._model.input_stride
-        batch = np.repeat(self._silence_features[np.newaxis, :, :window], len(audios), axis=0)
-        for row, feature in enumerate(features):
-            batch[row, :, : feature.shape[-1]] = feature
-        results = self._model.model.generate(
-            self._encode_in_context(batch),
-            [self._prompt] * len(audios),
+        padded = self._silence_features[np.newaxis, :, :window].copy()
+        padded[0, :, :frames] = features
+        (result,) = self._model.model.generate(
+            self._encode_in_context(padded),
+            [self._prompt],
             beam_size=self.beam_size,
             suppress_blank=True,
             suppress_tokens=self._suppress,
@@ -391,7 +341,7 @@ class WhisperEngine(SpeechEngine):
             return_scores=True,
             return_no_speech_prob=True,
         )
-        return [self._judge(result) for result in results]
+        return self._judge(result)
 
     def _judge(self, result: Any) -> tuple[str | None, float, float]:
         tokens = result.sequences_ids[0]
