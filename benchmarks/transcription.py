@@ -23,6 +23,8 @@ import contextlib
 import csv
 import json
 import os
+import signal
+import sys
 import tempfile
 import threading
 import time
@@ -296,6 +298,9 @@ def main() -> None:
     parser.add_argument("--no-offline", action="store_true", help="skip the offline WER band")
     parser.add_argument("--slowest", type=int, default=0, help="list each run's N slowest finals")
     args = parser.parse_args()
+    # Stopped with `kill`, still stop the server it started (`finally` in `run`), which would
+    # otherwise go on running beside the next benchmark and skew it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     conversation, clips = real_speech_call()
     print(
         f"call: {conversation.seconds:.1f} s, {len(conversation.turns)} turns of real speech, "
