@@ -40,6 +40,15 @@ class BlockingDecoder:
             threading.Event().wait(0.01)
 
 
+def held_queue() -> tuple[BlockingDecoder, DecodeQueue, Future[Transcript | None]]:
+    """A one-worker queue whose worker is busy with utterance 0 until the decoder is released."""
+    decoder = BlockingDecoder()
+    queue = DecodeQueue(decoder, workers=1)
+    first = queue.submit(utterance(0))
+    decoder.wait_busy()
+    return decoder, queue, first
+
+
 def test_an_utterance_alone_is_decoded_at_once() -> None:
     decoder = BlockingDecoder()
     decoder.release.set()
@@ -49,10 +58,7 @@ def test_an_utterance_alone_is_decoded_at_once() -> None:
 
 
 def test_utterances_that_wait_are_decoded_one_at_a_time_in_order() -> None:
-    decoder = BlockingDecoder()
-    queue = DecodeQueue(decoder, workers=1)
-    first = queue.submit(utterance(0))
-    decoder.wait_busy()  # the one worker is now busy with the first
+    decoder, queue, first = held_queue()
     waiting = [queue.submit(utterance(n)) for n in range(1, 4)]
     decoder.release.set()
     assert [text_of(f) for f in (first, *waiting)] == ["0", "1", "2", "3"]
@@ -85,10 +91,7 @@ def test_early_utterances_go_only_when_no_confirmed_one_waits() -> None:
 
 
 def test_a_withdrawn_early_utterance_is_never_decoded() -> None:
-    decoder = BlockingDecoder()
-    queue = DecodeQueue(decoder, workers=1)
-    queue.submit(utterance(0))
-    decoder.wait_busy()
+    decoder, queue, _ = held_queue()
     early = queue.submit(utterance(1), early=True)
     assert early.cancel()
     decoder.release.set()
@@ -97,10 +100,7 @@ def test_a_withdrawn_early_utterance_is_never_decoded() -> None:
 
 
 def test_a_confirmed_early_utterance_goes_ahead_of_other_early_ones() -> None:
-    decoder = BlockingDecoder()
-    queue = DecodeQueue(decoder, workers=1)
-    queue.submit(utterance(0))
-    decoder.wait_busy()
+    decoder, queue, _ = held_queue()
     still_early = queue.submit(utterance(1), early=True)
     confirmed = queue.submit(utterance(2), early=True)
     queue.confirm(confirmed)
@@ -123,11 +123,8 @@ def test_a_failed_decode_fails_its_utterance_only() -> None:
 
 
 def test_the_wait_for_a_worker_and_the_decode_time_are_reported() -> None:
-    decoder = BlockingDecoder()
-    queue = DecodeQueue(decoder, workers=1)
-    assert queue.timings() == {"queueWait": {}, "decode": {}}
-    first = queue.submit(utterance(0))
-    decoder.wait_busy()
+    assert DecodeQueue(BlockingDecoder(), workers=1).timings() == {"queueWait": {}, "decode": {}}
+    decoder, queue, first = held_queue()
     second = queue.submit(utterance(1))  # waits while the first is held
     threading.Event().wait(0.3)
     decoder.release.set()
