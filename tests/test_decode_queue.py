@@ -109,6 +109,16 @@ def test_a_confirmed_early_utterance_goes_ahead_of_other_early_ones() -> None:
     assert decoder.calls == [0, 2, 1]
 
 
+def test_a_confirmed_early_utterance_keeps_its_place_before_later_confirmed_ones() -> None:
+    decoder, queue, _ = held_queue()
+    early = queue.submit(utterance(1), early=True)
+    later = queue.submit(utterance(2))
+    queue.confirm(early)
+    decoder.release.set()
+    assert text_of(later) == "2" and text_of(early) == "1"
+    assert decoder.calls == [0, 1, 2]
+
+
 def test_a_failed_decode_fails_its_utterance_only() -> None:
     def decode(utterance: Utterance) -> Transcript | None:
         if utterance.speech_start == 1:

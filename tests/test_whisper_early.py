@@ -39,7 +39,7 @@ def recognise(
     results = []
     for start in range(0, len(audio), PIECE):
         results += recogniser.accept(audio[start : start + PIECE])
-        while decode_keeps_up and not engine.can_start_early:
+        while decode_keeps_up and not engine.has_idle_worker:
             time.sleep(0.005)
     return results + recogniser.finish()
 

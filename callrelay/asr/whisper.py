@@ -118,12 +118,16 @@ class DecodeQueue:
         return job.future
 
     def confirm(self, future: Future[Transcript | None]) -> None:
-        """An early utterance's end is confirmed: it now goes ahead of other early ones."""
+        """An early utterance's end is confirmed: it now goes ahead of the early ones, and of
+        the confirmed ones submitted after it (its speaker stopped before theirs did)."""
         with self._ready:
             for job in self._early:
                 if job.future is future:
                     self._early.remove(job)
-                    self._confirmed.append(job)
+                    later = (
+                        i for i, j in enumerate(self._confirmed) if j.submitted > job.submitted
+                    )
+                    self._confirmed.insert(next(later, len(self._confirmed)), job)
                     return
 
     def _take(self) -> tuple[_Job, float]:
@@ -298,8 +302,8 @@ class WhisperEngine(SpeechEngine):
         return self._decodes.submit(utterance, early=early)
 
     @property
-    def can_start_early(self) -> bool:
-        return self.early_decode and self._decodes.has_idle_worker
+    def has_idle_worker(self) -> bool:
+        return self._decodes.has_idle_worker
 
     def confirm(self, early: Future[Transcript | None]) -> None:
         self.early_used += 1
@@ -411,11 +415,14 @@ def _silence_hallucination(segment: Any) -> bool:
 class WhisperRecogniser(TrackRecogniser):
     """One track: its VAD and segmenter, and the decode of its utterances.
 
-    An utterance is submitted as soon as its audio is complete (`post_roll` into the pause)
-    when a decode worker is idle, so that by the time the pause has lasted `min_silence` its
-    transcript is mostly ready: the same audio, the same text, ~0.15 s sooner. If the
-    speaker goes on, the early decode is withdrawn; one a worker had already started is not
-    wasted: it comes out as a partial result (the words so far) unless the final is first."""
+    An utterance is submitted as soon as its audio is complete (`post_roll` into the pause),
+    so that by the time the pause has lasted `min_silence` its transcript is mostly ready: the
+    same audio, the same text, ~0.2 s sooner. It is submitted even when every decode worker is
+    busy: it waits behind the confirmed utterances, and once confirmed its place among them
+    counts from its submission (10 calls, three alternating runs: p95 0.71-0.88 s against
+    0.83-1.04 s when it waited for an idle worker first). If the speaker goes on, the early
+    decode is withdrawn; one a worker had already started is not wasted: it comes out as a
+    partial result (the words so far) unless the final is first."""
 
     def __init__(self, engine: WhisperEngine) -> None:
         self._engine = engine
@@ -445,7 +452,7 @@ class WhisperRecogniser(TrackRecogniser):
             if not self._engine.withdraw(self._early[1]):
                 self._overtaken.append(self._early[1])
             self._early = None
-        if settled is not None and self._early is None and self._engine.can_start_early:
+        if settled is not None and self._early is None and self._engine.early_decode:
             self._early = (settled, self._engine.submit(settled, early=True))
 
     def _partials(self, *, final_follows: bool) -> list[Transcript]:
