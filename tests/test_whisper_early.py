@@ -7,7 +7,8 @@ import time
 
 import numpy as np
 
-from callrelay.asr.base import Transcript
+from callrelay.asr.base import Transcript, pcm_to_float
+from callrelay.asr.segmenter import Utterance
 from callrelay.asr.whisper import WhisperEngine, bundled_model_path
 from tests.audio_files import REAL_DIR, read_wav, require_shared_audio
 
@@ -79,3 +80,26 @@ def test_an_early_decode_the_speaker_went_on_past_comes_out_as_a_partial() -> No
     assert partial.start == first_final.start and partial.end < first_final.end
     assert "hello" in first_final.text.lower() and "fox" in first_final.text.lower()
     assert engine.describe()["earlyDecodesPartial"] == 1
+
+
+def test_an_utterance_is_queued_early_while_every_worker_is_busy() -> None:
+    """The early decode does not wait for an idle worker: it waits in line, so that its
+    place counts from when its audio was complete, not from when the pause confirmed it."""
+    require_shared_audio()
+    model = bundled_model_path()
+    assert model is not None
+    engine = WhisperEngine(model, cpu_threads=1, workers=1)
+    fox, _ = read_wav(REAL_DIR / "quick_brown_fox.wav")
+    long_speech = pcm_to_float(np.tile(fox, 20 * RATE // len(fox)))
+    busy = engine.submit(Utterance(long_speech, 0, len(long_speech)))  # ~20 s to decode
+    recogniser = engine.new_recogniser()
+    audio = call_audio()
+    answers = [
+        recogniser.begin("accept", audio[i : i + PIECE]) for i in range(0, len(audio), PIECE)
+    ]
+    # The whole call went through the VAD while the one worker was still busy.
+    assert not busy.done()
+    assert engine.early_started == 3 and engine.early_used == 2
+    results = [r for answer in answers for r in answer.result(60)] + recogniser.finish()
+    texts = [r.text.lower() for r in results if r.is_final]
+    assert len(texts) == 2 and "hello" in texts[0] and "fox" in texts[0] and texts[1]
