@@ -91,7 +91,7 @@ def test_an_utterance_is_queued_early_while_every_worker_is_busy() -> None:
     engine = WhisperEngine(model, cpu_threads=1, workers=1)
     fox, _ = read_wav(REAL_DIR / "quick_brown_fox.wav")
     long_speech = pcm_to_float(np.tile(fox, 20 * RATE // len(fox)))
-    busy = engine.submit(Utterance(long_speech, 0, len(long_speech)))  # ~20 s to decode
+    busy = engine.submit(Utterance(long_speech, 0, len(long_speech)))  # 20 s of speech
     recogniser = engine.new_recogniser()
     audio = call_audio()
     answers = [

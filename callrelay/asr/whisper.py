@@ -419,10 +419,10 @@ class WhisperRecogniser(TrackRecogniser):
     so that by the time the pause has lasted `min_silence` its transcript is mostly ready: the
     same audio, the same text, ~0.2 s sooner. It is submitted even when every decode worker is
     busy: it waits behind the confirmed utterances, and once confirmed its place among them
-    counts from its submission (10 calls, three alternating runs: p95 0.71-0.88 s against
-    0.83-1.04 s when it waited for an idle worker first). If the speaker goes on, the early
-    decode is withdrawn; one a worker had already started is not wasted: it comes out as a
-    partial result (the words so far) unless the final is first."""
+    counts from its submission (10 calls, six alternating runs: p95 0.71-0.89 s against
+    0.75-1.04 s when it waited for an idle worker first, max 0.82-1.12 against 1.00-1.36 s).
+    If the speaker goes on, the early decode is withdrawn; one a worker had already started is
+    not wasted: it comes out as a partial result (the words so far) unless the final is first."""
 
     def __init__(self, engine: WhisperEngine) -> None:
         self._engine = engine
