@@ -1,12 +1,10 @@
 """Recordings: `captures/<CallSid>/caller.wav` and `receiver.wav`, streamed to disk live.
 
 The WAV header is rewritten after every append, so a file being written is a valid, playable WAV
-at every moment, even if the process is killed. The header is mapped into memory: rewriting it
-is a store into the page cache, not two more system calls per 20 ms frame and track.
-`repair_captures` fixes the rare file whose header missed the last append. A write that fails
-(disk full, removed folder) is logged once per call; the writer retries at most once a second
-and fills what it missed with silence, so the two files stay aligned sample for sample when
-recording resumes.
+at every moment, even if the process is killed; `repair_captures` fixes the rare file whose
+header missed the last append. A write that fails (disk full, removed folder) is logged once per
+call; the writer retries at most once a second and fills what it missed with silence, so the
+two files stay aligned sample for sample when recording resumes.
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import mmap
 import os
 import re
 import struct
@@ -74,16 +71,11 @@ class WavWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         if resume and _is_our_wav(path, rate):
             repair_wav(path)
-            self._fd = os.open(path, os.O_RDWR)
+            self._fd = os.open(path, os.O_WRONLY)
             self.samples = (os.lseek(self._fd, 0, os.SEEK_END) - HEADER_BYTES) // 2
-        else:
-            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-            os.write(self._fd, wav_header(0, rate))
-        try:
-            self._header = mmap.mmap(self._fd, HEADER_BYTES)
-        except OSError:
-            os.close(self._fd)
-            raise
+            return
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.write(self._fd, wav_header(0, rate))
 
     def append_silence(self, sample_count: int) -> None:
         while sample_count > 0:
@@ -114,14 +106,14 @@ class WavWriter:
 
     def _write_header(self) -> None:
         data_bytes = 2 * self.samples
-        struct.pack_into("<I", self._header, 4, 36 + data_bytes)
-        struct.pack_into("<I", self._header, 40, data_bytes)
+        os.pwrite(self._fd, struct.pack("<I", 36 + data_bytes), 4)
+        os.pwrite(self._fd, struct.pack("<I", data_bytes), 40)
 
     def close(self) -> None:
         if self._fd < 0:
             return
-        self._write_header()
-        self._header.close()
+        with contextlib.suppress(OSError):
+            self._write_header()
         os.close(self._fd)
         self._fd = -1
 
