@@ -11,7 +11,9 @@ time, and prints:
   - relay latency: media frame due -> `media_in` at a Socket.IO client, ASR on vs off;
   - server CPU (cores busy), real-time factor (CPU seconds per second of track audio), memory;
   - the worst recognition lag seen in `GET /`, and audio skipped under overload;
-  - the load generator's own CPU (it shares the machine).
+  - the load generator's own CPU (it shares the machine);
+  - at the end, the loads that stayed live and the loads whose final p95 met 1.0 s, in every
+    run of that load: how many concurrent calls this machine transcribes in real time.
 Near saturation single runs vary widely: `--repeat K` runs each row K times.
 Loopback only. Figures, not pass/fail.
 """
@@ -123,6 +125,32 @@ class RunResult:
     skipped: float = 0.0
     engine_status: dict[str, Any] = field(default_factory=dict)
     missing_calls: int = 0
+
+    @property
+    def live(self) -> bool:
+        """Recognition kept up: no audio skipped, every call transcribed, lag stayed bounded."""
+        return not self.skipped and not self.missing_calls and self.max_lag < LIVE_LAG_SECONDS
+
+
+LIVE_LAG_SECONDS = 2.0
+"""A track's audio waits while its utterance decodes (~1 s at 10 calls); recognition that falls
+behind grows its lag until audio is skipped at `ASR_MAX_LAG_SECONDS`."""
+LATENCY_GOAL_SECONDS = 1.0
+
+
+def verdict(results: list[RunResult]) -> str:
+    """Which loads stayed live and which met the latency goal, in every run of that load."""
+    loads = sorted({r.calls for r in results})
+
+    def every_run(check: Callable[[RunResult], bool]) -> str:
+        held = [n for n in loads if all(check(r) for r in results if r.calls == n)]
+        return ", ".join(map(str, held)) + " calls" if held else "none"
+
+    return (
+        f"live (nothing skipped, every call transcribed, worst lag < {LIVE_LAG_SECONDS:.0f} s): "
+        f"{every_run(lambda r: r.live)}; final p95 <= {LATENCY_GOAL_SECONDS:.1f} s: "
+        f"{every_run(lambda r: percentile(r.latencies, 95) <= LATENCY_GOAL_SECONDS)}"
+    )
 
 
 def run(calls: int, engine: str, conversation: Conversation, speed: float) -> RunResult:
@@ -322,11 +350,14 @@ def main() -> None:
         f"{'utt':>5} {'fallbk':>6} {'early':>7} {'wait p95':>8} {'dec p95':>7}"
     )
     rows = []
+    transcribed: list[RunResult] = []
     nan = float("nan")
     for calls in [int(c) for c in args.calls.split(",")]:
         engines = [args.engine] if args.no_compare_off else [args.engine, "off"]
         for engine in [e for e in engines for _ in range(args.repeat)]:
             r = run(calls, engine, conversation, args.speed)
+            if engine != "off":
+                transcribed.append(r)
             rows.append(
                 f"{calls:>5} {engine:>7} "
                 f"{r.wer.get('caller', nan):>10.1%} {r.wer.get('receiver', nan):>9.1%} "
@@ -351,6 +382,8 @@ def main() -> None:
                     f"(waited {seconds(final.queue)}, decoded in {seconds(final.decode)}): "
                     f"{final.text}"
                 )
+    if transcribed:
+        print(verdict(transcribed))
     print(
         "\nlat: speech end -> final event (s). media: frame due -> media_in at a client. "
         "cores: server CPU / wall time, asr: the recognition process's share of it; gen: the "
