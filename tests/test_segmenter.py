@@ -146,6 +146,22 @@ def test_an_utterance_is_settled_once_post_roll_of_its_pause_has_passed() -> Non
     assert segmenter.settled is None
 
 
+def test_a_long_utterance_settles_sooner_and_keeps_less_of_its_pause() -> None:
+    """Its decode is what the final waits for: long_post_roll (0.1 s) from long_speech (3.5 s)."""
+    _, segmenter = segment(signal((0.5, 0), (4.0, 0.5)), step=512)
+    feed_in_windows(segmenter, signal((0.09, 0)))
+    assert segmenter.settled is None
+    feed_in_windows(segmenter, signal((0.06, 0)))
+    settled = segmenter.settled
+    assert settled is not None
+    kept_after_speech = (
+        len(settled.audio) / RATE - 0.3 - (settled.speech_end - settled.speech_start) / RATE
+    )
+    assert abs(kept_after_speech - 0.1) < 0.02  # not 0.2 (pre-roll: whole windows, ~0.3 s)
+    [closed] = feed_in_windows(segmenter, signal((0.4, 0)))
+    assert closed is settled
+
+
 def test_speech_that_goes_on_after_a_short_pause_unsettles_the_utterance() -> None:
     _, segmenter = segment(signal((0.5, 0), (1.0, 0.5), (0.3, 0)), step=512)
     settled = segmenter.settled

@@ -3,12 +3,13 @@
 A small state machine over 32 ms VAD windows: SILENCE -> SPEECH when a window's speech
 probability reaches `threshold`; SPEECH -> SILENCE once `min_silence` has passed below
 `threshold - 0.15` (hysteresis, as Silero's own segmentation does). An utterance keeps
-`pre_roll` of audio before its first speech window and `post_roll` after its last, and is cut
-at `max_utterance` even without a pause (Whisper sees 30 s at most).
+`pre_roll` of audio before its first speech window and `post_roll` after its last
+(`long_post_roll` once it holds `long_speech` of speech), and is cut at `max_utterance` even
+without a pause (Whisper sees 30 s at most).
 
-Once `post_roll` of a pause has passed, the audio the utterance keeps is complete: `settled` is
-then the utterance exactly as it will close if the pause lasts to `min_silence`, so a recogniser
-can start on it early and the pause only has to confirm it.
+Once its post-roll of a pause has passed, the audio the utterance keeps is complete: `settled`
+is then the utterance exactly as it will close if the pause lasts to `min_silence`, so a
+recogniser can start on it early and the pause only has to confirm it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,16 @@ class SegmenterParams:
     min_speech: float = 0.25
     pre_roll: float = 0.3
     post_roll: float = 0.2
+    long_speech: float = 3.5
+    long_post_roll: float = 0.1
+    """A long utterance's decode is what its final waits for (the p95), and it can start only
+    once the post-roll has passed: 0.1 s instead of 0.2 s lets it start ~0.1 s sooner. Shorter
+    ones keep 0.2 s: with less trailing audio Whisper loops on short ones more often, and more
+    early decodes are wasted on speakers who go on. 10 calls, five alternating runs: final p95
+    0.79-0.99 s (mean 0.85) against 0.86-1.11 s (mean 0.97), max mean 1.12 against 1.24 s,
+    partials 20-23 against 18-21 a run. From 2 s of speech instead: 32-37 partials, more CPU,
+    and no gain under load. Offline over twelve lead-ins the texts did not change (WER 3.8 /
+    6.7% both); live, two of 590 caller words flipped (4.4 against 4.1%)."""
     max_utterance: float = 25.0
 
 
@@ -107,9 +118,16 @@ class UtteranceSegmenter:
         too_long = (self.position - self._speech_start) / SAMPLE_RATE >= p.max_utterance
         if silent_for >= p.min_silence or too_long:
             return self._close()
-        if p.post_roll <= silent_for < p.post_roll + WINDOW_SAMPLES / SAMPLE_RATE:
+        post_roll = self._post_roll()
+        if post_roll <= silent_for < post_roll + WINDOW_SAMPLES / SAMPLE_RATE:
             self._settled = self._cut()
         return None
+
+    def _post_roll(self) -> float:
+        """Seconds of the pause the open utterance keeps."""
+        p = self.params
+        speech = (self._last_speech_end - self._speech_start) / SAMPLE_RATE
+        return p.long_post_roll if speech >= p.long_speech else p.post_roll
 
     def _close(self) -> Utterance | None:
         if not self._in_speech:
@@ -121,14 +139,14 @@ class UtteranceSegmenter:
         return utterance
 
     def _cut(self) -> Utterance | None:
-        """The open utterance with post_roll of its trailing silence; None if too short."""
+        """The open utterance with its post-roll of trailing silence; None if too short."""
         p = self.params
         if (self._last_speech_end - self._speech_start) / SAMPLE_RATE < p.min_speech:
             return None
         audio = np.concatenate(self._utterance)
         pre_roll_samples = len(audio) - (self.position - self._speech_start)
         keep_until = pre_roll_samples + (self._last_speech_end - self._speech_start)
-        keep_until = min(len(audio), keep_until + round(p.post_roll * SAMPLE_RATE))
+        keep_until = min(len(audio), keep_until + round(self._post_roll() * SAMPLE_RATE))
         return Utterance(audio[:keep_until], self._speech_start, self._last_speech_end)
 
     def skip(self, sample_count: int) -> list[Utterance]:

@@ -415,7 +415,7 @@ def _silence_hallucination(segment: Any) -> bool:
 class WhisperRecogniser(TrackRecogniser):
     """One track: its VAD and segmenter, and the decode of its utterances.
 
-    An utterance is submitted as soon as its audio is complete (`post_roll` into the pause),
+    An utterance is submitted as soon as its audio is complete (its post-roll into the pause),
     so that by the time the pause has lasted `min_silence` its transcript is mostly ready: the
     same audio, the same text, ~0.2 s sooner. It is submitted even when every decode worker is
     busy: it waits behind the confirmed utterances, and once confirmed its place among them
