@@ -153,7 +153,8 @@ def verdict(results: list[RunResult]) -> str:
     def pooled(calls: int) -> str:
         runs = [r for r in results if r.calls == calls]
         finals = [latency for r in runs for latency in r.latencies]
-        return f"{calls} calls {percentile(finals, 95):.2f} s ({len(runs)} runs)"
+        runs_said = f"{len(runs)} run" if len(runs) == 1 else f"{len(runs)} runs"
+        return f"{calls} calls {percentile(finals, 95):.2f} s ({runs_said})"
 
     return (
         f"live (nothing skipped, every call transcribed, worst lag < {LIVE_LAG_SECONDS:.0f} s): "

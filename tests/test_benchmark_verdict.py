@@ -29,7 +29,7 @@ def test_the_pooled_p95_is_over_the_finals_of_every_run_of_a_load() -> None:
     results = [run(10, [0.5] * 18 + [1.4, 1.6]), run(10, [0.6] * 20), run(5, [0.4] * 20)]
     line = verdict(results)
     assert line.endswith(
-        "final p95 over all runs' finals: 5 calls 0.40 s (1 runs), 10 calls 0.64 s (2 runs)"
+        "final p95 over all runs' finals: 5 calls 0.40 s (1 run), 10 calls 0.64 s (2 runs)"
     )
     assert "final p95 <= 1.0 s: 5 calls;" in line
 

@@ -42,7 +42,7 @@ class SegmenterParams:
     0.79-0.99 s (mean 0.85) against 0.86-1.11 s (mean 0.97), max mean 1.12 against 1.24 s,
     partials 20-23 against 18-21 a run. From 2 s of speech instead: 32-37 partials, more CPU,
     and no gain under load. Offline over twelve lead-ins the texts did not change (WER 3.8 /
-    6.7% both); live, two of 590 caller words flipped (4.4 against 4.1%)."""
+    6.7% both); live at 10 calls one caller word came out "coldhearted" (4.4 against 4.1%)."""
     max_utterance: float = 25.0
 
 
