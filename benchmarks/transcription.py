@@ -13,7 +13,8 @@ time, and prints:
   - the worst recognition lag seen in `GET /`, and audio skipped under overload;
   - the load generator's own CPU (it shares the machine);
   - at the end, the loads that stayed live and the loads whose final p95 met 1.0 s, in every
-    run of that load: how many concurrent calls this machine transcribes in real time.
+    run of that load (how many concurrent calls this machine transcribes in real time), and
+    each load's p95 over the finals of all its runs.
 Near saturation single runs vary widely: `--repeat K` runs each row K times.
 Loopback only. Figures, not pass/fail.
 """
