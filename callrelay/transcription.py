@@ -1,17 +1,11 @@
-"""The transcription sink: one recogniser per call track, run on worker threads, never on a socket.
+"""The transcription sink: one recogniser per call track, never waited on by a socket.
 
 Each track is a small actor: the stream thread appends audio to the track's queue and returns at
-once; a worker from a shared pool drains the queue in order, one worker per track at a time.
-A recogniser that answers later (one in the recognition process) needs no worker: the track
-sends its next piece when the answer to the last one comes, one call in flight at a time.
+once. The track hands its recogniser the next piece when the answer to the last one comes, one
+call in flight at a time, so the recogniser sees the track in order and no thread waits on it.
 The queue is bounded by `max_lag` seconds of audio: when recognition falls that far behind, the
 oldest audio is skipped (the recogniser is told, so times stay right), counted and logged, and
 the relay never waits. `lag` is how far behind each track is; `GET /` shows the worst.
-
-These workers run at the relay's own priority: they take the relay's interpreter lock, and a
-lowered thread that the scheduler parks while it holds the lock stalls every socket thread
-(measured: relay p95 at 10 calls 24-37 ms with them at nice 10, 12-15 ms without). It is the
-recognition process (`asr/process.py`) that runs at a lower priority.
 """
 
 from __future__ import annotations
@@ -21,23 +15,23 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from callrelay.asr import SpeechEngine, TrackRecogniser, Transcript
-from callrelay.asr.base import CallName
+from callrelay.asr.base import Answer, RecogniserMethod
 from callrelay.audio import Int16Array
 from callrelay.call import AudioChunk, CallInfo
 from callrelay.logs import log_event
+from callrelay.tracks import SPEAKER_NAMES
 from callrelay.twilio.media_stream import Track
 
 logger = logging.getLogger("callrelay.transcription")
 
-SPEAKER_NAMES: dict[Track, str] = {"inbound": "Caller", "outbound": "Receiver"}
 FEED_BATCH_SECONDS = 0.06
 """A track's audio goes to its recogniser in pieces of this much (three Twilio frames, about
 two VAD windows): a request to the recognition process per frame would cost more CPU in
@@ -79,9 +73,7 @@ class TrackTranscriber:
         # A stream that starts later on its call's timeline: the recogniser counts from there.
         self._queue: deque[Int16Array | _Skip] = deque([_Skip(start_at)] if start_at else [])
         self._queued = 0
-        self._scheduled = False
         self._finishing = False
-        self._answers_later = recogniser.answers_later
         self._in_flight = False
         self._finish_sent = False
         self.done = threading.Event()
@@ -114,20 +106,15 @@ class TrackTranscriber:
                 self._queue.appendleft(_Skip(skip + dropped))
                 self.skipped += dropped
             ready = self._queued >= self._min_batch
-            if ready and not self._answers_later:
-                self._schedule()
         if dropped:
             self._sink.overloaded(self, dropped)
-        if ready and self._answers_later:
+        if ready:
             self._send_next()
 
     def finish(self) -> None:
         with self._lock:
             self._finishing = True
-            if not self._answers_later:
-                self._schedule()
-        if self._answers_later:
-            self._send_next()
+        self._send_next()
 
     def _send_next(self) -> None:
         """Hand the recogniser what is queued, unless a call is in flight: its answer sends
@@ -141,13 +128,25 @@ class TrackTranscriber:
                     return
                 self._in_flight = True
             method, argument, samples = call
-            answer = self._recogniser.begin(method, argument)
+            answer = self._begin(method, argument)
             if not answer.done():
                 answer.add_done_callback(partial(self._answered, method, samples, resume=True))
                 return
             self._answered(method, samples, answer)
 
-    def _next_call(self) -> tuple[CallName, object, int] | None:
+    def _begin(self, method: RecogniserMethod, argument: Any) -> Answer:
+        try:
+            if method == "accept":
+                return self._recogniser.accept(argument)
+            if method == "skip":
+                return self._recogniser.skip(argument)
+            return self._recogniser.finish()
+        except Exception as error:
+            failed: Answer = Future()
+            failed.set_exception(error)
+            return failed
+
+    def _next_call(self) -> tuple[RecogniserMethod, Any, int] | None:
         if self._queue and isinstance(self._queue[0], _Skip):
             skip = self._queue.popleft()
             assert isinstance(skip, _Skip)
@@ -165,7 +164,7 @@ class TrackTranscriber:
         return None
 
     def _answered(
-        self, method: CallName, samples: int, answer: Future[list[Transcript]], resume: bool = False
+        self, method: RecogniserMethod, samples: int, answer: Answer, resume: bool = False
     ) -> None:
         self._run(answer.result, samples)
         with self._lock:
@@ -175,43 +174,6 @@ class TrackTranscriber:
             self._sink.track_done(self)
         elif resume:
             self._send_next()
-
-    def _schedule(self) -> None:
-        if not self._scheduled:
-            self._scheduled = True
-            self._sink.submit(self._drain)
-
-    def _drain(self) -> None:
-        while True:
-            with self._lock:
-                items = list(self._queue)
-                self._queue.clear()
-                self._queued = 0
-                finish_now = not items and self._finishing and not self.done.is_set()
-                if not items and not finish_now:
-                    self._scheduled = False
-                    return
-            if finish_now:
-                self._run(self._recogniser.finish, 0)
-                self.done.set()
-                self._sink.track_done(self)
-            else:
-                self._process(items)
-
-    def _process(self, items: list[Int16Array | _Skip]) -> None:
-        """Runs of audio go to the recogniser in one call each; skips in between."""
-        run: list[Int16Array] = []
-        for item in [*items, None]:
-            if isinstance(item, np.ndarray):
-                run.append(item)
-                continue
-            if run:
-                audio = np.concatenate(run) if len(run) > 1 else run[0]
-                self._run(partial(self._recogniser.accept, audio), len(audio))
-                run = []
-            if isinstance(item, _Skip):
-                # Counted in `skipped` when it was dropped, not as processed.
-                self._run(partial(self._recogniser.skip, item.samples), 0)
 
     def _run(self, step: Callable[[], list[Transcript]], samples: int) -> None:
         try:
@@ -230,12 +192,10 @@ class TranscriptionSink:
         engine: SpeechEngine,
         listeners: Sequence[TranscriptListener],
         *,
-        workers: int = 4,
         max_lag_seconds: float = 30.0,
     ) -> None:
         self.engine = engine
         self._listeners = listeners
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asr")
         self._max_pending = int(max_lag_seconds * engine.sample_rate)
         self._lock = threading.Lock()
         self._calls: dict[str, dict[Track, TrackTranscriber]] = {}
@@ -279,10 +239,7 @@ class TranscriptionSink:
         for transcriber in tracks.values():
             transcriber.finish()
 
-    # Worker side
-
-    def submit(self, work: Callable[[], None]) -> None:
-        self._pool.submit(work)
+    # The recogniser's side
 
     def deliver(self, transcriber: TrackTranscriber, transcript: Transcript) -> None:
         call = transcriber.call

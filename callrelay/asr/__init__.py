@@ -53,7 +53,9 @@ def _vosk(settings: Settings) -> SpeechEngine:
         from callrelay.asr.vosk import VoskEngine
     except ImportError as error:
         raise EngineUnavailable(f"vosk is not installed ({error})") from None
-    return VoskEngine(path, silence_flush=settings.silence_flush_seconds)
+    return VoskEngine(
+        path, silence_flush=settings.silence_flush_seconds, workers=settings.asr_workers
+    )
 
 
 def load_engine(settings: Settings) -> SpeechEngine | None:

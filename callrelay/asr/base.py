@@ -10,14 +10,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from callrelay.audio import Int16Array
-
-CallName = Literal["accept", "skip", "finish"]
 
 RECOGNITION_NICE = 10
 """Recognition runs at a lower OS priority than the relay, so that when the CPU is short it is
@@ -39,48 +37,34 @@ class Transcript:
     that decode whole utterances: where a late final's time went (logged, not compared)."""
 
 
+RecogniserMethod = Literal["accept", "skip", "finish"]
+
+Answer = Future[list[Transcript]]
+"""What a recogniser call returns: the transcripts that became known, when they are known."""
+
+
 class TrackRecogniser(ABC):
-    answers_later: ClassVar[bool] = False
-    """`begin` returns at once and its answer comes on another thread (a recogniser in the
-    recognition process): the sink then drives the track from its callbacks, with no thread of
-    its own waiting on every call."""
+    """One track's recogniser. Each call returns at once with a future: recognition runs on the
+    engine's own threads (or in the recognition process), never on the thread that feeds the
+    track. The caller makes one call at a time per track and waits for its answer before the
+    next, so a recogniser sees its track in order and never two calls at once."""
 
     @abstractmethod
-    def accept(self, samples: Int16Array) -> list[Transcript]:
-        """The track's next samples; returns what became recognisable (finals, partials)."""
+    def accept(self, samples: Int16Array) -> Answer:
+        """The track's next samples; answers what became recognisable (finals, partials)."""
 
     @abstractmethod
-    def skip(self, sample_count: int) -> list[Transcript]:
+    def skip(self, sample_count: int) -> Answer:
         """Audio that will never come (dropped under load): close what is pending, move on."""
 
     @abstractmethod
-    def finish(self) -> list[Transcript]:
+    def finish(self) -> Answer:
         """The track ended: everything still pending, as finals."""
-
-    def begin(self, method: CallName, argument: Any = None) -> Future[list[Transcript]]:
-        """`accept`, `skip` or `finish` without waiting on work done elsewhere. By default the
-        call runs here and now; a recogniser whose work ends on other threads (Whisper's
-        decode) answers when it is done instead."""
-        future: Future[list[Transcript]] = Future()
-        try:
-            future.set_result(self.call(method, argument))
-        except Exception as error:
-            future.set_exception(error)
-        return future
-
-    def call(self, method: CallName, argument: Any = None) -> list[Transcript]:
-        if method == "accept":
-            return self.accept(argument)
-        if method == "skip":
-            return self.skip(argument)
-        return self.finish()
 
 
 class SpeechEngine(ABC):
-    begins_quickly: ClassVar[bool] = False
-    """Its recognisers' `begin` takes well under a millisecond and never waits (the heavy work
-    runs on the engine's own threads), so the recognition process calls it on the thread that
-    reads requests instead of handing each request to a worker."""
+    """A loaded speech model, shared by every track's recogniser."""
+
     name: str
     sample_rate: int
     """The rate the recognisers take: 16000, or 8000 to feed the telephone audio unchanged."""
@@ -93,6 +77,13 @@ class SpeechEngine(ABC):
 
     def close(self) -> None:  # noqa: B027 (most engines hold nothing to release)
         """Release what the engine holds, once every recogniser has finished."""
+
+
+def answered(transcripts: list[Transcript]) -> Answer:
+    """An answer known at once."""
+    answer: Answer = Future()
+    answer.set_result(transcripts)
+    return answer
 
 
 def pcm_to_float(samples: Int16Array) -> npt.NDArray[np.float32]:

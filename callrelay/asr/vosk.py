@@ -3,7 +3,8 @@
 Vosk models are built with `--allow-upsample=true`, so `KaldiRecognizer(model, 8000)` takes the
 call's own samples and Kaldi resamples inside. Endpointing is Kaldi's (the model's conf); the
 relay adds one rule of its own: after `silence_flush` seconds with text pending but no final, the
-pending text is flushed as a final and the recogniser reset.
+pending text is flushed as a final and the recogniser reset. Kaldi releases the interpreter lock
+while it decodes, so tracks are recognised on a small pool of threads, several at once.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from callrelay.asr.base import SpeechEngine, TrackRecogniser, Transcript
+from callrelay.asr.base import Answer, SpeechEngine, TrackRecogniser, Transcript
 from callrelay.audio import Int16Array
 from callrelay.logs import log_event
 
@@ -34,7 +36,7 @@ class VoskEngine(SpeechEngine):
     name = "vosk"
     sample_rate = VOSK_RATE
 
-    def __init__(self, model_path: Path, *, silence_flush: float = 30.0) -> None:
+    def __init__(self, model_path: Path, *, silence_flush: float = 30.0, workers: int = 2) -> None:
         import vosk
 
         vosk.SetLogLevel(-1)
@@ -43,6 +45,7 @@ class VoskEngine(SpeechEngine):
         self._model = vosk.Model(str(model_path))
         self._recogniser_class = vosk.KaldiRecognizer
         self.silence_flush = silence_flush
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vosk")
         self.load_seconds = time.monotonic() - started
         log_event(
             logger,
@@ -57,6 +60,9 @@ class VoskEngine(SpeechEngine):
 
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "model": self.model_path.name}
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
 
     def kaldi_recogniser(self) -> Any:
         recogniser = self._recogniser_class(self._model, VOSK_RATE)
@@ -74,7 +80,16 @@ class VoskRecogniser(TrackRecogniser):
         self._partial = ""
         self._partial_changed_at = 0
 
-    def accept(self, samples: Int16Array) -> list[Transcript]:
+    def accept(self, samples: Int16Array) -> Answer:
+        return self._engine.pool.submit(self._accept, samples)
+
+    def skip(self, sample_count: int) -> Answer:
+        return self._engine.pool.submit(self._skip, sample_count)
+
+    def finish(self) -> Answer:
+        return self._engine.pool.submit(self._finish)
+
+    def _accept(self, samples: Int16Array) -> list[Transcript]:
         results: list[Transcript] = []
         for start in range(0, len(samples), PIECE_SAMPLES):
             results += self._accept_piece(samples[start : start + PIECE_SAMPLES])
@@ -94,13 +109,13 @@ class VoskRecogniser(TrackRecogniser):
             return self._restart()
         return []
 
-    def skip(self, sample_count: int) -> list[Transcript]:
+    def _skip(self, sample_count: int) -> list[Transcript]:
         results = self._restart()
         self._position += sample_count
         self._offset = self._position
         return results
 
-    def finish(self) -> list[Transcript]:
+    def _finish(self) -> list[Transcript]:
         return self._final(self._kaldi.FinalResult())
 
     def _restart(self) -> list[Transcript]:

@@ -9,10 +9,9 @@ the cost. Here the encoder reads only the utterance plus 1 s (at least `min_wind
 padded with the log-mel of silence, and the decoder reads that encoding followed by the
 encoding of a silent 30 s window (computed once, at load) up to `context` seconds: to the
 decoder the utterance is the start of a longer, quiet window. Without that silent context
-short windows loop ("seven of clubs. Seven of clubs."); with it, on the shared real speech
-over eight alignments, WER was 4.6% against 4.8% for a 12 s encoder window, for 32% less CPU
-per utterance (214 against 315 ms on one thread). The silence must be encoded as a whole 30 s
-window (0.7 s once, at load): the same frames from a 12 s silent window gave 7.6% and loops.
+short windows loop ("seven of clubs. Seven of clubs."); with it, accuracy is that of a 12 s
+encoder window for about a third less CPU per utterance. The silence must be encoded as a whole
+30 s window (0.7 s once, at load): the same frames from a shorter silent window loop again.
 When the text shows Whisper's failure signs (a loop, by gzip ratio or a phrase said twice, or a
 low log-probability) the utterance is transcribed again by faster-whisper's own full 30 s path,
 temperature fallback included.
@@ -21,45 +20,38 @@ temperature fallback included.
 from __future__ import annotations
 
 import logging
-import math
-import re
 import threading
 import time
-import zlib
-from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from callrelay.asr.base import (
-    CallName,
-    SpeechEngine,
-    TrackRecogniser,
-    Transcript,
-    pcm_to_float,
-)
+from callrelay.asr.base import Answer, SpeechEngine, TrackRecogniser, Transcript, pcm_to_float
+from callrelay.asr.decode_queue import DecodeQueue
 from callrelay.asr.segmenter import SegmenterParams, Utterance, UtteranceSegmenter
 from callrelay.asr.vad import SAMPLE_RATE, StreamingVad
+from callrelay.asr.whisper_text import (
+    LOW_LOG_PROBABILITY,
+    REPETITION_RATIO,
+    compression_ratio,
+    repeats_itself,
+    silence_hallucination,
+    utterance_transcript,
+)
 from callrelay.audio import Int16Array
 from callrelay.logs import log_event
 
 logger = logging.getLogger("callrelay.asr")
 
-NO_SPEECH_PROBABILITY = 0.6
-LOW_LOG_PROBABILITY = -1.0
-REPETITION_RATIO = 2.4
 FRAMES_PER_SECOND = 100
 FULL_WINDOW_FRAMES = 3000
-RECENT_DECODES = 500
-"""Timings kept for `GET /`: the last this many utterances."""
 NO_REPEAT_NGRAM = 3
 """Beam search in a short window can loop on a short utterance ("ten of clubs ten of clubs");
-forbidding a repeated trigram stops it (measured: no fallbacks left, WER unchanged)."""
+forbidding a repeated trigram stops it without costing accuracy."""
 
 
 def bundled_model_path() -> Path | None:
@@ -71,118 +63,7 @@ def bundled_model_path() -> Path | None:
     return path if (path / "model.bin").is_file() else None
 
 
-class DecodeQueue:
-    """Utterances from every track wait here for one of `workers` decode threads, each decoded
-    on its own. Batching the utterances that wait was measured and dropped: live, batches are
-    rare (1.02-1.05 utterances on average at 10 calls), save no CPU, since an utterance is
-    padded to the longest in its batch and decoded for as many steps, and hold every member
-    back to the slowest (10 calls, five alternating runs each: p95 1.17-1.30 s one at a time
-    against 1.30-1.81 s in batches of up to 8; at 14 calls 3.5 against 4.0 s).
-
-    An utterance may also be submitted early, while its pause has yet to confirm its end
-    (`early=True`): it is taken only when no confirmed utterance waits, and it is withdrawn
-    (`future.cancel()`) if the speaker goes on before a worker has started on it."""
-
-    def __init__(self, decode: Callable[[Utterance], Transcript | None], *, workers: int) -> None:
-        self._decode = decode
-        self._workers = workers
-        self._ready = threading.Condition()
-        self._confirmed: deque[_Job] = deque()
-        self._early: deque[_Job] = deque()
-        self._running = 0
-        self.decoded = 0
-        self._waits: deque[float] = deque(maxlen=RECENT_DECODES)
-        self._decode_seconds: deque[float] = deque(maxlen=RECENT_DECODES)
-        for number in range(workers):
-            threading.Thread(target=self._work, name=f"whisper-{number}", daemon=True).start()
-
-    @property
-    def has_idle_worker(self) -> bool:
-        """Some worker would start on an utterance submitted now."""
-        with self._ready:
-            return self._running + len(self._confirmed) + len(self._early) < self._workers
-
-    def timings(self) -> dict[str, dict[str, float]]:
-        """Seconds an utterance waited for a worker, and its decode took (with its full-window
-        fallback if it needed one): the median and 95th percentile of the recent ones, where a
-        final's latency goes."""
-        with self._ready:
-            waits, decodes = list(self._waits), list(self._decode_seconds)
-        return {"queueWait": _percentiles(waits), "decode": _percentiles(decodes)}
-
-    def submit(self, utterance: Utterance, *, early: bool = False) -> Future[Transcript | None]:
-        job = _Job(utterance, Future(), time.monotonic())
-        with self._ready:
-            (self._early if early else self._confirmed).append(job)
-            self._ready.notify()
-        return job.future
-
-    def confirm(self, future: Future[Transcript | None]) -> None:
-        """An early utterance's end is confirmed: it now goes ahead of the early ones, and of
-        the confirmed ones submitted after it (its speaker stopped before theirs did)."""
-        with self._ready:
-            for job in self._early:
-                if job.future is future:
-                    self._early.remove(job)
-                    later = (
-                        i for i, j in enumerate(self._confirmed) if j.submitted > job.submitted
-                    )
-                    self._confirmed.insert(next(later, len(self._confirmed)), job)
-                    return
-
-    def _take(self) -> tuple[_Job, float]:
-        """The next utterance to decode, and when a worker took it."""
-        with self._ready:
-            while True:
-                waiting = self._confirmed if self._confirmed else self._early
-                while waiting:
-                    job = waiting.popleft()
-                    if job.future.set_running_or_notify_cancel():
-                        self._running += 1
-                        started = time.monotonic()
-                        self._waits.append(started - job.submitted)
-                        return job, started
-                self._ready.wait()
-
-    def _work(self) -> None:
-        while True:
-            job, started = self._take()
-            try:
-                result = self._decode(job.utterance)
-            except Exception as error:
-                job.future.set_exception(error)
-                continue
-            finally:
-                decode_seconds = time.monotonic() - started
-                with self._ready:
-                    self._running -= 1
-                    self._decode_seconds.append(decode_seconds)
-                    self.decoded += 1
-            if result is not None:
-                result = replace(
-                    result,
-                    queue_seconds=round(started - job.submitted, 3),
-                    decode_seconds=round(decode_seconds, 3),
-                )
-            job.future.set_result(result)
-
-
-@dataclass(frozen=True, eq=False)
-class _Job:
-    utterance: Utterance
-    future: Future[Transcript | None]
-    submitted: float
-
-
-def _percentiles(seconds: list[float]) -> dict[str, float]:
-    if not seconds:
-        return {}
-    p50, p95 = np.percentile(seconds, [50, 95])
-    return {"p50": round(float(p50), 3), "p95": round(float(p95), 3)}
-
-
 class WhisperEngine(SpeechEngine):
-    begins_quickly = True
     name = "whisper"
     sample_rate = SAMPLE_RATE
 
@@ -323,7 +204,7 @@ class WhisperEngine(SpeechEngine):
         if text is None:
             self.fallbacks += 1
             text, log_probability, no_speech = self._full_window(utterance.audio)
-        return _transcript(utterance, text, log_probability, no_speech)
+        return utterance_transcript(utterance, text, log_probability, no_speech)
 
     def _short_window(self, audio: Any) -> tuple[str | None, float, float]:
         """Encode the utterance in a short window; None as a text that is not to be trusted."""
@@ -353,7 +234,7 @@ class WhisperEngine(SpeechEngine):
         # faster-whisper's average log-probability (length penalty 1).
         log_probability = float(result.scores[0]) * len(tokens) / (len(tokens) + 1)
         no_speech = float(result.no_speech_prob)
-        if text and (_compression_ratio(text) > REPETITION_RATIO or _repeats_itself(text)):
+        if text and (compression_ratio(text) > REPETITION_RATIO or repeats_itself(text)):
             return None, log_probability, no_speech
         if text and log_probability < LOW_LOG_PROBABILITY and no_speech < 0.5:
             return None, log_probability, no_speech
@@ -368,48 +249,12 @@ class WhisperEngine(SpeechEngine):
             without_timestamps=True,
             vad_filter=False,
         )
-        kept: list[Any] = [s for s in segments if not _silence_hallucination(s)]
+        kept: list[Any] = [s for s in segments if not silence_hallucination(s)]
         if not kept:
             return "", 0.0, 1.0
         text = " ".join(s.text.strip() for s in kept).strip()
         log_probability = sum(s.avg_logprob for s in kept) / len(kept)
         return text, log_probability, min(s.no_speech_prob for s in kept)
-
-
-def _transcript(
-    utterance: Utterance, text: str | None, log_probability: float, no_speech: float
-) -> Transcript | None:
-    """None for no text, or a text Whisper likely made up over silence."""
-    if not text or (no_speech > NO_SPEECH_PROBABILITY and log_probability < LOW_LOG_PROBABILITY):
-        return None
-    return Transcript(
-        text=text,
-        start=utterance.speech_start / SAMPLE_RATE,
-        end=utterance.speech_end / SAMPLE_RATE,
-        confidence=round(min(1.0, math.exp(log_probability)), 3),
-    )
-
-
-def _repeats_itself(text: str) -> bool:
-    """A phrase of two or more words said twice in a row: Whisper's loop, rare in speech."""
-    words = re.sub(r"[^\w' ]+", " ", text.lower()).split()
-    for size in range(2, len(words) // 2 + 1):
-        for start in range(len(words) - 2 * size + 1):
-            if words[start : start + size] == words[start + size : start + 2 * size]:
-                return True
-    return False
-
-
-def _compression_ratio(text: str) -> float:
-    data = text.encode("utf-8")
-    return len(data) / len(zlib.compress(data))
-
-
-def _silence_hallucination(segment: Any) -> bool:
-    """Whisper's own rule: likely no speech and a low-confidence text means made-up words."""
-    return bool(
-        segment.no_speech_prob > NO_SPEECH_PROBABILITY and segment.avg_logprob < LOW_LOG_PROBABILITY
-    )
 
 
 class WhisperRecogniser(TrackRecogniser):
@@ -419,8 +264,7 @@ class WhisperRecogniser(TrackRecogniser):
     so that by the time the pause has lasted `min_silence` its transcript is mostly ready: the
     same audio, the same text, ~0.2 s sooner. It is submitted even when every decode worker is
     busy: it waits behind the confirmed utterances, and once confirmed its place among them
-    counts from its submission (10 calls, six alternating runs: p95 0.71-0.89 s against
-    0.75-1.04 s when it waited for an idle worker first, max 0.82-1.12 against 1.00-1.36 s).
+    counts from its submission.
     If the speaker goes on, the early decode is withdrawn; one a worker had already started is
     not wasted: it comes out as a partial result (the words so far) unless the final is first."""
 
@@ -431,7 +275,7 @@ class WhisperRecogniser(TrackRecogniser):
         self._overtaken: list[Future[Transcript | None]] = []
         """Early decodes of the open utterance that the speaker went on past."""
 
-    def _transcribe(self, utterances: list[Utterance]) -> Future[list[Transcript]]:
+    def _transcribe(self, utterances: list[Utterance]) -> Answer:
         """Decodes for the utterances that closed; the answer once all of them are done."""
         futures = [self._decode(u) for u in utterances]
         partials = self._partials(final_follows=bool(futures))
@@ -464,21 +308,14 @@ class WhisperRecogniser(TrackRecogniser):
         partials = [f.result() for f in done if f.exception() is None]
         return [replace(p, is_final=False) for p in partials if p is not None]
 
-    def begin(self, method: CallName, argument: Any = None) -> Future[list[Transcript]]:
-        if method == "accept":
-            return self._transcribe(self._segmenter.accept(pcm_to_float(argument)))
-        if method == "skip":
-            return self._transcribe(self._segmenter.skip(argument))
+    def accept(self, samples: Int16Array) -> Answer:
+        return self._transcribe(self._segmenter.accept(pcm_to_float(samples)))
+
+    def skip(self, sample_count: int) -> Answer:
+        return self._transcribe(self._segmenter.skip(sample_count))
+
+    def finish(self) -> Answer:
         return self._transcribe(self._segmenter.finish())
-
-    def accept(self, samples: Int16Array) -> list[Transcript]:
-        return self.begin("accept", samples).result()
-
-    def skip(self, sample_count: int) -> list[Transcript]:
-        return self.begin("skip", sample_count).result()
-
-    def finish(self) -> list[Transcript]:
-        return self.begin("finish").result()
 
 
 def _gather(
