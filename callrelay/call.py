@@ -43,7 +43,6 @@ logger = logging.getLogger("callrelay.call")
 
 INPUT_RATE = 8000
 OUTPUT_RATE = 16000
-SPEAKERS: Mapping[Track, str] = {"inbound": "caller", "outbound": "receiver"}
 
 JITTER_TOLERANCE_SAMPLES = 8
 """Timestamps are whole ms; a mismatch up to 1 ms is rounding, not a gap or an overlap."""
@@ -219,7 +218,7 @@ class MediaStreamSession:
     def __init__(
         self,
         sinks: Sequence[CallSink],
-        registry: CallRegistry,
+        registry: LiveCalls,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.state = StreamState.AWAITING_START
@@ -376,14 +375,62 @@ REMEMBERED_CALLS = 10_000
 """Calls whose timeline is kept after their streams end, so that a new stream can resume them."""
 
 
-class CallRegistry:
-    """The streams in flight (for `GET /` and shutdown) and where each call's timeline began."""
+CLOSE_GOING_AWAY = 1001
+
+
+@dataclass(eq=False)
+class StreamConnection:
+    """One Twilio socket being served, as the registry sees it: how to close it, and why it
+    was closed if the relay closed it."""
+
+    close: Callable[[int, str], None]
+    closing_reason: str | None = None
+
+
+class LiveCalls:
+    """The one registry of live calls: every Twilio socket being served, every stream in
+    flight (for `GET /` and shutdown), and where each call's timeline began (to place a call's
+    later streams)."""
 
     def __init__(self, remembered_calls: int = REMEMBERED_CALLS) -> None:
         self._lock = threading.Lock()
+        self._connections: set[StreamConnection] = set()
         self._calls: dict[str, CallInfo] = {}
         self._timelines: OrderedDict[str, _CallTimeline] = OrderedDict()
         self._remembered_calls = remembered_calls
+        self._emptied = threading.Condition(self._lock)
+        self.accepting = True
+
+    def connect(self, close: Callable[[int, str], None]) -> StreamConnection | None:
+        """A socket to serve; None once the relay is shutting down (refuse it)."""
+        with self._lock:
+            if not self.accepting:
+                return None
+            connection = StreamConnection(close)
+            self._connections.add(connection)
+            return connection
+
+    def disconnect(self, connection: StreamConnection) -> None:
+        with self._lock:
+            self._connections.discard(connection)
+            if not self._connections:
+                self._emptied.notify_all()
+
+    def close_all(self, reason: str) -> int:
+        """Stop taking streams and close the open ones; their handlers then end their calls."""
+        with self._lock:
+            self.accepting = False
+            connections = list(self._connections)
+            for connection in connections:
+                connection.closing_reason = reason
+        for connection in connections:
+            connection.close(CLOSE_GOING_AWAY, reason)
+        return len(connections)
+
+    def wait_empty(self, timeout: float) -> bool:
+        """Wait until every socket's handler has finished; False if `timeout` passed first."""
+        with self._lock:
+            return self._emptied.wait_for(lambda: not self._connections, timeout)
 
     def add(self, call: CallInfo) -> CallInfo:
         """Take a stream in; a later stream of a known call comes back placed on its timeline."""

@@ -10,7 +10,6 @@ two files stay aligned sample for sample when recording resumes.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
@@ -21,11 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from callrelay.asr.base import Transcript
 from callrelay.audio import Int16Array
-from callrelay.call import OUTPUT_RATE, SPEAKERS, AudioChunk, CallInfo
+from callrelay.call import OUTPUT_RATE, AudioChunk, CallInfo
 from callrelay.logs import log_event
-from callrelay.transcription import SPEAKER_NAMES
+from callrelay.tracks import FILE_STEMS
 from callrelay.twilio.media_stream import Track
 
 logger = logging.getLogger("callrelay.recording")
@@ -200,14 +198,14 @@ class CallRecorder:
             folder.mkdir(parents=True, exist_ok=True)
             number = 1
             while not call.resumed and any(
-                (folder / f"{SPEAKERS[t]}{suffix}.wav").exists() for t in call.tracks
+                (folder / f"{FILE_STEMS[t]}{suffix}.wav").exists() for t in call.tracks
             ):
                 number += 1
                 suffix = f"-{number}"
         except OSError as error:
             self._warn(call, error)
         tracks = {
-            track: TrackRecording(folder / f"{SPEAKERS[track]}{suffix}.wav")
+            track: TrackRecording(folder / f"{FILE_STEMS[track]}{suffix}.wav")
             for track in call.tracks
         }
         with self._lock:
@@ -279,42 +277,6 @@ class CallRecorder:
             error=f"{type(error).__name__}: {error.strerror or error}",
             detail="audio still goes to clients; recording resumes when the disk allows",
         )
-
-
-class TranscriptFile:
-    """`captures/<CallSid>/transcript.jsonl`: each final, one JSON object per line."""
-
-    def __init__(self, recorder: CallRecorder) -> None:
-        self._recorder = recorder
-
-    def transcript(self, call: CallInfo, track: Track, transcript: Transcript) -> None:
-        if not transcript.is_final:
-            return
-        line = {
-            "speaker": SPEAKER_NAMES[track],
-            "callSid": call.call_sid,
-            "streamSid": call.stream_sid,
-            "text": transcript.text,
-            "start": round(transcript.start, 3),
-            "end": round(transcript.end, 3),
-            "confidence": transcript.confidence,
-        }
-        folder = self._recorder.call_folder(call.call_sid)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with (folder / "transcript.jsonl").open("a", encoding="utf-8") as file:
-                file.write(json.dumps(line, ensure_ascii=False) + "\n")
-        except OSError as error:
-            log_event(
-                logger,
-                "transcript_write_failed",
-                logging.ERROR,
-                callSid=call.call_sid,
-                error=f"{type(error).__name__}: {error.strerror or error}",
-            )
-
-    def transcription_ended(self, call: CallInfo) -> None:
-        pass
 
 
 def _is_our_wav(path: Path, rate: int) -> bool:

@@ -21,13 +21,12 @@ from callrelay.access import ApiToken
 from callrelay.asr import Transcript
 from callrelay.call import AudioChunk, CallInfo, pcm_bytes
 from callrelay.logs import log_event
-from callrelay.transcription import SPEAKER_NAMES
+from callrelay.tracks import MEDIA_EVENTS, SPEAKER_NAMES
 from callrelay.twilio.media_stream import Track
 
 logger = logging.getLogger("callrelay.socketio")
 
 ALL_CALLS = "calls:*"
-MEDIA_EVENTS: dict[Track, str] = {"inbound": "media_in", "outbound": "media_out"}
 
 
 def call_room(call_sid: str) -> str:

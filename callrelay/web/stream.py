@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from simple_websocket import ConnectionClosed
 
-from callrelay.call import MediaStreamSession, StreamProtocolError, StreamState
+from callrelay.call import (
+    CLOSE_GOING_AWAY,
+    MediaStreamSession,
+    StreamConnection,
+    StreamProtocolError,
+    StreamState,
+)
 from callrelay.logs import log_event
+from callrelay.relay import Relay
 
 logger = logging.getLogger("callrelay.stream")
 
@@ -21,7 +28,6 @@ MAX_MESSAGE_BYTES = 64 * 1024
 
 
 CONNECTION_CHECK_SECONDS = 1.0
-CLOSE_GOING_AWAY = 1001
 CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
 
@@ -56,81 +62,34 @@ class MessageThrottle:
         return pause
 
 
-class OpenStreams:
-    """The Twilio sockets being served, so that a shutdown can end every call cleanly."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sockets: set[Any] = set()
-        self._closing: dict[int, str] = {}
-        self.accepting = True
-
-    def add(self, ws: Any) -> bool:
-        with self._lock:
-            if not self.accepting:
-                return False
-            self._sockets.add(ws)
-            return True
-
-    def remove(self, ws: Any) -> None:
-        with self._lock:
-            self._sockets.discard(ws)
-            self._closing.pop(id(ws), None)
-
-    def closing_reason(self, ws: Any) -> str | None:
-        with self._lock:
-            return self._closing.get(id(ws))
-
-    def close_all(self, reason: str) -> int:
-        """Stop taking streams and close the open ones; their handlers then end their calls."""
-        with self._lock:
-            self.accepting = False
-            sockets = list(self._sockets)
-            for ws in sockets:
-                self._closing[id(ws)] = reason
-        for ws in sockets:
-            _close_quietly(ws, CLOSE_GOING_AWAY, reason)
-        return len(sockets)
-
-    def wait_empty(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if not self._sockets:
-                    return True
-            time.sleep(0.02)
-        return False
-
-
-def serve_stream(
-    ws: Any,
-    new_session: Callable[[], MediaStreamSession],
-    remote: str,
-    streams: OpenStreams,
-    max_messages_per_second: float,
-    idle_timeout: float,
-) -> None:
+def serve_stream(ws: Any, relay: Relay, remote: str) -> None:
     """Run one Twilio stream to its end; the call is always closed, however the socket ends."""
-    if not streams.add(ws):
+    connection = relay.live_calls.connect(partial(_close_quietly, ws))
+    if connection is None:
         _close_quietly(ws, CLOSE_GOING_AWAY, "server shutting down")
         return
+    settings = relay.settings
     try:
         _serve(
-            ws, new_session, remote, streams, MessageThrottle(max_messages_per_second), idle_timeout
+            ws,
+            relay.new_stream(),
+            remote,
+            connection,
+            MessageThrottle(settings.stream_max_messages_per_second),
+            settings.stream_idle_timeout_seconds,
         )
     finally:
-        streams.remove(ws)
+        relay.live_calls.disconnect(connection)
 
 
 def _serve(
     ws: Any,
-    new_session: Callable[[], MediaStreamSession],
+    session: MediaStreamSession,
     remote: str,
-    streams: OpenStreams,
+    connection: StreamConnection,
     throttle: MessageThrottle,
     idle_timeout: float,
 ) -> None:
-    session = new_session()
     log_event(logger, "stream_connected", remote=remote)
     reason = "disconnected"
     try:
@@ -177,7 +136,7 @@ def _serve(
         _refused(session, remote, error.close_code, error.reason)
         _close_quietly(ws, error.close_code, error.reason[:120])
     except ConnectionClosed:
-        reason = streams.closing_reason(ws) or reason
+        reason = connection.closing_reason or reason
         if getattr(ws, "close_reason", None) == CLOSE_MESSAGE_TOO_BIG:
             reason = "protocol_error"
             too_big = f"message larger than {MAX_MESSAGE_BYTES} bytes"

@@ -1,0 +1,142 @@
+"""The application: everything a running relay holds, with no web framework in it.
+
+`Relay` owns the registry of live calls, the recorder, transcription and the Twilio client;
+`start()` repairs recordings a crash left and loads the speech engine, `stop()` ends every call
+cleanly. The web adapters (`callrelay.web`) only carry HTTP, WebSocket and Socket.IO traffic to
+and from it, and publish a call's events through a `CallPublisher`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import partial
+from typing import Any, Literal, Protocol
+
+from callrelay import __version__
+from callrelay.access import ApiToken, RateLimit, generate_token
+from callrelay.asr import SpeechEngine, load_engine
+from callrelay.asr.process import start_engine_process
+from callrelay.call import CallSink, LiveCalls, MediaStreamSession
+from callrelay.config import Settings
+from callrelay.logs import log_event
+from callrelay.recording import CallRecorder, repair_captures
+from callrelay.transcript_file import TranscriptFile
+from callrelay.transcription import TranscriptionSink, TranscriptListener
+from callrelay.twilio.calls import TwilioCalls
+from callrelay.twilio.signatures import TwilioSignatures
+
+logger = logging.getLogger("callrelay.relay")
+
+LOAD_FROM_SETTINGS: Literal["load"] = "load"
+
+
+class CallPublisher(CallSink, TranscriptListener, Protocol):
+    """Where a call's events go to the outside world (Socket.IO, in the server)."""
+
+    def call_status(self, status: dict[str, Any]) -> None: ...
+
+
+class Relay:
+    """One relay: its calls, recordings, transcription and Twilio client."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        publisher: CallPublisher | None = None,
+        speech_engine: SpeechEngine | Literal["load"] | None = LOAD_FROM_SETTINGS,
+    ) -> None:
+        """`speech_engine`: the engine to use, None for none, or "load" to load the one the
+        settings name in a recognition process of its own (at `start`)."""
+        self.settings = settings
+        self.publisher = publisher
+        token = settings.relay_api_token.get_secret_value() if settings.relay_api_token else None
+        # Secure by default: no configured token means one nobody knows, not an open door.
+        self.api_token = ApiToken(token or generate_token())
+        self.live_calls = LiveCalls()
+        self.recorder = CallRecorder(settings.captures_dir)
+        self.calls = TwilioCalls(settings)
+        self.signatures = (
+            TwilioSignatures(settings.twilio_auth_token.get_secret_value())
+            if settings.twilio_auth_token
+            else None
+        )
+        self.call_rate = RateLimit(settings.make_call_limit, 60.0)
+        self.transcription: TranscriptionSink | None = None
+        self._speech_engine = speech_engine
+        self._sinks: list[CallSink] = []
+
+    def start(self) -> None:
+        """Repair what a crash left, load the speech engine, start taking calls."""
+        repaired = repair_captures(self.settings.captures_dir)
+        if repaired:
+            log_event(logger, "recordings_repaired", files=[str(p) for p in repaired])
+        engine = (
+            start_engine_process(partial(load_engine, self.settings))
+            if self._speech_engine == LOAD_FROM_SETTINGS
+            else self._speech_engine
+        )
+        listeners: list[TranscriptListener] = [TranscriptFile(self.recorder)]
+        if self.publisher is not None:
+            listeners.insert(0, self.publisher)
+        if isinstance(engine, SpeechEngine):
+            self.transcription = TranscriptionSink(
+                engine, listeners, max_lag_seconds=self.settings.asr_max_lag_seconds
+            )
+        self._sinks = [
+            *([self.publisher] if self.publisher is not None else []),
+            self.recorder,
+            *([self.transcription] if self.transcription is not None else []),
+        ]
+        if self.signatures is None:
+            log_event(
+                logger,
+                "signatures_off",
+                logging.WARNING,
+                detail="TWILIO_AUTH_TOKEN is not set: /voice, /call-status and /stream accept "
+                "requests from anyone (fine for local development, never in production)",
+            )
+
+    def stop(self, timeout: float) -> bool:
+        """Stop taking streams, end every call, finish its transcripts, flush the logs.
+        False if `timeout` passed before all of it was done."""
+        started = time.monotonic()
+        calls = self.live_calls.close_all("shutdown")
+        log_event(logger, "shutdown_started", activeCalls=calls, timeoutSeconds=timeout)
+        ended = self.live_calls.wait_empty(timeout)
+        transcribed = True
+        if self.transcription is not None:
+            transcribed = self.transcription.wait_idle(timeout - (time.monotonic() - started))
+            self.transcription.engine.close()
+        done = ended and transcribed
+        log_event(
+            logger,
+            "shutdown_complete" if done else "shutdown_timed_out",
+            logging.INFO if done else logging.WARNING,
+            callsEnded=calls,
+            seconds=round(time.monotonic() - started, 2),
+        )
+        for handler in logging.getLogger("callrelay").handlers:
+            handler.flush()
+        return done
+
+    def new_stream(self) -> MediaStreamSession:
+        """The session for a Twilio socket that has just connected."""
+        return MediaStreamSession(self._sinks, self.live_calls)
+
+    def call_status(self, status: dict[str, Any]) -> None:
+        """Twilio's status callback for a call."""
+        log_event(logger, "call_status", **status)
+        if self.publisher is not None:
+            self.publisher.call_status(status)
+
+    def status(self) -> dict[str, Any]:
+        """What `GET /` shows."""
+        return {
+            "status": "ok",
+            "service": "callrelay",
+            "version": __version__,
+            "activeCalls": len(self.live_calls.active()),
+            "callingConfigured": not self.settings.calling_missing(),
+            "asr": self.transcription.status() if self.transcription else {"engine": "off"},
+        }
