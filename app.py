@@ -1,6 +1,6 @@
-"""Run the relay: `python app.py` (HOST and PORT override 0.0.0.0:6000)."""
+"""Run the relay: `python app.py` is `callrelay serve` (HOST and PORT override 0.0.0.0:6000)."""
 
-from callrelay.server import main
+from callrelay.cli import serve_main
 
 if __name__ == "__main__":
-    main()
+    serve_main()

@@ -3,28 +3,23 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
-from functools import partial
-from typing import Any
 
 import pytest
 
-from callrelay.simulator import local_relay
-from callrelay.simulator.audio_source import default_call_audio, load_telephone_audio
+from callrelay.simulator.audio_source import load_telephone_audio
 from callrelay.simulator.fake_twilio import FakeTwilio
 from callrelay.simulator.local_relay import RunningRelay, stop_relay
 from callrelay.simulator.media_client import StreamOptions
-
-ACCOUNT_SID = "AC" + "5" * 32
-AUTH_TOKEN = "test-auth-token-0123456789"
-API_KEY = "SK" + "6" * 32
-API_SECRET = "test-api-secret-abcdef"
-TWILIO_NUMBER = "+15005550006"
-RELAY_TOKEN = "test-relay-api-token-0123456789"
-
-start_relay = partial(local_relay.start_relay, api_token=RELAY_TOKEN)
-"""The relay as `python app.py`, with the token the tests know."""
+from tests.helpers import (
+    ACCOUNT_SID,
+    API_KEY,
+    API_SECRET,
+    AUTH_TOKEN,
+    TWILIO_NUMBER,
+    start_relay,
+    synthetic_call,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -38,17 +33,9 @@ def restore_callrelay_logging() -> Iterator[None]:
     logger.handlers, logger.propagate, logger.level = handlers, propagate, level
 
 
-def wait_for(predicate: Any, timeout: float = 15.0) -> None:
-    """Poll until `predicate()` holds; fail the test when `timeout` passes first."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 @pytest.fixture(scope="module")
 def fake_twilio() -> Iterator[FakeTwilio]:
-    caller, receiver = default_call_audio()
+    caller, receiver = synthetic_call()
     fake = FakeTwilio(
         account_sid=ACCOUNT_SID,
         auth_token=AUTH_TOKEN,

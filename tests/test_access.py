@@ -13,8 +13,8 @@ import socketio
 from callrelay.config import load_settings
 from callrelay.simulator.local_relay import RunningRelay, stop_relay
 from callrelay.simulator.observer import RelayObserver
-from callrelay.web.app import create_relay
-from tests.conftest import RELAY_TOKEN, start_relay
+from callrelay.web.app import create_web_relay
+from tests.helpers import RELAY_TOKEN, start_relay
 
 
 @pytest.mark.parametrize("token", ["", "wrong-token-wrong-token"])
@@ -36,7 +36,7 @@ def test_socketio_clients_without_the_token_are_refused(relay: RunningRelay, aut
 
 
 def relay_app(tmp_path: Path, **settings: object):
-    relay = create_relay(
+    relay = create_web_relay(
         load_settings(captures_dir=tmp_path, relay_api_token=RELAY_TOKEN, **settings),
         speech_engine=None,
     )
@@ -70,7 +70,7 @@ def test_without_a_configured_token_one_is_made_and_shown_once_on_the_console(
     relay = start_relay(tmp_path, {"RELAY_API_TOKEN": ""})
     try:
         console = relay.server_output()
-        found = re.search(r"API token.*:\n\s+(\S+)", console)
+        found = re.search(r"API token +(\S+)", console)
         assert found, console
         token = found.group(1)
         saved = tmp_path / ".callrelay-token"

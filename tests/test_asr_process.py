@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from functools import partial
 from pathlib import Path
 
@@ -12,8 +11,10 @@ import numpy as np
 import pytest
 
 from callrelay.asr import EngineUnavailable, SpeechEngine, TrackRecogniser, Transcript
+from callrelay.asr.base import Answer, answered
 from callrelay.asr.process import ProcessSpeechEngine, RecogniserError, start_engine_process
 from callrelay.logs import log_event
+from tests.helpers import wait_for
 
 DIE = -32768
 """A first sample that makes the test engine's process exit, as a crash would."""
@@ -26,23 +27,25 @@ class CountingRecogniser(TrackRecogniser):
         self.position = 0
         self.reported = 0
 
-    def accept(self, samples: np.ndarray) -> list[Transcript]:
+    def accept(self, samples: np.ndarray) -> Answer:
         if len(samples) and samples[0] == DIE:
             os._exit(3)
         if len(samples) and samples[0] == 1234:
             raise ValueError("a recogniser bug")
         self.position += len(samples)
-        return self._seconds()
+        return answered(self._seconds())
 
-    def skip(self, sample_count: int) -> list[Transcript]:
+    def skip(self, sample_count: int) -> Answer:
         self.position += sample_count
         self.reported = self.position
-        return []
+        return answered([])
 
-    def finish(self) -> list[Transcript]:
+    def finish(self) -> Answer:
         if self.position == self.reported:
-            return []
-        return [Transcript(f"{self.position - self.reported} samples", self.reported / 16000, 0)]
+            return answered([])
+        return answered(
+            [Transcript(f"{self.position - self.reported} samples", self.reported / 16000, 0)]
+        )
 
     def _seconds(self) -> list[Transcript]:
         results = []
@@ -82,7 +85,7 @@ def unavailable_engine(why: str) -> SpeechEngine:
 
 @pytest.fixture
 def engine():
-    started = start_engine_process(counting_engine, workers=4)
+    started = start_engine_process(counting_engine)
     assert isinstance(started, ProcessSpeechEngine)
     yield started
     started.close()
@@ -90,11 +93,11 @@ def engine():
 
 def test_recognisers_answer_from_the_other_process(engine: ProcessSpeechEngine) -> None:
     first, second = engine.new_recogniser(), engine.new_recogniser()
-    assert first.accept(np.ones(20000, np.int16)) == [Transcript("one second", 0.0, 0)]
-    assert second.accept(np.ones(100, np.int16)) == []  # each track keeps its own state
-    assert first.skip(12000) == []
-    assert first.accept(np.ones(800, np.int16)) == []
-    assert first.finish() == [Transcript("800 samples", 2.0, 0)]
+    assert first.accept(np.ones(20000, np.int16)).result() == [Transcript("one second", 0.0, 0)]
+    assert second.accept(np.ones(100, np.int16)).result() == []  # each track keeps its own state
+    assert first.skip(12000).result() == []
+    assert first.accept(np.ones(800, np.int16)).result() == []
+    assert first.finish().result() == [Transcript("800 samples", 2.0, 0)]
     described = engine.describe()
     assert described["engine"] == "counting" and described["sampleRate"] == 16000
     assert described["childPid"] == described["process"] == engine.pid != os.getpid()
@@ -113,7 +116,7 @@ def test_the_engine_process_runs_blas_on_one_thread(engine: ProcessSpeechEngine)
 
 def test_the_engines_log_lines_reach_the_relays_log(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="callrelay")
-    engine = start_engine_process(counting_engine, workers=1)
+    engine = start_engine_process(counting_engine)
     assert engine is not None
     engine.close()
     loaded = [r for r in caplog.records if r.getMessage() == "asr_loaded"]
@@ -123,15 +126,17 @@ def test_the_engines_log_lines_reach_the_relays_log(caplog: pytest.LogCaptureFix
 
 def test_a_load_that_fails_fails_in_the_relay() -> None:
     with pytest.raises(EngineUnavailable, match="no model at /nowhere"):
-        start_engine_process(partial(unavailable_engine, "no model at /nowhere"), workers=1)
-    assert start_engine_process(no_engine, workers=1) is None
+        start_engine_process(partial(unavailable_engine, "no model at /nowhere"))
+    assert start_engine_process(no_engine) is None
 
 
 def test_a_recogniser_error_is_reported_and_the_track_goes_on(engine: ProcessSpeechEngine) -> None:
     recogniser = engine.new_recogniser()
     with pytest.raises(RecogniserError):
-        recogniser.accept(np.full(10, 1234, np.int16))
-    assert recogniser.accept(np.ones(16000, np.int16)) == [Transcript("one second", 0.0, 0)]
+        recogniser.accept(np.full(10, 1234, np.int16)).result()
+    assert recogniser.accept(np.ones(16000, np.int16)).result() == [
+        Transcript("one second", 0.0, 0)
+    ]
 
 
 def test_a_dead_engine_process_is_replaced_and_tracks_go_on_at_their_place(
@@ -139,16 +144,18 @@ def test_a_dead_engine_process_is_replaced_and_tracks_go_on_at_their_place(
 ) -> None:
     caplog.set_level(logging.INFO, logger="callrelay")
     recogniser = engine.new_recogniser()
-    assert recogniser.accept(np.ones(20000, np.int16)) == [Transcript("one second", 0.0, 0)]
+    assert recogniser.accept(np.ones(20000, np.int16)).result() == [
+        Transcript("one second", 0.0, 0)
+    ]
     first_pid = engine.pid
-    assert recogniser.accept(np.full(10, DIE, np.int16)) == []  # the process died under it
-    assert recogniser.accept(np.ones(100, np.int16)) == []  # no waiting while there is none
-    deadline = time.monotonic() + 30
-    while engine.generation == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    assert recogniser.accept(np.full(10, DIE, np.int16)).result() == []  # the process died under it
+    assert (
+        recogniser.accept(np.ones(100, np.int16)).result() == []
+    )  # no waiting while there is none
+    wait_for(lambda: engine.generation > 0, timeout=30)
     assert engine.alive and engine.generation == 1 and engine.pid != first_pid
     # The track goes on in the new process from where it was (20,110 samples in).
-    assert recogniser.accept(np.ones(16000, np.int16)) == [
+    assert recogniser.accept(np.ones(16000, np.int16)).result() == [
         Transcript("one second", 20110 / 16000, 0)
     ]
     messages = [r.getMessage() for r in caplog.records]

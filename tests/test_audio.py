@@ -9,7 +9,7 @@ from callrelay.audio import (
     mulaw_decode,
     mulaw_encode,
 )
-from tests.audio_files import CALL_DIR, read_wav, require_shared_audio
+from tests.helpers import CALL_DIR, read_audio
 
 
 def g711_expand(code: int) -> int:
@@ -83,8 +83,7 @@ def test_full_scale_overshoot_is_clipped_not_wrapped() -> None:
 
 
 def test_upsampled_speech_is_within_40_db_of_an_offline_high_quality_resample() -> None:
-    require_shared_audio()
-    speech, rate = read_wav(CALL_DIR / "caller.wav")
+    speech, rate = read_audio(CALL_DIR / "caller.flac")
     assert rate == 8000
     decoded = mulaw_decode(mulaw_encode(speech)).astype(np.float64)
     reference = soxr.resample(decoded, 8000, 16000, quality="VHQ")

@@ -6,15 +6,15 @@ from callrelay.call import (
     CLOSE_INVALID_PAYLOAD,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_UNSUPPORTED_DATA,
-    CallRegistry,
     LateFrame,
+    LiveCalls,
     MediaStreamSession,
     StreamProtocolError,
     StreamState,
     TrackPipeline,
 )
 from callrelay.twilio import media_stream as msg
-from tests.recording_sink import RememberingSink
+from tests.helpers import RememberingSink
 
 STREAM = "MZ" + "1" * 32
 CALL = "CA" + "2" * 32
@@ -118,8 +118,8 @@ def stop_text() -> str:
     )
 
 
-def new_session() -> tuple[MediaStreamSession, RememberingSink, CallRegistry]:
-    sink, registry = RememberingSink(), CallRegistry()
+def new_session() -> tuple[MediaStreamSession, RememberingSink, LiveCalls]:
+    sink, registry = RememberingSink(), LiveCalls()
     return MediaStreamSession([sink], registry), sink, registry
 
 
@@ -231,7 +231,7 @@ TRACKS: tuple[msg.Track, ...] = ("inbound", "outbound")
 
 
 def test_a_new_stream_of_an_ended_call_resumes_its_timeline() -> None:
-    sink, registry, clock = RememberingSink(), CallRegistry(), Clock()
+    sink, registry, clock = RememberingSink(), LiveCalls(), Clock()
     for texts in (stream_texts("MZ" + "a" * 32, 3), stream_texts("MZ" + "b" * 32, 2)):
         session = MediaStreamSession([sink], registry, clock)
         for text in texts:
@@ -246,7 +246,7 @@ def test_a_new_stream_of_an_ended_call_resumes_its_timeline() -> None:
 
 
 def test_a_resumed_stream_never_starts_inside_audio_the_call_already_has() -> None:
-    sink, registry, clock = RememberingSink(), CallRegistry(), Clock()
+    sink, registry, clock = RememberingSink(), LiveCalls(), Clock()
     for texts in (stream_texts("MZ" + "a" * 32, 50), stream_texts("MZ" + "b" * 32, 1)):
         session = MediaStreamSession([sink], registry, clock)
         for text in texts:
@@ -256,7 +256,7 @@ def test_a_resumed_stream_never_starts_inside_audio_the_call_already_has() -> No
 
 
 def test_a_stream_alongside_a_live_one_is_placed_but_not_a_resumption() -> None:
-    sink, registry, clock = RememberingSink(), CallRegistry(), Clock()
+    sink, registry, clock = RememberingSink(), LiveCalls(), Clock()
     first = MediaStreamSession([sink], registry, clock)
     first.receive(start_text())
     clock.now += 1.0
@@ -267,7 +267,7 @@ def test_a_stream_alongside_a_live_one_is_placed_but_not_a_resumption() -> None:
 
 
 def test_the_registry_forgets_the_oldest_ended_calls_only() -> None:
-    registry = CallRegistry(remembered_calls=2)
+    registry = LiveCalls(remembered_calls=2)
     sink, clock = RememberingSink(), Clock()
     live = MediaStreamSession([sink], registry, clock)
     live.receive(start_text())

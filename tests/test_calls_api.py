@@ -10,8 +10,8 @@ import pytest
 from callrelay.config import load_settings
 from callrelay.simulator.fake_twilio import FakeTwilio
 from callrelay.simulator.local_relay import RunningRelay
-from callrelay.web.app import create_relay
-from tests.conftest import API_KEY, RELAY_TOKEN, TWILIO_NUMBER, wait_for
+from callrelay.web.app import create_web_relay
+from tests.helpers import API_KEY, API_SECRET, AUTH_TOKEN, RELAY_TOKEN, TWILIO_NUMBER, wait_for
 
 
 def test_make_call_places_it_through_twilio_and_its_audio_arrives(
@@ -128,7 +128,7 @@ def test_without_credentials_calling_is_503_naming_what_is_missing(
         "TWILIO_API_SECRET",
     ):
         monkeypatch.delenv(name, raising=False)
-    relay = create_relay(
+    relay = create_web_relay(
         load_settings(captures_dir=tmp_path / "c", relay_api_token=RELAY_TOKEN),
         speech_engine=None,
     )
@@ -145,7 +145,7 @@ def test_without_credentials_calling_is_503_naming_what_is_missing(
 
 
 def test_voice_forwards_inbound_calls_when_forward_to_is_set(tmp_path: Path) -> None:
-    relay = create_relay(
+    relay = create_web_relay(
         load_settings(
             captures_dir=tmp_path, forward_to="+14155550999", public_url="https://relay.example.com"
         ),
@@ -162,8 +162,6 @@ def test_voice_forwards_inbound_calls_when_forward_to_is_set(tmp_path: Path) -> 
 
 def test_secrets_never_reach_the_logs_or_answers(relay: RunningRelay) -> None:
     """Runs after the calls above: everything the server wrote or answered, grepped."""
-    from tests.conftest import API_SECRET, AUTH_TOKEN, RELAY_TOKEN
-
     relay.post("/make-call", json={"to": "+15005550001"})  # an error path too
     written = relay.log_file.read_text() + relay.server_output() + relay.get("/").text
     assert "call_placed" in written  # the log did see calls being placed

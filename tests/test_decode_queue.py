@@ -10,7 +10,7 @@ import numpy as np
 
 from callrelay.asr.base import Transcript
 from callrelay.asr.segmenter import Utterance
-from callrelay.asr.whisper import DecodeQueue
+from callrelay.asr.decode_queue import DecodeQueue
 
 
 def utterance(number: int) -> Utterance:

@@ -15,9 +15,15 @@ import pytest
 from callrelay.simulator.local_relay import stop_relay
 from callrelay.simulator.media_client import StreamOptions, StreamReport
 from callrelay.twilio.media_stream import Track
-from tests.audio_files import read_wav
-from tests.conftest import AUTH_TOKEN, start_relay, wait_for
-from tests.test_end_to_end import call_audio, expected_pcm, stream_call
+from tests.helpers import (
+    AUTH_TOKEN,
+    call_audio,
+    expected_pcm,
+    read_wav,
+    start_relay,
+    stream_call,
+    wait_for,
+)
 
 
 @contextlib.contextmanager

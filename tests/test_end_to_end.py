@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import socket
@@ -12,51 +11,23 @@ from typing import Any
 
 import numpy as np
 import pytest
-from simple_websocket import Client, ConnectionClosed
 
-from callrelay.audio import Upsampler2x
-from callrelay.simulator.audio_source import default_call_audio, frames, load_telephone_audio
 from callrelay.simulator.local_relay import RunningRelay
-from callrelay.simulator.media_client import StreamOptions, StreamReport, new_sid, play_stream
+from callrelay.simulator.media_client import StreamOptions, StreamReport, new_sid
+from callrelay.tracks import MEDIA_EVENTS
 from callrelay.twilio import media_stream as msg
-from callrelay.web.events import MEDIA_EVENTS
-from tests.audio_files import read_wav
-from tests.conftest import wait_for
-
-SECONDS = 4
-
-
-def call_audio(seconds: float = SECONDS) -> dict[msg.Track, bytes]:
-    caller, receiver = default_call_audio()
-    size = int(8000 * seconds)
-    return {
-        "inbound": load_telephone_audio(caller)[:size],
-        "outbound": load_telephone_audio(receiver)[:size],
-    }
-
-
-def expected_pcm(mulaw: bytes) -> np.ndarray:
-    upsampler = Upsampler2x()
-    return np.concatenate([upsampler.process_mulaw(f) for f in frames(mulaw)])
-
-
-def decode(event: dict[str, Any]) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(event["audio"]), dtype="<i2")
-
-
-def stream_call(
-    relay: RunningRelay,
-    audio: dict[msg.Track, bytes],
-    options: StreamOptions,
-    call_sid: str | None = None,
-):
-    return play_stream(
-        relay.stream_target(),
-        audio,
-        call_sid=call_sid or new_sid("CA"),
-        options=options,
-        custom_parameters={"campaign": "e2e"},
-    )
+from tests.helpers import (
+    SECONDS,
+    call_audio,
+    closed_with,
+    decode,
+    expected_pcm,
+    raw_call,
+    raw_stream,
+    read_wav,
+    stream_call,
+    wait_for,
+)
 
 
 def logged(relay: RunningRelay, evt: str, call_sid: str) -> bool:
@@ -178,36 +149,6 @@ def test_log_has_one_json_line_per_event_and_no_per_frame_lines(relay: RunningRe
     assert all(line["ts"].endswith("Z") for line in lines)
 
 
-def raw_stream(relay: RunningRelay) -> Client:
-    return Client.connect(relay.ws_url, headers=relay.stream_headers())
-
-
-def raw_call(relay: RunningRelay, call_sid: str, stream_sid: str) -> Client:
-    """A Twilio stream opened by hand, past `connected` and `start`, for tests that misbehave."""
-    ws = raw_stream(relay)
-    ws.send(msg.connected_message())
-    ws.send(
-        msg.start_message(
-            stream_sid=stream_sid,
-            account_sid="AC" + "0" * 32,
-            call_sid=call_sid,
-            tracks=("inbound", "outbound"),
-            custom_parameters={},
-            sequence_number=1,
-        )
-    )
-    return ws
-
-
-def closed_with(ws: Client, timeout: float = 5) -> int:
-    try:
-        while ws.receive(timeout=timeout) is not None:
-            pass
-    except ConnectionClosed:
-        return int(ws.close_reason)
-    return -1
-
-
 @pytest.mark.parametrize(
     ("messages", "code"),
     [
@@ -318,36 +259,68 @@ def test_simulator_command_plays_a_call_and_prints_what_it_sees(
 
     tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)).astype(np.float32)
     soundfile.write(tmp_path / "tone.flac", tone, 16000)  # 1 s at 16 kHz: resampled to 8 kHz
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "callrelay.simulator",
-            "call",
-            "--server",
-            relay.url,
-            "--speed",
-            "0",
-            "--caller",
-            str(tmp_path / "tone.flac"),
-            "--receiver",
-            str(tmp_path / "tone.flac"),
-            "--dtmf",
-            "9@0.5",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={
-            **os.environ,
-            "TWILIO_AUTH_TOKEN": relay.auth_token or "",
-            "RELAY_API_TOKEN": relay.api_token,
-        },
+
+    def simulate(*extra: str) -> str:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "callrelay",
+                "simulate",
+                "call",
+                "--server",
+                relay.url,
+                "--speed",
+                "0",
+                "--caller",
+                str(tmp_path / "tone.flac"),
+                "--receiver",
+                str(tmp_path / "tone.flac"),
+                "--dtmf",
+                "9@0.5",
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={
+                **os.environ,
+                "TWILIO_AUTH_TOKEN": relay.auth_token or "",
+                "RELAY_API_TOKEN": relay.api_token,
+            },
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    lines = simulate().splitlines()
+    events = [line.split()[1] for line in lines if line.strip()[:1].isdigit()]
+    assert events[0] == "call_started" and events[-1] == "call_ended" and "dtmf" in events
+    assert any("dtmf" in line and "digit 9" in line for line in lines)
+    assert all(len(line) < 160 for line in lines)  # one short line per event
+    stripped = [line.strip() for line in lines]
+    assert "frames sent      inbound 50, outbound 50" in stripped
+    assert "frames relayed   inbound 50, outbound 50" in stripped
+
+    printed = [json.loads(line) for line in simulate("--json").splitlines()]
+    assert [p["event"] for p in printed][0] == "call_started"
+    summary = printed[-1]
+    assert summary["event"] == "summary"
+    assert (
+        summary["data"]["framesSent"]
+        == summary["data"]["framesRelayed"]
+        == {
+            "inbound": 50,
+            "outbound": 50,
+        }
     )
-    assert result.returncode == 0, result.stderr
-    assert "<- call_started" in result.stdout and "<- call_ended" in result.stdout
-    assert '"digit": "9"' in result.stdout
-    assert "'media_in': 50, 'media_out': 50" in result.stdout
+    assert {
+        "event": "dtmf",
+        "data": {
+            "callSid": summary["data"]["callSid"],
+            "streamSid": summary["data"]["streamSid"],
+            "digit": "9",
+        },
+    } in printed
 
 
 def test_a_client_can_leave_out_audio(relay: RunningRelay) -> None:

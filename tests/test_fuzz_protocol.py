@@ -9,12 +9,12 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from callrelay.call import CallRegistry, MediaStreamSession, StreamProtocolError, StreamState
+from callrelay.call import LiveCalls, MediaStreamSession, StreamProtocolError, StreamState
 from callrelay.config import load_settings
 from callrelay.twilio import media_stream as msg
 from callrelay.twilio.media_stream import InvalidMediaMessage, parse_message
-from callrelay.web.app import create_relay
-from tests.recording_sink import RememberingSink
+from callrelay.web.app import create_web_relay
+from tests.helpers import RememberingSink
 
 STREAM = "MZ" + "1" * 32
 CALL = "CA" + "2" * 32
@@ -119,7 +119,7 @@ def test_the_parser_refuses_bad_frames_with_a_reason_and_nothing_else(text: str 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(st.sampled_from(valid_messages()), mutated_messages()), max_size=30))
 def test_any_message_sequence_ends_in_a_clean_state(messages: list[str | bytes]) -> None:
-    sink, registry = RememberingSink(), CallRegistry()
+    sink, registry = RememberingSink(), LiveCalls()
     session = MediaStreamSession([sink], registry)
     for text in messages:
         try:
@@ -176,7 +176,7 @@ _clients: dict[tuple[Path, bool], object] = {}
 def _client(base: Path, signatures: bool):
     """With signatures on, Twilio's endpoints refuse first; off, the fuzz reaches the handlers."""
     if (base, signatures) not in _clients:
-        relay = create_relay(
+        relay = create_web_relay(
             load_settings(
                 captures_dir=base / "fuzz",
                 relay_api_token="fuzz-token-0123456789",

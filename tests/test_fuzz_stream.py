@@ -11,9 +11,8 @@ import numpy as np
 from callrelay.simulator.fuzz import fuzz_streams
 from callrelay.simulator.local_relay import RunningRelay
 from callrelay.simulator.media_client import StreamOptions
-from callrelay.web.events import MEDIA_EVENTS
-from tests.conftest import wait_for
-from tests.test_end_to_end import call_audio, decode, expected_pcm, stream_call
+from callrelay.tracks import MEDIA_EVENTS
+from tests.helpers import call_audio, decode, expected_pcm, stream_call, wait_for
 
 MESSAGES = int(os.environ.get("FUZZ_MESSAGES", "3000"))
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from callrelay.call import AudioChunk, CallInfo
 from callrelay.recording import CallRecorder, WavWriter, repair_captures, repair_wav, wav_header
-from tests.audio_files import read_wav
+from tests.helpers import read_wav
 
 CALL = CallInfo("CA" + "1" * 32, "MZ" + "2" * 32, "AC" + "3" * 32, ("inbound", "outbound"), {}, 0.0)
 

@@ -3,7 +3,7 @@ import numpy as np
 from callrelay.asr.base import pcm_to_float
 from callrelay.asr.segmenter import SegmenterParams, Utterance, UtteranceSegmenter
 from callrelay.asr.vad import StreamingVad
-from tests.audio_files import REAL_DIR, read_wav, require_shared_audio
+from tests.helpers import REAL_DIR, read_audio
 
 RATE = 16000
 
@@ -72,8 +72,7 @@ def test_skipped_audio_closes_the_utterance_and_moves_time_on() -> None:
 
 
 def test_real_vad_finds_the_speech_in_a_recording() -> None:
-    require_shared_audio()
-    speech, _ = read_wav(REAL_DIR / "quick_brown_fox.wav")
+    speech, _ = read_audio(REAL_DIR / "quick_brown_fox.flac")
     audio = np.concatenate(
         [np.zeros(RATE, np.float32), speech.astype(np.float32) / 32768, np.zeros(RATE, np.float32)]
     )
@@ -85,8 +84,7 @@ def test_real_vad_finds_the_speech_in_a_recording() -> None:
 
 
 def test_the_vad_gives_the_same_numbers_window_by_window_or_several_at_once() -> None:
-    require_shared_audio()
-    speech, _ = read_wav(REAL_DIR / "quick_brown_fox.wav")
+    speech, _ = read_audio(REAL_DIR / "quick_brown_fox.flac")
     audio = pcm_to_float(speech)
     windows = audio[: len(audio) // 512 * 512].reshape(-1, 512)
     one_by_one = StreamingVad()
@@ -104,12 +102,11 @@ def test_the_vad_gives_the_same_numbers_window_by_window_or_several_at_once() ->
 def test_the_configured_endpoint_silence_decides_where_whisper_ends_an_utterance() -> None:
     """ENDPOINT_SILENCE_SECONDS reaches the engine: two phrases 0.7 s apart are two finals
     under a 0.5 s endpoint and one final under a 1.2 s endpoint."""
-    require_shared_audio()
     from callrelay.asr import load_engine
     from callrelay.config import load_settings
 
-    hello, hello_rate = read_wav(REAL_DIR / "hello_world.wav")
-    fox, fox_rate = read_wav(REAL_DIR / "quick_brown_fox.wav")
+    hello, hello_rate = read_audio(REAL_DIR / "hello_world.flac")
+    fox, fox_rate = read_audio(REAL_DIR / "quick_brown_fox.flac")
     assert hello_rate == fox_rate == RATE
     pause = np.zeros(int(0.7 * RATE), np.int16)
     audio = np.concatenate([pause, hello, pause, fox, pause, pause])
@@ -118,7 +115,7 @@ def test_the_configured_endpoint_silence_decides_where_whisper_ends_an_utterance
         engine = load_engine(load_settings(asr_engine="whisper", endpoint_silence_seconds=silence))
         assert engine is not None
         recogniser = engine.new_recogniser()
-        finals = recogniser.accept(audio) + recogniser.finish()
+        finals = recogniser.accept(audio).result() + recogniser.finish().result()
         texts[silence] = [f.text.lower() for f in finals]
     assert len(texts[0.5]) == 2 and "hello" in texts[0.5][0] and "fox" in texts[0.5][1]
     assert len(texts[1.2]) == 1 and "hello" in texts[1.2][0] and "fox" in texts[1.2][0]

@@ -14,17 +14,13 @@ import pytest
 from callrelay.recording import HEADER_BYTES
 from callrelay.simulator.conversation import Conversation
 from callrelay.simulator.media_client import StreamOptions, new_sid, play_stream
-from tests.audio_files import read_wav, require_shared_audio
-from tests.conftest import start_relay
-from tests.test_end_to_end import call_audio
-from tests.test_transcription_live import real_speech_call
+from tests.helpers import call_audio, read_wav, real_speech_call, start_relay
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_stopping_the_server_ends_calls_and_transcribes_what_was_pending(
     tmp_path: Path, signum: int
 ) -> None:
-    require_shared_audio()
     relay = start_relay(tmp_path, {"ASR_ENGINE": "whisper"})
     conversation: Conversation = real_speech_call()
     call_sid = new_sid("CA")

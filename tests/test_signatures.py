@@ -11,8 +11,8 @@ import pytest
 from callrelay.config import load_settings
 from callrelay.simulator.local_relay import RunningRelay
 from callrelay.twilio.signatures import TwilioSignatures, public_base, sign
-from callrelay.web.app import create_relay
-from tests.conftest import AUTH_TOKEN
+from callrelay.web.app import create_web_relay
+from tests.helpers import AUTH_TOKEN
 
 DOC_PARAMS = {
     "CallSid": "CA1234567890ABCDE",
@@ -61,7 +61,7 @@ def test_public_base_prefers_public_url_then_forwarded_headers() -> None:
 
 
 def test_behind_a_proxy_the_public_url_is_what_is_checked(tmp_path: Path) -> None:
-    relay = create_relay(
+    relay = create_web_relay(
         load_settings(
             captures_dir=tmp_path, twilio_auth_token="tok", public_url="https://abc123.ngrok.app"
         ),

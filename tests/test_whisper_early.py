@@ -10,7 +10,7 @@ import numpy as np
 from callrelay.asr.base import Transcript, pcm_to_float
 from callrelay.asr.segmenter import Utterance
 from callrelay.asr.whisper import WhisperEngine, bundled_model_path
-from tests.audio_files import REAL_DIR, read_wav, require_shared_audio
+from tests.helpers import REAL_DIR, read_audio
 
 RATE = 16000
 PIECE = 960
@@ -20,9 +20,9 @@ PIECE = 960
 def call_audio() -> np.ndarray:
     """Two phrases about 0.3 s apart (a pause that does not end an utterance: the first
     phrase settles and goes on), then one after a pause that does."""
-    hello, _ = read_wav(REAL_DIR / "hello_world.wav")
-    fox, _ = read_wav(REAL_DIR / "quick_brown_fox.wav")
-    cards, _ = read_wav(REAL_DIR / "cards-005.wav")
+    hello, _ = read_audio(REAL_DIR / "hello_world.flac")
+    fox, _ = read_audio(REAL_DIR / "quick_brown_fox.flac")
+    cards, _ = read_audio(REAL_DIR / "cards-005.flac")
 
     def pause(seconds: float) -> np.ndarray:
         return np.zeros(int(seconds * RATE), np.int16)
@@ -39,10 +39,10 @@ def recognise(
     recogniser = engine.new_recogniser()
     results = []
     for start in range(0, len(audio), PIECE):
-        results += recogniser.accept(audio[start : start + PIECE])
+        results += recogniser.accept(audio[start : start + PIECE]).result()
         while decode_keeps_up and not engine.has_idle_worker:
             time.sleep(0.005)
-    return results + recogniser.finish()
+    return results + recogniser.finish().result()
 
 
 def finals(engine: WhisperEngine, audio: np.ndarray) -> list[tuple[str, float, float]]:
@@ -50,7 +50,6 @@ def finals(engine: WhisperEngine, audio: np.ndarray) -> list[tuple[str, float, f
 
 
 def test_early_decoding_gives_the_same_finals_and_is_used() -> None:
-    require_shared_audio()
     model = bundled_model_path()
     assert model is not None
     audio = call_audio()
@@ -68,7 +67,6 @@ def test_early_decoding_gives_the_same_finals_and_is_used() -> None:
 
 
 def test_an_early_decode_the_speaker_went_on_past_comes_out_as_a_partial() -> None:
-    require_shared_audio()
     model = bundled_model_path()
     assert model is not None
     engine = WhisperEngine(model, cpu_threads=1, workers=1)
@@ -85,21 +83,18 @@ def test_an_early_decode_the_speaker_went_on_past_comes_out_as_a_partial() -> No
 def test_an_utterance_is_queued_early_while_every_worker_is_busy() -> None:
     """The early decode does not wait for an idle worker: it waits in line, so that its
     place counts from when its audio was complete, not from when the pause confirmed it."""
-    require_shared_audio()
     model = bundled_model_path()
     assert model is not None
     engine = WhisperEngine(model, cpu_threads=1, workers=1)
-    fox, _ = read_wav(REAL_DIR / "quick_brown_fox.wav")
+    fox, _ = read_audio(REAL_DIR / "quick_brown_fox.flac")
     long_speech = pcm_to_float(np.tile(fox, 20 * RATE // len(fox)))
     busy = engine.submit(Utterance(long_speech, 0, len(long_speech)))  # 20 s of speech
     recogniser = engine.new_recogniser()
     audio = call_audio()
-    answers = [
-        recogniser.begin("accept", audio[i : i + PIECE]) for i in range(0, len(audio), PIECE)
-    ]
+    answers = [recogniser.accept(audio[i : i + PIECE]) for i in range(0, len(audio), PIECE)]
     # The whole call went through the VAD while the one worker was still busy.
     assert not busy.done()
     assert engine.early_started == 3 and engine.early_used == 2
-    results = [r for answer in answers for r in answer.result(60)] + recogniser.finish()
+    results = [r for answer in answers for r in answer.result(60)] + recogniser.finish().result()
     texts = [r.text.lower() for r in results if r.is_final]
     assert len(texts) == 2 and "hello" in texts[0] and "fox" in texts[0] and texts[1]

@@ -9,12 +9,12 @@ from callrelay.asr.whisper import WhisperEngine, bundled_model_path
 from callrelay.audio import Upsampler2x
 from callrelay.simulator.audio_source import load_telephone_audio
 from callrelay.simulator.conversation import word_errors
-from tests.audio_files import REAL_DIR, require_shared_audio
+from tests.helpers import REAL_DIR
 
 SHORT_CLIPS = {
-    "cards-001.wav": "ten of clubs",
-    "cards-003.wav": "seven of clubs",
-    "hello_world.wav": "hello world",
+    "cards-001.flac": "ten of clubs",
+    "cards-003.flac": "seven of clubs",
+    "hello_world.flac": "hello world",
 }
 
 
@@ -29,7 +29,6 @@ def short_utterances() -> list[tuple[Utterance, str]]:
 
 
 def test_short_utterances_read_right_in_a_short_window_with_silent_context() -> None:
-    require_shared_audio()
     model = bundled_model_path()
     assert model is not None
     engine = WhisperEngine(model, cpu_threads=1, workers=1, early_decode=False)
@@ -42,7 +41,6 @@ def test_short_utterances_read_right_in_a_short_window_with_silent_context() -> 
 
 
 def test_without_the_silent_context_the_short_window_loops_and_falls_back() -> None:
-    require_shared_audio()
     model = bundled_model_path()
     assert model is not None
     engine = WhisperEngine(model, cpu_threads=1, workers=1, early_decode=False, context=0.0)

@@ -1,4 +1,4 @@
-"""The relay as its own process (`python app.py` on a free loopback port), for the tests,
+"""The relay as its own process (`callrelay serve` on a free loopback port), for the tests,
 the benchmarks and demos: what a user runs, started and stopped from Python."""
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import requests
 from callrelay.access import generate_token
 from callrelay.simulator.media_client import StreamTarget, handshake_headers
 from callrelay.simulator.observer import RelayObserver
-
-APP = Path(__file__).resolve().parents[2] / "app.py"
 
 
 def free_port() -> int:
@@ -83,7 +81,7 @@ def start_relay(
     output = tmp / "server.out"
     with output.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, str(APP)],
+            [sys.executable, "-m", "callrelay", "serve"],
             cwd=tmp,
             env=env,
             stdout=sink,

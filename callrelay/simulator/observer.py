@@ -9,14 +9,15 @@ from typing import Any
 
 import socketio
 
-AUDIO_EVENTS = ("media_in", "media_out")
+from callrelay.tracks import MEDIA_EVENTS, SPEAKER_EVENTS
+
+AUDIO_EVENTS = tuple(MEDIA_EVENTS.values())
 WATCHED_EVENTS = (
     "call_started",
     "call_ended",
     "dtmf",
     "call_status",
-    "Caller",
-    "Receiver",
+    *SPEAKER_EVENTS,
     "partial",
     "transcription_ended",
 )

@@ -1,0 +1,196 @@
+"""`callrelay`: the one command-line tool.
+
+callrelay serve                  run the relay (what `python app.py` does)
+callrelay simulate call|rest|fuzz   be Twilio for a running relay
+callrelay bench NAME [...]       run a benchmark (figures, not pass/fail)
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import importlib
+import logging
+import socket
+import sys
+
+from pydantic import SecretStr
+
+from callrelay import __version__
+from callrelay.access import TOKEN_FILE, generate_token, write_token_file
+from callrelay.config import ConfigError, Settings, load_settings
+from callrelay.logs import configure_logging, log_event
+from callrelay.simulator import cli as simulator_cli
+
+logger = logging.getLogger("callrelay.server")
+
+BENCHMARKS = {
+    "transcription": "live transcription through the real relay: WER, final latency, CPU",
+    "audio-path": "the per-frame mu-law to 16 kHz path: quality, cost, delay",
+    "kill-recovery": "SIGKILL a real server mid-call, again and again: what the WAVs kept",
+}
+
+
+def serve(args: argparse.Namespace) -> int:
+    overrides: dict[str, object] = {}
+    if args.host is not None:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    try:
+        settings = load_settings(**overrides)
+    except ConfigError as error:
+        print(f"callrelay: {error}", file=sys.stderr)
+        return 2
+    in_use = _port_in_use(settings.host, settings.port)
+    if in_use:
+        print(
+            f"callrelay: cannot listen on {settings.host}:{settings.port}: {in_use}. Another "
+            "callrelay may be running there: stop it, or pick another port with PORT=6001 "
+            "(or --port 6001).",
+            file=sys.stderr,
+        )
+        return 1
+    token_line = "the one in RELAY_API_TOKEN"
+    if settings.relay_api_token is None:
+        token = generate_token()
+        settings = settings.model_copy(update={"relay_api_token": SecretStr(token)})
+        token_line = f"{token}\n{'':24}(made for this run"
+        try:
+            write_token_file(token)
+            token_line += f", saved to {TOKEN_FILE}, readable by you only"
+        except OSError:
+            pass
+        token_line += "; set RELAY_API_TOKEN to choose your own)"
+    configure_logging(settings.log_file, settings.log_level, settings.secrets())
+    log_event(
+        logger,
+        "server_starting",
+        version=__version__,
+        host=settings.host,
+        port=settings.port,
+        captures=str(settings.captures_dir),
+        callingConfigured=not settings.calling_missing(),
+    )
+    from callrelay.web.server import run_server
+
+    def ready(web: object) -> None:
+        print(_banner(settings, token_line, web), file=sys.stderr, flush=True)
+
+    run_server(settings, ready)
+    return 0
+
+
+def _port_in_use(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be listened on, or None when it can."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return "the port is in use"
+            return error.strerror or str(error)
+    return None
+
+
+def _banner(settings: Settings, token_line: str, web: object) -> str:
+    """What the console says once the relay takes calls: where, the token, what next.
+    A token made for this run is printed here only (never into the log file); a configured one
+    is never printed."""
+    from callrelay.web.app import WebRelay
+
+    assert isinstance(web, WebRelay)
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    base = f"http://{host}:{settings.port}"
+    listening = f"{base}" + (" (all interfaces)" if host != settings.host else "")
+    asr = web.relay.transcription.status() if web.relay.transcription else {"engine": "off"}
+    engine = str(asr.get("engine"))
+    if "model" in asr:
+        engine += f", {asr['model']}"
+    public = settings.public_url or "not set: Twilio cannot reach this relay until PUBLIC_URL is"
+    return "\n".join(
+        [
+            "",
+            f"callrelay {__version__} is ready on {listening}",
+            f"  Twilio media streams  {base.replace('http', 'ws', 1)}/stream",
+            f"  public URL            {public}",
+            f"  speech recognition    {engine}",
+            f"  recordings            {settings.captures_dir}/<CallSid>/, log {settings.log_file}",
+            f"  API token             {token_line}",
+            "",
+            "Next, in another terminal: simulate a call and watch its events",
+            "    callrelay simulate call",
+            "Ctrl-C stops the relay (calls in progress are ended and saved first).",
+            "",
+        ]
+    )
+
+
+def bench(args: argparse.Namespace) -> int:
+    module = importlib.import_module("benchmarks." + args.benchmark.replace("-", "_"))
+    sys.argv = [f"callrelay bench {args.benchmark}", *args.arguments]
+    module.main()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="callrelay",
+        description="Live phone calls on the web: Twilio Media Streams in; 16 kHz audio, "
+        "live transcripts, recordings and logs out, over Socket.IO.",
+        epilog="Start with `callrelay serve`, then `callrelay simulate call` in another "
+        "terminal. `callrelay COMMAND --help` tells more.",
+    )
+    parser.add_argument("--version", action="version", version=f"callrelay {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    server = commands.add_parser(
+        "serve",
+        help="run the relay",
+        description="Run the relay: HTTP, the /stream WebSocket Twilio connects to, and "
+        "Socket.IO, on one port. Configured from the environment or a .env file (see the "
+        "README's configuration table); no setting is needed to start.",
+    )
+    server.add_argument("--host", help="address to listen on (default HOST, else 0.0.0.0)")
+    server.add_argument("--port", type=int, help="port to listen on (default PORT, else 6000)")
+    server.set_defaults(run=serve)
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="be Twilio for a running relay: a call, the REST API, a fuzzer",
+        description=simulator_cli.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    simulator_cli.add_commands(simulate)
+
+    benchmark = commands.add_parser(
+        "bench",
+        help="run a benchmark from a checkout (figures, not pass/fail)",
+        description="Benchmarks print figures for this machine; each has its own --help.\n\n"
+        + "\n".join(f"  {name:<15} {what}" for name, what in BENCHMARKS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    benchmark.add_argument("benchmark", choices=sorted(BENCHMARKS), metavar="NAME")
+    benchmark.add_argument("arguments", nargs=argparse.REMAINDER, help="the benchmark's options")
+    benchmark.set_defaults(run=bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    return int(args.run(args))
+
+
+def serve_main() -> None:
+    """`python app.py`: `callrelay serve`."""
+    sys.exit(main(["serve"]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,434 @@
+"""`callrelay simulate`: be Twilio for a running relay.
+
+call   one call straight to the relay: the signed `/voice` webhook, then the media stream with
+       two audio files as caller and receiver; prints each Socket.IO event it receives as one
+       line, waits for the last transcript and ends with a summary.
+rest   the fake Twilio REST API: start the relay with TWILIO_API_BASE pointing at it and
+       `POST /make-call` plays calls through it.
+fuzz   a hostile Media Streams peer: bad input on many connections, then how each was closed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from callrelay.access import read_token_file
+from callrelay.config import Settings, load_settings
+from callrelay.simulator.audio_source import default_call_audio, load_telephone_audio
+from callrelay.simulator.fake_twilio import FakeTwilio
+from callrelay.simulator.fuzz import fuzz_streams
+from callrelay.simulator.media_client import (
+    StreamOptions,
+    StreamReport,
+    StreamTarget,
+    new_sid,
+    play_stream,
+)
+from callrelay.simulator.observer import AUDIO_EVENTS, RelayObserver
+from callrelay.simulator.twiml_reader import read_twiml
+from callrelay.tracks import MEDIA_EVENTS, SPEAKER_EVENTS
+from callrelay.twilio.signatures import sign
+
+DEFAULT_SERVER = "http://127.0.0.1:6000"
+TRANSCRIPTS_TIMEOUT_SECONDS = 60.0
+"""How long `call` waits after the stream for the relay's last transcript."""
+
+
+def _dtmf(text: str) -> tuple[str, float]:
+    digit, _, at = text.partition("@")
+    if len(digit) != 1 or not at:
+        raise argparse.ArgumentTypeError("DTMF is DIGIT@SECONDS, e.g. 5@2.5")
+    return digit, float(at)
+
+
+def _stream_options(args: argparse.Namespace) -> StreamOptions:
+    return StreamOptions(
+        speed=args.speed,
+        silence=args.silence,
+        drop_rate=args.drop,
+        jitter_ms=args.jitter,
+        dtmf=tuple(args.dtmf),
+        seed=args.seed,
+    )
+
+
+def _add_audio_options(parser: argparse.ArgumentParser) -> None:
+    caller, receiver = default_call_audio()
+    audio = parser.add_argument_group("audio (default: the bundled 30 s demo call)")
+    audio.add_argument(
+        "--caller", type=Path, default=caller, help="inbound track: any WAV, FLAC or OGG file"
+    )
+    audio.add_argument("--receiver", type=Path, default=receiver, help="outbound track")
+    delivery = parser.add_argument_group("delivery")
+    delivery.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="1 = real time (default), 10 = ten times faster, 0 = as fast as the relay reads",
+    )
+    delivery.add_argument(
+        "--silence",
+        choices=("continuous", "skip"),
+        default="continuous",
+        help="send silent frames (continuous) or leave them out (skip), as some calls do",
+    )
+    delivery.add_argument("--drop", type=float, default=0.0, help="share of frames lost, 0-1")
+    delivery.add_argument("--jitter", type=float, default=0.0, help="burst delay up to this, ms")
+    delivery.add_argument(
+        "--dtmf",
+        type=_dtmf,
+        action="append",
+        default=[],
+        metavar="DIGIT@SECONDS",
+        help="send a DTMF digit at a time into the call, e.g. 5@2.5 (repeatable)",
+    )
+    delivery.add_argument("--seed", type=int, default=1, help="for --drop and --jitter")
+
+
+def _api_token(args: argparse.Namespace, settings: Settings) -> str | None:
+    if args.token:
+        return str(args.token)
+    if settings.relay_api_token is not None:
+        return settings.relay_api_token.get_secret_value()
+    return read_token_file()
+
+
+@dataclass
+class CallPrinter:
+    """One short line per event; audio as running counts. `--json`: each event as JSON."""
+
+    as_json: bool
+    started: float = field(default_factory=time.monotonic)
+    media: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(AUDIO_EVENTS, 0))
+    """Audio events received, by name: the observer's own counts."""
+    finals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPEAKER_EVENTS, 0))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def say(self, text: str) -> None:
+        if not self.as_json:
+            print(text, flush=True)
+
+    def event(self, name: str, data: Any) -> None:
+        with self._lock:
+            if name in SPEAKER_EVENTS:
+                self.finals[name] += 1
+            if self.as_json:
+                print(json.dumps({"event": name, "data": data}), flush=True)
+                return
+            print(self._line(name, data if isinstance(data, dict) else {}), flush=True)
+
+    def _line(self, name: str, data: dict[str, Any]) -> str:
+        elapsed = time.monotonic() - self.started
+        call = str(data.get("callSid", ""))[-6:]
+        text = ""
+        if name in SPEAKER_EVENTS or name == "partial":
+            who = f"{data.get('speaker')}, partial" if name == "partial" else name
+            span = f"[{data.get('start', 0):5.2f}-{data.get('end', 0):5.2f}s]"
+            text = f"{span} {who}: {data.get('text')}"
+        elif name == "call_started":
+            text = "tracks " + ",".join(data.get("tracks", []))
+        elif name == "call_ended":
+            text = f"reason {data.get('reason')}"
+        elif name == "dtmf":
+            text = f"digit {data.get('digit')}"
+        elif name == "call_status":
+            text = str(data.get("callStatus", ""))
+        return f"{elapsed:7.2f}s  {name:<19} ...{call}  {text}".rstrip()
+
+    def media_counts(self) -> str:
+        return ", ".join(f"{track} {self.media[event]}" for track, event in MEDIA_EVENTS.items())
+
+
+def run_call(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
+    server = args.server.rstrip("/")
+    public = (args.public_url or settings.public_url or server).rstrip("/")
+    call_sid = new_sid("CA")
+    account_sid = settings.twilio_account_sid or "AC" + "0" * 32
+    number = settings.twilio_number or "+15005550006"
+    params = {
+        "AccountSid": account_sid,
+        "ApiVersion": "2010-04-01",
+        "CallSid": call_sid,
+        "CallStatus": "ringing",
+        "Called": number,
+        "Caller": args.from_number,
+        "Direction": "inbound",
+        "From": args.from_number,
+        "To": number,
+    }
+    printer = CallPrinter(as_json=args.json)
+    headers = {"X-Twilio-Signature": sign(token, f"{public}/voice", params)} if token else {}
+    printer.say(f"call {call_sid} from {args.from_number}: POST {server}/voice")
+    try:
+        response = requests.post(f"{server}/voice", data=params, headers=headers, timeout=10)
+    except requests.ConnectionError:
+        print(
+            f"callrelay simulate: no relay answers at {server}; start one with "
+            "`callrelay serve` (or pass --server)",
+            file=sys.stderr,
+        )
+        return 1
+    if response.status_code != 200:
+        print(f"/voice answered {response.status_code}: {response.text[:200]}", file=sys.stderr)
+        return 1
+    script = read_twiml(response.text)
+    if script.stream is None:
+        print("the TwiML starts no <Stream>; nothing to play", file=sys.stderr)
+        return 1
+    stream_url = script.stream.url
+    connect_url = server.replace("http", "ws", 1) + "/stream"
+    printer.say(f"TwiML streams {' and '.join(script.stream.tracks)} to {stream_url}")
+    transcribing = _relay_transcribes(server)
+    observer = None
+    if not args.quiet:
+        try:
+            observer = RelayObserver(
+                server, printer.event, call_sid=call_sid, token=_api_token(args, settings)
+            )
+        except Exception as error:
+            print(f"callrelay simulate: cannot watch Socket.IO ({error})", file=sys.stderr)
+            return 1
+        printer.media = observer.counts
+    audio = {
+        "inbound": load_telephone_audio(args.caller),
+        "outbound": load_telephone_audio(args.receiver),
+    }
+
+    def progress(done: float, total: float) -> None:
+        if done and observer is not None:
+            printer.say(
+                f"         streamed {done:5.1f} / {total:.1f} s; media relayed: "
+                + printer.media_counts()
+            )
+
+    report = play_stream(
+        StreamTarget(connect_url, stream_url, token),
+        {track: audio[track] for track in script.stream.tracks},
+        call_sid=call_sid,
+        account_sid=account_sid,
+        custom_parameters=script.stream.parameters,
+        options=_stream_options(args),
+        progress=progress,
+    )
+    transcripts_complete = True
+    if observer is not None:
+        observer.ended.wait(10)
+        if transcribing:
+            transcripts_complete = observer.transcription_ended.wait(args.wait)
+        observer.close()
+    _summary(printer, report, settings, observer is not None, transcribing, transcripts_complete)
+    return 0 if report.server_closed is None else 1
+
+
+def _relay_transcribes(server: str) -> bool:
+    try:
+        health = requests.get(f"{server}/", timeout=5).json()
+    except (requests.RequestException, ValueError):
+        return False
+    return bool(isinstance(health, dict) and health.get("asr", {}).get("engine", "off") != "off")
+
+
+def _summary(
+    printer: CallPrinter,
+    report: StreamReport,
+    settings: Settings,
+    watched: bool,
+    transcribing: bool,
+    transcripts_complete: bool,
+) -> None:
+    folder = settings.captures_dir / report.call_sid
+    summary: dict[str, Any] = {
+        "callSid": report.call_sid,
+        "streamSid": report.stream_sid,
+        "seconds": round(report.seconds, 1),
+        "framesSent": report.frames_sent,
+        "framesDropped": report.frames_dropped,
+        "framesSkippedSilent": report.frames_skipped_silent,
+        "recordings": [str(folder / "caller.wav"), str(folder / "receiver.wav")],
+        "serverClosed": report.server_closed,
+        "warnings": report.warnings[:5],
+    }
+    if watched:
+        summary["framesRelayed"] = {
+            track: printer.media[event] for track, event in MEDIA_EVENTS.items()
+        }
+    if transcribing:
+        summary["finals"] = printer.finals
+        summary["transcriptsComplete"] = transcripts_complete
+    if printer.as_json:
+        print(json.dumps({"event": "summary", "data": summary}), flush=True)
+        return
+    sent = ", ".join(f"{t} {n}" for t, n in report.frames_sent.items())
+    lines = [f"done in {report.seconds:.1f} s", f"  frames sent      {sent}"]
+    if report.frames_dropped or report.frames_skipped_silent:
+        lines.append(
+            f"  frames left out  {report.frames_dropped} dropped, "
+            f"{report.frames_skipped_silent} silent skipped"
+        )
+    if watched:
+        lines.append(f"  frames relayed   {printer.media_counts()}")
+    if transcribing:
+        finals = ", ".join(f"{speaker} {n}" for speaker, n in printer.finals.items())
+        late = "" if transcripts_complete else " (the relay was still transcribing; gave up)"
+        lines.append(f"  finals           {finals}{late}")
+    lines.append(f"  recordings       {folder}/caller.wav, receiver.wav (on the relay's host)")
+    lines.append(f"  transcript       {folder}/transcript.jsonl")
+    if report.server_closed:
+        lines.append(f"  the relay closed the stream: {report.server_closed}")
+    lines += [f"  warning: {warning}" for warning in report.warnings[:5]]
+    print("\n".join(lines), flush=True)
+
+
+def run_rest(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    if settings.twilio_account_sid is None or settings.twilio_auth_token is None:
+        print(
+            "callrelay simulate rest: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (any values "
+            "of the right shape, e.g. AC followed by 32 hex digits); the relay must use the "
+            "same ones",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        fake = FakeTwilio(
+            account_sid=settings.twilio_account_sid,
+            auth_token=settings.twilio_auth_token.get_secret_value(),
+            api_key=settings.twilio_api_key,
+            api_secret=(
+                settings.twilio_api_secret.get_secret_value()
+                if settings.twilio_api_secret
+                else None
+            ),
+            caller_audio=load_telephone_audio(args.caller),
+            receiver_audio=load_telephone_audio(args.receiver),
+            stream_options=_stream_options(args),
+            port=args.port,
+        ).start()
+    except OSError as error:
+        print(
+            f"callrelay simulate rest: cannot listen on port {args.port}: {error}", file=sys.stderr
+        )
+        return 1
+    print(
+        f"fake Twilio REST API on {fake.base_url}\n"
+        f"  start the relay with TWILIO_API_BASE={fake.base_url}, the same TWILIO_ACCOUNT_SID "
+        "and TWILIO_AUTH_TOKEN, a TWILIO_NUMBER and PUBLIC_URL=<the relay's own URL>;\n"
+        "  then POST /make-call on the relay. Ctrl-C stops.",
+        flush=True,
+    )
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        fake.stop()
+    return 0
+
+
+def run_fuzz(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
+    url = args.server.rstrip("/").replace("http", "ws", 1) + "/stream"
+    public = (args.public_url or settings.public_url or args.server).rstrip("/")
+    signed = public.replace("http", "ws", 1) + "/stream"
+    report = fuzz_streams(
+        StreamTarget(url, signed, token), args.messages, threads=args.threads, seed=args.seed
+    )
+    codes = ", ".join(f"{code}: {n}" for code, n in sorted(report.close_codes.items()))
+    print(
+        f"sent {report.messages} bad messages on {report.connections} connections; "
+        f"closed by the relay with {codes or 'nothing'}"
+        + (f"; {report.refused_handshakes} handshakes refused" if report.refused_handshakes else "")
+    )
+    return 0 if report.connections and not report.refused_handshakes else 1
+
+
+def add_commands(parser: argparse.ArgumentParser) -> None:
+    """The `simulate` sub-commands, on `parser`."""
+    commands = parser.add_subparsers(dest="simulation", required=True, metavar="COMMAND")
+    call = commands.add_parser(
+        "call",
+        help="stream one call to a running relay and print what its clients see",
+        description="Be Twilio for one inbound call: post the signed /voice webhook, read the "
+        "TwiML, open /stream and play the caller and receiver audio, while a Socket.IO client "
+        "prints every event. Waits for the last transcript, then prints a summary.",
+        epilog="environment: TWILIO_AUTH_TOKEN (signs the requests, as the relay checks them), "
+        "RELAY_API_TOKEN (to watch Socket.IO; else the .callrelay-token file the relay wrote "
+        "in this folder), PUBLIC_URL, TWILIO_ACCOUNT_SID, TWILIO_NUMBER, CAPTURES_DIR (for the "
+        "paths in the summary)",
+    )
+    call.add_argument(
+        "--server", default=DEFAULT_SERVER, help=f"the relay (default {DEFAULT_SERVER})"
+    )
+    call.add_argument(
+        "--public-url", help="the public URL Twilio signs (default PUBLIC_URL, else --server)"
+    )
+    call.add_argument(
+        "--from", dest="from_number", default="+14155550100", help="the caller's number"
+    )
+    call.add_argument("--token", help="the relay's API token, to watch Socket.IO")
+    call.add_argument("--quiet", action="store_true", help="do not watch Socket.IO")
+    call.add_argument("--json", action="store_true", help="print each event as one JSON line")
+    call.add_argument(
+        "--wait",
+        type=float,
+        default=TRANSCRIPTS_TIMEOUT_SECONDS,
+        help="seconds to wait for the last transcript after the call (default %(default)s)",
+    )
+    _add_audio_options(call)
+    call.set_defaults(run=run_call)
+
+    rest = commands.add_parser(
+        "rest",
+        help="run a fake Twilio REST API that plays the calls the relay places",
+        description="A fake of api.twilio.com on loopback: Calls.create answers 201 with a Call "
+        "resource, then plays the call against the relay (status callbacks, the signed /voice "
+        "webhook, the media stream); Status=completed hangs up. Errors are Twilio's JSON.",
+        epilog="environment (required): TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN; optional: "
+        "TWILIO_API_KEY and TWILIO_API_SECRET. The relay must run with the same values and "
+        "TWILIO_API_BASE=http://127.0.0.1:PORT.",
+    )
+    rest.add_argument(
+        "--port", type=int, default=6100, help="loopback port to listen on (default 6100)"
+    )
+    _add_audio_options(rest)
+    rest.set_defaults(run=run_rest)
+
+    fuzz = commands.add_parser(
+        "fuzz",
+        help="send bad Media Streams input to a running relay",
+        description="A hostile Media Streams peer: garbage, binary frames, media before start, "
+        "bad base64, absurd timestamps, oversized frames, floods, each on a signed connection. "
+        "Prints how the relay closed each connection.",
+        epilog="environment: TWILIO_AUTH_TOKEN (to sign), PUBLIC_URL",
+    )
+    fuzz.add_argument(
+        "--server", default=DEFAULT_SERVER, help=f"the relay (default {DEFAULT_SERVER})"
+    )
+    fuzz.add_argument("--public-url", help="the public URL Twilio signs")
+    fuzz.add_argument("--messages", type=int, default=3000, help="bad messages to send")
+    fuzz.add_argument("--threads", type=int, default=4, help="connections at once")
+    fuzz.add_argument("--seed", type=int, default=1)
+    fuzz.set_defaults(run=run_fuzz)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m callrelay.simulator`, the same as `callrelay simulate`."""
+    parser = argparse.ArgumentParser(
+        prog="callrelay simulate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_commands(parser)
+    args = parser.parse_args(argv)
+    return int(args.run(args))

@@ -1,0 +1,185 @@
+"""What several test modules share: credentials, the relay as a process, test audio, waiting."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import itertools
+import time
+import wave
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile
+from simple_websocket import Client, ConnectionClosed
+
+from callrelay.audio import Upsampler2x
+from callrelay.call import AudioChunk, CallInfo
+from callrelay.simulator import local_relay
+from callrelay.simulator.audio_source import frames, load_telephone_audio
+from callrelay.simulator.conversation import Conversation, build_conversation
+from callrelay.simulator.local_relay import RunningRelay
+from callrelay.simulator.media_client import StreamOptions, StreamReport, new_sid, play_stream
+from callrelay.twilio import media_stream as msg
+
+ACCOUNT_SID = "AC" + "5" * 32
+AUTH_TOKEN = "test-auth-token-0123456789"
+API_KEY = "SK" + "6" * 32
+API_SECRET = "test-api-secret-abcdef"
+TWILIO_NUMBER = "+15005550006"
+RELAY_TOKEN = "test-relay-api-token-0123456789"
+
+start_relay = partial(local_relay.start_relay, api_token=RELAY_TOKEN)
+"""The relay as `callrelay serve`, with the token the tests know."""
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 15.0) -> None:
+    """Check `predicate()` until it holds, for state kept in another process (a file, a log);
+    fail the test when `timeout` passes first."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+# Test audio: the repository's own (tests/data).
+
+DATA = Path(__file__).resolve().parent / "data"
+CALL_DIR = DATA / "call"
+"""A synthetic two-party call with exact turns."""
+REAL_DIR = DATA / "real"
+"""Real human speech with reference transcripts."""
+
+
+def read_audio(path: Path) -> tuple[np.ndarray, int]:
+    """A mono PCM16 test file's samples and rate."""
+    samples, rate = soundfile.read(str(path), dtype="int16")
+    assert samples.ndim == 1
+    return samples, rate
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    """A recording the relay wrote, read strictly as a mono PCM16 WAV."""
+    with wave.open(str(path), "rb") as wav:
+        assert wav.getsampwidth() == 2 and wav.getnchannels() == 1
+        data = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+        return data.astype(np.int16), wav.getframerate()
+
+
+def synthetic_call() -> tuple[Path, Path]:
+    """The synthetic call's caller and receiver files."""
+    return CALL_DIR / "caller.flac", CALL_DIR / "receiver.flac"
+
+
+def real_speech_call() -> Conversation:
+    """Every real clip, alternating between caller and receiver."""
+    with (REAL_DIR / "transcripts.tsv").open() as file:
+        rows = list(csv.DictReader(file, delimiter="\t"))
+    return build_conversation([(REAL_DIR / row["file"], row["transcript"]) for row in rows])
+
+
+SECONDS = 4
+
+
+def call_audio(seconds: float = SECONDS) -> dict[msg.Track, bytes]:
+    """The first `seconds` of the synthetic call, as Twilio would send each track."""
+    caller, receiver = synthetic_call()
+    size = int(8000 * seconds)
+    return {
+        "inbound": load_telephone_audio(caller)[:size],
+        "outbound": load_telephone_audio(receiver)[:size],
+    }
+
+
+def expected_pcm(mulaw: bytes) -> np.ndarray:
+    """What the relay must make of a track, frame by frame."""
+    upsampler = Upsampler2x()
+    return np.concatenate([upsampler.process_mulaw(f) for f in frames(mulaw)])
+
+
+def decode(event: dict[str, Any]) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(event["audio"]), dtype="<i2")
+
+
+# Talking to a relay.
+
+
+def stream_call(
+    relay: RunningRelay,
+    audio: dict[msg.Track, bytes],
+    options: StreamOptions,
+    call_sid: str | None = None,
+) -> StreamReport:
+    return play_stream(
+        relay.stream_target(),
+        audio,
+        call_sid=call_sid or new_sid("CA"),
+        options=options,
+        custom_parameters={"campaign": "e2e"},
+    )
+
+
+def raw_stream(relay: RunningRelay) -> Client:
+    return Client.connect(relay.ws_url, headers=relay.stream_headers())
+
+
+def raw_call(relay: RunningRelay, call_sid: str, stream_sid: str) -> Client:
+    """A Twilio stream opened by hand, past `connected` and `start`, for tests that misbehave."""
+    ws = raw_stream(relay)
+    ws.send(msg.connected_message())
+    ws.send(
+        msg.start_message(
+            stream_sid=stream_sid,
+            account_sid="AC" + "0" * 32,
+            call_sid=call_sid,
+            tracks=("inbound", "outbound"),
+            custom_parameters={},
+            sequence_number=1,
+        )
+    )
+    return ws
+
+
+def closed_with(ws: Client, timeout: float = 5) -> int:
+    """The close code the server ended the socket with (-1 if it stayed open)."""
+    try:
+        while ws.receive(timeout=timeout) is not None:
+            pass
+    except ConnectionClosed:
+        return int(ws.close_reason)
+    return -1
+
+
+# The call pipeline without sockets.
+
+
+@dataclass
+class RememberingSink:
+    """A sink that keeps what it hears."""
+
+    started: list[CallInfo] = field(default_factory=list)
+    chunks: list[AudioChunk] = field(default_factory=list)
+    digits: list[str] = field(default_factory=list)
+    ended: list[tuple[CallInfo, str]] = field(default_factory=list)
+
+    def call_started(self, call: CallInfo) -> None:
+        self.started.append(call)
+
+    def audio(self, call: CallInfo, chunk: AudioChunk) -> None:
+        self.chunks.append(chunk)
+
+    def dtmf(self, call: CallInfo, digit: str) -> None:
+        self.digits.append(digit)
+
+    def call_ended(self, call: CallInfo, reason: str) -> None:
+        self.ended.append((call, reason))
+
+    def track_pcm(self, track: str) -> np.ndarray:
+        chunks = [c for c in self.chunks if c.track == track]
+        for before, after in itertools.pairwise(chunks):
+            assert after.start_sample == before.end_sample, "chunks must tile the timeline"
+        return np.concatenate([c.pcm for c in chunks]) if chunks else np.zeros(0, np.int16)
