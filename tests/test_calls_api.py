@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from callrelay.config import load_settings
 from callrelay.simulator.fake_twilio import FakeTwilio
@@ -107,6 +108,49 @@ def test_make_call_errors_are_json_with_a_clear_message(
     assert says in answer.json()["error"]
     if status == 502:
         assert answer.json()["twilioCode"] in (21211, 21612)
+
+
+def test_a_form_number_whose_plus_arrived_as_a_space_is_repaired_and_logged(
+    relay: RunningRelay, fake_twilio: FakeTwilio
+) -> None:
+    """`curl -d to=+14155550123` sends `to= 14155550123`: a space then digits was a `+`."""
+    answer = relay.post(
+        "/make-call",
+        data="to=+14155550123",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert answer.status_code == 200, answer.text
+    call_sid = answer.json()["callSid"]
+    wait_for(lambda: fake_twilio.calls.get(call_sid) is not None)
+    assert fake_twilio.calls[call_sid].to == "+14155550123"
+    assert '"number_repaired"' in relay.log_file.read_text()
+    relay.post(f"/calls/{call_sid}/hangup")
+    for garbage in ("to=+1415555abcd", "to=++14155550123", "to=%20%2014155550123", "to=%20"):
+        refused = relay.post(
+            "/make-call",
+            data=garbage,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert refused.status_code == 400, garbage
+        assert "E.164" in refused.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/nowhere", 404),
+        ("GET", "/make-call", 405),
+        ("DELETE", "/", 405),
+        ("GET", "/calls/CA" + "0" * 32 + "/hangup", 405),
+    ],
+)
+def test_every_http_error_is_json(relay: RunningRelay, method: str, path: str, status: int) -> None:
+    answer = requests.request(method, relay.url + path, timeout=10)
+    assert answer.status_code == status
+    assert answer.headers["Content-Type"] == "application/json"
+    assert isinstance(answer.json()["error"], str) and answer.json()["error"]
+    if status == 405:
+        assert "Allow" in answer.headers
 
 
 def test_hang_up_of_an_unknown_call_is_404(relay: RunningRelay) -> None:

@@ -9,8 +9,8 @@ from concurrent.futures import Future
 import numpy as np
 
 from callrelay.asr.base import Transcript
-from callrelay.asr.segmenter import Utterance
 from callrelay.asr.decode_queue import DecodeQueue
+from callrelay.asr.segmenter import Utterance
 
 
 def utterance(number: int) -> Utterance:

@@ -302,7 +302,7 @@ def test_simulator_command_plays_a_call_and_prints_what_it_sees(
     assert "frames relayed   inbound 50, outbound 50" in stripped
 
     printed = [json.loads(line) for line in simulate("--json").splitlines()]
-    assert [p["event"] for p in printed][0] == "call_started"
+    assert printed[0]["event"] == "call_started"
     summary = printed[-1]
     assert summary["event"] == "summary"
     assert (

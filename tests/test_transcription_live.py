@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -112,6 +114,38 @@ def test_transcript_times_fall_inside_the_turns(asr_relay: RunningRelay) -> None
     assert sorted(line["text"] for line in mine) == sorted(line["text"] for line in lines)
     # Where each final's time went: its wait for a decoder and its decode.
     assert all(0 <= line["queueSeconds"] < 30 and 0 < line["decodeSeconds"] < 30 for line in mine)
+
+
+def test_the_simulator_waits_for_and_prints_every_final(asr_relay: RunningRelay) -> None:
+    """At full speed the stream ends long before its transcripts: the CLI must wait for them."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "callrelay",
+            "simulate",
+            "call",
+            "--server",
+            asr_relay.url,
+            "--speed",
+            "0",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "RELAY_API_TOKEN": asr_relay.api_token},
+    )
+    assert result.returncode == 0, result.stderr
+    printed = [json.loads(line) for line in result.stdout.splitlines()]
+    summary = printed[-1]["data"]
+    assert summary["transcriptsComplete"] is True
+    shown = [p["data"]["text"] for p in printed if p["event"] in ("Caller", "Receiver")]
+    transcript_file = asr_relay.captures / summary["callSid"] / "transcript.jsonl"
+    saved = [json.loads(line)["text"] for line in transcript_file.read_text().splitlines()]
+    assert len(saved) >= 5 and sorted(shown) == sorted(saved)
+    assert sum(summary["finals"].values()) == len(saved)
+    assert printed[-2]["event"] == "transcription_ended"
 
 
 def test_hanging_up_mid_sentence_still_transcribes_it(asr_relay: RunningRelay) -> None:

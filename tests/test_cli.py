@@ -1,0 +1,96 @@
+"""`callrelay`: one tool whose every command explains itself, and a server that says what's next."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from callrelay import __version__
+from callrelay.simulator.local_relay import free_port
+from tests.helpers import RELAY_TOKEN, wait_for
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def callrelay(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "callrelay", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["serve"],
+        ["simulate"],
+        ["simulate", "call"],
+        ["simulate", "rest"],
+        ["simulate", "fuzz"],
+        ["bench"],
+    ],
+)
+def test_every_command_prints_help_and_exits_0(command: list[str], tmp_path: Path) -> None:
+    result = callrelay(*command, "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: callrelay")
+    assert not list(tmp_path.iterdir())  # nothing started, no token written
+
+
+def test_simulate_rest_help_names_its_port_and_environment(tmp_path: Path) -> None:
+    text = callrelay("simulate", "rest", "--help", cwd=tmp_path).stdout
+    assert "--port PORT" in text and "default 6100" in text
+    assert "TWILIO_ACCOUNT_SID" in text and "TWILIO_AUTH_TOKEN" in text
+
+
+def test_version(tmp_path: Path) -> None:
+    result = callrelay("--version", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.strip() == f"callrelay {__version__}"
+
+
+def test_a_port_in_use_is_refused_at_once_with_a_clear_message(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = callrelay("serve", "--host", "127.0.0.1", "--port", str(port), cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: the port is in use" in result.stderr
+    assert "PORT=" in result.stderr
+
+
+def test_python_app_py_still_runs_the_server(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "ASR_ENGINE": "off"}
+    env["RELAY_API_TOKEN"] = RELAY_TOKEN
+    with (tmp_path / "out").open("w") as out:
+        server = subprocess.Popen(
+            [sys.executable, str(REPO / "app.py")], cwd=tmp_path, env=env, stdout=out, stderr=out
+        )
+    try:
+
+        def answers() -> bool:
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/", timeout=1).ok
+            except requests.ConnectionError:
+                return server.poll() is not None
+
+        wait_for(answers, timeout=30)
+        assert server.poll() is None, (tmp_path / "out").read_text()
+        console = (tmp_path / "out").read_text()
+        assert f"ready on http://127.0.0.1:{port}" in console
+        assert "callrelay simulate call" in console  # the next step
+        assert RELAY_TOKEN not in console  # a configured token is never shown
+    finally:
+        server.terminate()
+        server.wait(20)
