@@ -1,9 +1,9 @@
 """Benchmark: the per-frame audio path (mu-law 8 kHz -> PCM 16 kHz), quality, cost and delay.
 
-    python -m benchmarks.audio_path [--frames N]
+    callrelay bench audio-path [--frames N]   (or python -m benchmarks.audio_path)
 
 Quality is the SNR of the live, frame-by-frame output against an offline VHQ resample (soxr) of
-the whole decoded signal, for every file under ../shared/audio: as it is (wideband up to 4 kHz)
+the whole decoded signal, for every file under tests/data: as it is (wideband up to 4 kHz)
 and band-limited to 300-3400 Hz as the telephone network delivers it. Cost is microseconds per
 20 ms frame on this machine, for our upsampler and for the alternatives peers use.
 """
@@ -21,7 +21,7 @@ import soxr
 
 from callrelay.audio import Upsampler2x, mulaw_decode, mulaw_encode
 
-SHARED_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
+TEST_AUDIO = Path(__file__).resolve().parents[1] / "tests" / "data"
 
 
 def telephone_band(signal: np.ndarray) -> np.ndarray:
@@ -59,9 +59,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=50_000)
     args = parser.parse_args()
 
-    files = sorted(SHARED_AUDIO.glob("*/*.wav"))
+    files = sorted(TEST_AUDIO.glob("*/*.flac"))
     if files:
-        print(f"SNR against an offline soxr VHQ resample, {len(files)} files from {SHARED_AUDIO}")
+        print(f"SNR against an offline soxr VHQ resample, {len(files)} files from {TEST_AUDIO}")
         print(f"{'file':<52} {'wideband':>9} {'telephone':>10}")
         wide, phone = [], []
         for path in files:
@@ -74,7 +74,7 @@ def main() -> None:
             f"{min(phone):4.1f}/{np.mean(phone):4.1f}  dB"
         )
     else:
-        print(f"no shared audio at {SHARED_AUDIO}; skipping SNR")
+        print(f"no test audio at {TEST_AUDIO}; skipping SNR")
 
     rng = np.random.default_rng(1)
     frame = mulaw_encode(rng.normal(0, 4000, 160).clip(-32768, 32767).astype(np.int16))

@@ -1,8 +1,9 @@
 """Benchmark: SIGKILL a real server mid-call, again and again; count what the recordings kept.
 
-    python -m benchmarks.kill_recovery [--rounds 20] [--seconds 6]
+    callrelay bench kill-recovery [--rounds 20] [--seconds 6]
+    (or python -m benchmarks.kill_recovery)
 
-Each round starts `python app.py` on one captures folder, streams a call in real time, kills the
+Each round starts `callrelay serve` on one captures folder, streams a call in real time, kills the
 server (master and worker, SIGKILL) at a random moment, then checks every WAV as the kill left it
 (a valid WAV? how much of what was streamed does it hold?) and once more after the next start
 has repaired the folder. Prints kills survived, bytes recovered and the audio lost per kill.

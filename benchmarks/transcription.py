@@ -1,10 +1,10 @@
 """Benchmark: live transcription through the real relay, with concurrent simulated calls.
 
-    python -m benchmarks.transcription [--calls 1,5,10] [--engine whisper] [--speed 1]
-                                       [--repeat 1]
+    callrelay bench transcription [--calls 1,5,10] [--engine whisper] [--speed 1]
+                                  [--repeat 1]   (or python -m benchmarks.transcription)
 
-For each number of concurrent calls it starts `python app.py`, streams that many two-party calls
-of real human speech (../shared/audio/real, alternating between caller and receiver) in real
+For each number of concurrent calls it starts `callrelay serve`, streams that many two-party calls
+of real human speech (tests/data/real, alternating between caller and receiver) in real
 time, and prints:
   - word error rate per side, live, next to the same engine run offline on whole utterances;
   - final latency: speech end (on the call's timeline) -> `Caller`/`Receiver` event, p50/p95/max;
@@ -43,12 +43,13 @@ from callrelay.simulator.conversation import Conversation, build_conversation, w
 from callrelay.simulator.local_relay import start_relay, stop_relay
 from callrelay.simulator.media_client import StreamOptions, new_sid, play_stream
 
-SHARED_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
+TEST_AUDIO = Path(__file__).resolve().parents[1] / "tests" / "data"
+"""The repository's test audio: real speech with reference transcripts in `real/`."""
 SPEAKER_EVENTS = {"Caller": "caller", "Receiver": "receiver"}
 
 
 def real_speech_call() -> tuple[Conversation, list[tuple[Path, str]]]:
-    real = SHARED_AUDIO / "real"
+    real = TEST_AUDIO / "real"
     with (real / "transcripts.tsv").open() as file:
         clips = [(real / r["file"], r["transcript"]) for r in csv.DictReader(file, delimiter="\t")]
     return build_conversation(clips), clips

@@ -1,4 +1,4 @@
-"""Fixtures that run the real relay (`python app.py`) against the Twilio simulator."""
+"""Fixtures that run the real relay (`callrelay serve`) against the Twilio simulator."""
 
 from __future__ import annotations
 
