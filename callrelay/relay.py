@@ -17,8 +17,9 @@ from callrelay import __version__
 from callrelay.access import ApiToken, RateLimit, generate_token
 from callrelay.asr import SpeechEngine, load_engine
 from callrelay.asr.process import start_engine_process
-from callrelay.call import CallSink, LiveCalls, MediaStreamSession
+from callrelay.call import CallSink, MediaStreamSession
 from callrelay.config import Settings
+from callrelay.live_calls import LiveCalls
 from callrelay.logs import log_event
 from callrelay.recording import CallRecorder, repair_captures
 from callrelay.transcript_file import TranscriptFile

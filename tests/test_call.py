@@ -7,12 +7,12 @@ from callrelay.call import (
     CLOSE_PROTOCOL_ERROR,
     CLOSE_UNSUPPORTED_DATA,
     LateFrame,
-    LiveCalls,
     MediaStreamSession,
     StreamProtocolError,
     StreamState,
     TrackPipeline,
 )
+from callrelay.live_calls import LiveCalls
 from callrelay.twilio import media_stream as msg
 from tests.helpers import RememberingSink
 

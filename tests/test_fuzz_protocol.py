@@ -9,8 +9,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from callrelay.call import LiveCalls, MediaStreamSession, StreamProtocolError, StreamState
+from callrelay.call import MediaStreamSession, StreamProtocolError, StreamState
 from callrelay.config import load_settings
+from callrelay.live_calls import LiveCalls
 from callrelay.twilio import media_stream as msg
 from callrelay.twilio.media_stream import InvalidMediaMessage, parse_message
 from callrelay.web.app import create_web_relay

@@ -35,14 +35,11 @@ class SegmenterParams:
     post_roll: float = 0.2
     long_speech: float = 3.5
     long_post_roll: float = 0.1
-    """A long utterance's decode is what its final waits for (the p95), and it can start only
-    once the post-roll has passed: 0.1 s instead of 0.2 s lets it start ~0.1 s sooner. Shorter
-    ones keep 0.2 s: with less trailing audio Whisper loops on short ones more often, and more
-    early decodes are wasted on speakers who go on. 10 calls, five alternating runs: final p95
-    0.79-0.99 s (mean 0.85) against 0.86-1.11 s (mean 0.97), max mean 1.12 against 1.24 s,
-    partials 20-23 against 18-21 a run. From 2 s of speech instead: 32-37 partials, more CPU,
-    and no gain under load. Offline over twelve lead-ins the texts did not change (WER 3.8 /
-    6.7% both); live at 10 calls one caller word came out "coldhearted" (4.4 against 4.1%)."""
+    """A long utterance's decode is what its final waits for, and it can start only once the
+    post-roll has passed: a shorter post-roll for long utterances lets it start ~0.1 s sooner
+    without changing their text. Short ones keep `post_roll`: with less trailing audio Whisper
+    loops on short utterances more often, and more early decodes are wasted on speakers who go
+    on."""
     max_utterance: float = 25.0
 
 

@@ -11,13 +11,8 @@ from typing import Any
 
 from simple_websocket import ConnectionClosed
 
-from callrelay.call import (
-    CLOSE_GOING_AWAY,
-    MediaStreamSession,
-    StreamConnection,
-    StreamProtocolError,
-    StreamState,
-)
+from callrelay.call import MediaStreamSession, StreamProtocolError, StreamState
+from callrelay.live_calls import CLOSE_GOING_AWAY, StreamConnection
 from callrelay.logs import log_event
 from callrelay.relay import Relay
 

@@ -1,0 +1,123 @@
+"""The one registry of live calls: the Twilio sockets being served, the streams in flight and
+where each call's timeline began."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from callrelay.call import CallInfo
+
+
+@dataclass
+class _CallTimeline:
+    started_at: float
+    """When the call's first stream started; every later stream is placed from here."""
+    open_streams: int = 0
+    end_ms: int = 0
+    """Where the call's ended streams reached: a resumed stream never starts before it."""
+
+
+REMEMBERED_CALLS = 10_000
+"""Calls whose timeline is kept after their streams end, so that a new stream can resume them."""
+
+
+CLOSE_GOING_AWAY = 1001
+
+
+@dataclass(eq=False)
+class StreamConnection:
+    """One Twilio socket being served, as the registry sees it: how to close it, and why it
+    was closed if the relay closed it."""
+
+    close: Callable[[int, str], None]
+    closing_reason: str | None = None
+
+
+class LiveCalls:
+    """The one registry of live calls: every Twilio socket being served, every stream in
+    flight (for `GET /` and shutdown), and where each call's timeline began (to place a call's
+    later streams)."""
+
+    def __init__(self, remembered_calls: int = REMEMBERED_CALLS) -> None:
+        self._lock = threading.Lock()
+        self._connections: set[StreamConnection] = set()
+        self._calls: dict[str, CallInfo] = {}
+        self._timelines: OrderedDict[str, _CallTimeline] = OrderedDict()
+        self._remembered_calls = remembered_calls
+        self._emptied = threading.Condition(self._lock)
+        self.accepting = True
+
+    def connect(self, close: Callable[[int, str], None]) -> StreamConnection | None:
+        """A socket to serve; None once the relay is shutting down (refuse it)."""
+        with self._lock:
+            if not self.accepting:
+                return None
+            connection = StreamConnection(close)
+            self._connections.add(connection)
+            return connection
+
+    def disconnect(self, connection: StreamConnection) -> None:
+        with self._lock:
+            self._connections.discard(connection)
+            if not self._connections:
+                self._emptied.notify_all()
+
+    def close_all(self, reason: str) -> int:
+        """Stop taking streams and close the open ones; their handlers then end their calls."""
+        with self._lock:
+            self.accepting = False
+            connections = list(self._connections)
+            for connection in connections:
+                connection.closing_reason = reason
+        for connection in connections:
+            connection.close(CLOSE_GOING_AWAY, reason)
+        return len(connections)
+
+    def wait_empty(self, timeout: float) -> bool:
+        """Wait until every socket's handler has finished; False if `timeout` passed first."""
+        with self._lock:
+            return self._emptied.wait_for(lambda: not self._connections, timeout)
+
+    def add(self, call: CallInfo) -> CallInfo:
+        """Take a stream in; a later stream of a known call comes back placed on its timeline."""
+        with self._lock:
+            timeline = self._timelines.get(call.call_sid)
+            if timeline is None:
+                timeline = self._timelines[call.call_sid] = _CallTimeline(call.started_at)
+                self._forget_old_calls()
+            else:
+                since_first_start = round((call.started_at - timeline.started_at) * 1000)
+                call = replace(
+                    call,
+                    offset_ms=max(0, timeline.end_ms, since_first_start),
+                    resumed=timeline.open_streams == 0,
+                )
+                self._timelines.move_to_end(call.call_sid)
+            timeline.open_streams += 1
+            self._calls[call.stream_sid] = call
+            return call
+
+    def remove(self, stream_sid: str, end_ms: int = 0) -> None:
+        """The stream has ended, having reached `end_ms` on its call's timeline."""
+        with self._lock:
+            call = self._calls.pop(stream_sid, None)
+            if call is not None:
+                timeline = self._timelines[call.call_sid]
+                timeline.open_streams -= 1
+                timeline.end_ms = max(timeline.end_ms, end_ms)
+
+    def _forget_old_calls(self) -> None:
+        excess = len(self._timelines) - self._remembered_calls
+        for call_sid in list(self._timelines):
+            if excess <= 0:
+                return
+            if self._timelines[call_sid].open_streams == 0:
+                del self._timelines[call_sid]
+                excess -= 1
+
+    def active(self) -> list[CallInfo]:
+        with self._lock:
+            return list(self._calls.values())
