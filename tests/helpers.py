@@ -46,6 +46,21 @@ def wait_for(predicate: Callable[[], object], timeout: float = 15.0) -> None:
         time.sleep(0.02)
 
 
+def wait_until_recorded(relay: RunningRelay, call_sid: str, seconds: float) -> None:
+    """Wait until the relay has recorded `seconds` of the call's caller track: a point in the
+    call that the relay has reached, not one the test's clock guesses."""
+    path = relay.captures / call_sid / "caller.wav"
+    wanted = 44 + int(seconds * 16000) * 2
+
+    def recorded() -> bool:
+        try:
+            return path.stat().st_size >= wanted
+        except OSError:
+            return False
+
+    wait_for(recorded, timeout=seconds + 30)
+
+
 # Test audio: the repository's own (tests/data).
 
 DATA = Path(__file__).resolve().parent / "data"

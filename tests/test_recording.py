@@ -2,7 +2,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import wave
 from dataclasses import replace
 from pathlib import Path
@@ -11,7 +10,7 @@ import numpy as np
 
 from callrelay.call import AudioChunk, CallInfo
 from callrelay.recording import CallRecorder, WavWriter, repair_captures, repair_wav, wav_header
-from tests.helpers import read_wav
+from tests.helpers import read_wav, wait_for
 
 CALL = CallInfo("CA" + "1" * 32, "MZ" + "2" * 32, "AC" + "3" * 32, ("inbound", "outbound"), {}, 0.0)
 
@@ -122,7 +121,7 @@ def test_killed_writer_leaves_a_playable_wav(tmp_path: Path) -> None:
     )
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
     assert child.stdout is not None and child.stdout.readline().strip() == b"ready"
-    time.sleep(0.3)
+    wait_for(lambda: path.stat().st_size >= 44 + 2 * 320 * 20)  # 20 appends at least
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     child.stdout.close()

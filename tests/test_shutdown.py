@@ -14,7 +14,7 @@ import pytest
 from callrelay.recording import HEADER_BYTES
 from callrelay.simulator.conversation import Conversation
 from callrelay.simulator.media_client import StreamOptions, new_sid, play_stream
-from tests.helpers import call_audio, read_wav, real_speech_call, start_relay
+from tests.helpers import call_audio, read_wav, real_speech_call, start_relay, wait_until_recorded
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -37,7 +37,7 @@ def test_stopping_the_server_ends_calls_and_transcribes_what_was_pending(
     streamer = threading.Thread(target=stream)
     streamer.start()
     # Stop in the middle of the first sentence ("and mister john dashwood had then leisure...").
-    time.sleep(conversation.turns[0].start + 2.5)
+    wait_until_recorded(relay, call_sid, conversation.turns[0].start + 2.5)
     relay.process.send_signal(signum)
     relay.process.wait(30)
     streamer.join(10)
@@ -74,7 +74,7 @@ def test_killed_server_leaves_valid_recordings_of_all_but_the_last_second(
 
     streamer = threading.Thread(target=stream)
     streamer.start()
-    time.sleep(3.0)
+    wait_until_recorded(relay, call_sid, 3.0)
     worker = int(
         Path(f"/proc/{relay.process.pid}/task/{relay.process.pid}/children").read_text().split()[0]
     )

@@ -14,7 +14,7 @@ from callrelay.simulator.local_relay import RunningRelay, stop_relay
 from callrelay.simulator.media_client import StreamOptions, new_sid, play_stream
 from callrelay.twilio import media_stream as msg
 from callrelay.web.stream import MessageThrottle
-from tests.helpers import call_audio, closed_with, raw_call, read_wav, start_relay
+from tests.helpers import call_audio, closed_with, raw_call, read_wav, start_relay, wait_for
 
 RATE = 200
 IDLE_SECONDS = 2
@@ -100,10 +100,7 @@ def log_lines(log_file: Path, call_sid: str) -> list[dict[str, Any]]:
 
 
 def wait_for_log(log_file: Path, evt: str, call_sid: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not any(line["evt"] == evt for line in log_lines(log_file, call_sid)):
-        assert time.monotonic() < deadline, f"no {evt} for {call_sid}"
-        time.sleep(0.05)
+    wait_for(lambda: any(line["evt"] == evt for line in log_lines(log_file, call_sid)), timeout)
 
 
 def test_a_stream_that_goes_silent_is_closed_and_its_call_ended(slow_relay: RunningRelay) -> None:

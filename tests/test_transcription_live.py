@@ -24,7 +24,14 @@ from callrelay.simulator.local_relay import RunningRelay, stop_relay
 from callrelay.simulator.media_client import StreamOptions, new_sid, play_stream
 from callrelay.simulator.observer import RelayObserver
 from callrelay.twilio.media_stream import Track
-from tests.helpers import CALL_DIR, read_wav, real_speech_call, start_relay, wait_for
+from tests.helpers import (
+    CALL_DIR,
+    read_wav,
+    real_speech_call,
+    start_relay,
+    wait_for,
+    wait_until_recorded,
+)
 
 SPEAKER_EVENTS = {"caller": "Caller", "receiver": "Receiver"}
 
@@ -214,7 +221,7 @@ def test_a_crashed_recogniser_process_is_replaced_mid_call(tmp_path) -> None:
         )
         streamer.start()
         started = time.monotonic()
-        time.sleep(turns[0].start + 1.0)  # in the middle of the first sentence
+        wait_until_recorded(relay, call_sid, turns[0].start + 1.0)  # mid-first-sentence
         os.kill(relay.get("/").json()["asr"]["process"], signal.SIGKILL)
         killed_at = time.monotonic() - started
         streamer.join(60)
