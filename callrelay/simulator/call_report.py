@@ -44,9 +44,9 @@ class CallPrinter:
         call = str(data.get("callSid", ""))[-6:]
         text = ""
         if name in SPEAKER_EVENTS or name == "partial":
-            who = f"{data.get('speaker')}, partial" if name == "partial" else name
             span = f"[{data.get('start', 0):5.2f}-{data.get('end', 0):5.2f}s]"
-            text = f"{span} {who}: {data.get('text')}"
+            who = f"{data.get('speaker')} so far: " if name == "partial" else ""
+            text = f"{span} {who}{data.get('text')}"
         elif name == "call_started":
             text = "tracks " + ",".join(data.get("tracks", []))
         elif name == "call_ended":
