@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.transcription import ProcessMeter
+from benchmarks.meter import ProcessMeter
 from callrelay.recording import HEADER_BYTES
 from callrelay.simulator.audio_source import default_call_audio, load_telephone_audio
 from callrelay.simulator.local_relay import start_relay, stop_relay

@@ -22,10 +22,8 @@ Loopback only. Figures, not pass/fail.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
-import os
 import signal
 import sys
 import tempfile
@@ -39,6 +37,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import requests
 
+from benchmarks.meter import ProcessMeter, percentile
 from callrelay.simulator.conversation import Conversation, build_conversation, word_error_rate
 from callrelay.simulator.local_relay import start_relay, stop_relay
 from callrelay.simulator.media_client import StreamOptions, new_sid, play_stream
@@ -53,49 +52,6 @@ def real_speech_call() -> tuple[Conversation, list[tuple[Path, str]]]:
     with (real / "transcripts.tsv").open() as file:
         clips = [(real / r["file"], r["transcript"]) for r in csv.DictReader(file, delimiter="\t")]
     return build_conversation(clips), clips
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
-
-
-class ProcessMeter:
-    """CPU seconds and memory of the server: gunicorn's master and its worker, from /proc."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.peak_rss_mb = 0.0
-
-    def pids(self) -> list[int]:
-        """The server and every process under it (gunicorn's worker, the recognition process)."""
-        found, waiting = [], [self.pid]
-        while waiting:
-            pid = waiting.pop()
-            found.append(pid)
-            with contextlib.suppress(OSError):
-                for task in Path(f"/proc/{pid}/task").iterdir():
-                    waiting += map(int, (task / "children").read_text().split())
-        return found
-
-    def cpu_seconds(self) -> float:
-        return sum(self.cpu_by_process().values())
-
-    def cpu_by_process(self) -> dict[int, float]:
-        seconds = {}
-        for pid in self.pids():
-            with contextlib.suppress(OSError):
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                seconds[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return seconds
-
-    def rss_mb(self) -> float:
-        rss = 0.0
-        for pid in self.pids():
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    rss += int(line.split()[1]) / 1024
-        self.peak_rss_mb = max(self.peak_rss_mb, rss)
-        return rss
 
 
 class FinalTiming(NamedTuple):

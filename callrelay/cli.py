@@ -25,6 +25,7 @@ from callrelay.simulator import cli as simulator_cli
 logger = logging.getLogger("callrelay.server")
 
 BENCHMARKS = {
+    "relay": "the relay's cost per call and frame latency, beside a minimal relay",
     "transcription": "live transcription through the real relay: WER, final latency, CPU",
     "audio-path": "the per-frame mu-law to 16 kHz path: quality, cost, delay",
     "kill-recovery": "SIGKILL a real server mid-call, again and again: what the WAVs kept",
