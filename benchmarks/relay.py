@@ -182,7 +182,7 @@ async def listen(
             continue
         if not text.startswith('42["media_'):
             continue
-        track = MEDIA_EVENTS[text[4:13]]
+        track = MEDIA_EVENTS[text[4 : text.index('"', 4)]]
         at = text.index('"callSid":"') + 11
         call = calls.get(text[at : at + 34])
         if call is None:
@@ -231,7 +231,8 @@ async def run_load(
         while time.monotonic() < deadline and any(c.received != c.sent for c in loads.values()):
             await asyncio.sleep(0.05)
         done.set()
-        await asyncio.gather(*listeners, return_exceptions=True)
+        outcomes = await asyncio.gather(*listeners, return_exceptions=True)
+        result.failures += [repr(o) for o in outcomes if isinstance(o, BaseException)]
     result.sent = sum(sum(c.sent.values()) for c in loads.values())
     result.received = sum(sum(c.received.values()) for c in loads.values())
     return result
