@@ -22,7 +22,8 @@ class ProcessMeter:
 
     def pids(self) -> list[int]:
         """The server and every process under it (gunicorn's worker, the recognition process)."""
-        found, waiting = [], [self.pid]
+        found: list[int] = []
+        waiting = [self.pid] if self.pid else []
         while waiting:
             pid = waiting.pop()
             found.append(pid)

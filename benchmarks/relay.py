@@ -411,6 +411,7 @@ def _own_cpu() -> float:
 
 
 def run(
+    target_pid: int,
     servers: list[str],
     calls: int,
     seconds: float,
@@ -423,7 +424,7 @@ def run(
         with tempfile.TemporaryDirectory(prefix="callrelay-bench-") as tmp:
             if target is not None:
                 token = os.environ.get("RELAY_API_TOKEN", "")
-                server = Server("target", target, token, 0, lambda: None)
+                server = Server("callrelay", target, token, target_pid, lambda: None)
             elif name == "baseline":
                 server = start_baseline(Path(tmp))
             else:
@@ -443,6 +444,7 @@ def main() -> None:
     parser.add_argument("--ramp", action="store_true", help="raise N until p99 > 50 ms or loss")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--server", help="a running relay to target (RELAY_API_TOKEN its token)")
+    parser.add_argument("--server-pid", type=int, default=0, help="--server's process, to meter")
     parser.add_argument(
         "--env",
         action="append",
@@ -468,7 +470,9 @@ def main() -> None:
     calls = loads[0]
     index = 0
     while True:
-        rows = run(servers, calls, args.seconds, args.one_listener, args.server, extra_env)
+        rows = run(
+            args.server_pid, servers, calls, args.seconds, args.one_listener, args.server, extra_env
+        )
         baseline = rows.get("baseline")
         for name in servers:
             print(rows[name].line(baseline if name != "baseline" else None), flush=True)

@@ -10,19 +10,14 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
-import logging
 import socket
 import sys
-
-from pydantic import SecretStr
+from typing import TYPE_CHECKING
 
 from callrelay import __version__
-from callrelay.access import TOKEN_FILE, generate_token, write_token_file
-from callrelay.config import ConfigError, Settings, load_settings
-from callrelay.logs import configure_logging, log_event
-from callrelay.simulator import cli as simulator_cli
 
-logger = logging.getLogger("callrelay.server")
+if TYPE_CHECKING:
+    from callrelay.config import Settings
 
 BENCHMARKS = {
     "relay": "the relay's cost per call and frame latency, beside a minimal relay",
@@ -33,6 +28,15 @@ BENCHMARKS = {
 
 
 def serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from pydantic import SecretStr
+
+    from callrelay.access import TOKEN_FILE, generate_token, write_token_file
+    from callrelay.config import ConfigError, load_settings
+    from callrelay.logs import configure_logging, log_event
+
+    logger = logging.getLogger("callrelay.server")
     overrides: dict[str, object] = {}
     if args.host is not None:
         overrides["host"] = args.host
@@ -137,6 +141,8 @@ def bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from callrelay.simulator import cli as simulator_cli
+
     parser = argparse.ArgumentParser(
         prog="callrelay",
         description="Live phone calls on the web: Twilio Media Streams in; 16 kHz audio, "
@@ -180,8 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["serve"] and not {"-h", "--help"} & set(arguments):
+        # The server is gevent's: sockets, threads and locks must be patched before anything
+        # else imports them (gevent warns, and misbehaves, when patched late).
+        from gevent import monkey
+
+        monkey.patch_all()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     if args.command is None:
         parser.print_help()
         return 0

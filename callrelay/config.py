@@ -55,7 +55,6 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     host: str = "0.0.0.0"
     port: Annotated[int, Field(ge=1, le=65535)] = 6000
-    threads: Annotated[int, Field(ge=4, le=2000)] = 200
     cors_allowed_origins: str = "*"
     relay_api_token: SecretStr | None = None
     allowed_destinations: str = ""

@@ -8,14 +8,15 @@ from typing import Literal
 
 from flask import Flask, request
 from flask_socketio import SocketIO
+from simple_websocket import Server
 
 from callrelay.asr import SpeechEngine
 from callrelay.config import Settings
 from callrelay.relay import LOAD_FROM_SETTINGS, Relay
 from callrelay.web.events import SocketIORelay, register_client_events
-from callrelay.web.inline_websocket import InlineWebSocket, add_websocket_route
 from callrelay.web.routes import http_routes
 from callrelay.web.stream import MAX_MESSAGE_BYTES, serve_stream
+from callrelay.web.websocket_route import add_websocket_route
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,9 @@ def create_web_relay(
     origins = settings.cors_allowed_origins
     socketio = SocketIO(
         app,
-        # Explicit: auto-detection would pick eventlet when it happens to be installed.
-        async_mode="threading",
+        # The server is gunicorn's gevent worker (see server.py); explicit, since
+        # auto-detection would pick eventlet when it happens to be installed.
+        async_mode="gevent",
         cors_allowed_origins="*" if origins == "*" else [o.strip() for o in origins.split(",")],
         logger=False,
         engineio_logger=False,
@@ -50,7 +52,7 @@ def create_web_relay(
         http_routes(relay, lambda: {"socketio": {"droppedAudio": publisher.dropped_audio}})
     )
 
-    def stream(ws: InlineWebSocket) -> None:
+    def stream(ws: Server) -> None:
         serve_stream(ws, relay, remote=request.remote_addr or "?")
 
     add_websocket_route(app, "/stream", stream, max_message_size=MAX_MESSAGE_BYTES)

@@ -11,6 +11,7 @@ clients that only want transcripts and call events.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 from typing import Any
 
@@ -218,8 +219,11 @@ class SocketIORelay:
 
 
 def _drop_oldest_audio(waiting: Any, keep: int) -> int:
-    """Remove audio packets from the front of an engine.io queue until `keep` packets remain."""
-    with waiting.mutex:
+    """Remove audio packets from the front of an engine.io queue until `keep` packets remain.
+
+    The queue is gevent's (or, in a threaded server, the standard library's); either way its
+    items sit in the `queue` deque, and each one taken out is marked done, as a writer would."""
+    with getattr(waiting, "mutex", contextlib.nullcontext()):
         packets = waiting.queue
         excess = len(packets) - keep
         kept = []
@@ -231,9 +235,6 @@ def _drop_oldest_audio(waiting: Any, keep: int) -> int:
             else:
                 kept.append(packet)
         packets.extendleft(reversed(kept))
-        # queue.Queue counts unfinished tasks; the dropped ones will never be marked done.
-        waiting.unfinished_tasks -= dropped
-        if waiting.unfinished_tasks <= 0:
-            waiting.all_tasks_done.notify_all()
-        waiting.not_full.notify_all()
+    for _ in range(dropped):
+        waiting.task_done()
     return dropped

@@ -26,6 +26,10 @@ CONNECTION_CHECK_SECONDS = 1.0
 CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
 
+YIELD_EVERY_MESSAGES = 8
+"""A stream read from its buffer (a burst, a flood) gives the event loop a turn this often, so
+that what it emits reaches the listeners as it goes instead of piling up in their queues."""
+
 THROTTLE_STEP_SECONDS = 0.05
 """A throttled connection is paused in steps this long, not after every message."""
 
@@ -89,6 +93,7 @@ def _serve(
     reason = "disconnected"
     try:
         last_message = time.monotonic()
+        handled = 0
         while session.state is not StreamState.ENDED:
             message = ws.receive(timeout=min(idle_timeout, CONNECTION_CHECK_SECONDS))
             if message is None and not getattr(ws, "connected", True):
@@ -112,6 +117,9 @@ def _serve(
                 ws.close(1000, "idle timeout")
                 break
             session.receive(message)
+            handled += 1
+            if handled % YIELD_EVERY_MESSAGES == 0:
+                time.sleep(0)  # under gevent: let the listeners' writers run during a burst
             pause = throttle.take()
             if pause:
                 if throttle.pauses == 1:

@@ -4,6 +4,9 @@ Requests travel in batches, one message every `SEND_INTERVAL` at most, and their
 message per batch (a reply that waits on a decode comes on its own when it is ready): a thread
 woken for every track's 60 ms of audio, and a pipe message each way for it, would cost more CPU
 than the recognition it asks for.
+
+The server runs under gevent: the pipe is only read once `select` (which gevent makes
+cooperative) says a message is there, so waiting on the child never stalls the event loop.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import select
 import threading
 import time
 from collections.abc import Callable
@@ -74,13 +78,17 @@ def _spawn(factory: EngineFactory) -> tuple[Any, Connection, Loaded] | None:
     for name, value in CHILD_ENVIRONMENT.items():
         os.environ.setdefault(name, value)  # the relay's numpy is loaded: only the child reads it
     relay_end, child_end = context.Pipe()
+    for end in (relay_end, child_end):
+        # A pipe made under gevent is non-blocking, and the child would inherit that; both
+        # ends read whole messages, and the relay's only once `select` says one is there.
+        os.set_blocking(end.fileno(), True)
     process = context.Process(
         target=serve_engine, args=(child_end, factory), name="callrelay-asr", daemon=True
     )
     process.start()
     child_end.close()
     while True:
-        if not relay_end.poll(START_TIMEOUT_SECONDS):
+        if not _readable(relay_end, START_TIMEOUT_SECONDS):
             process.kill()
             raise EngineUnavailable("the speech engine did not load in time")
         try:
@@ -273,6 +281,7 @@ class ProcessSpeechEngine(SpeechEngine):
     def _relay_replies(self, connection: Connection) -> None:
         while True:
             try:
+                _readable(connection, None)
                 message = connection.recv()
             except (EOFError, OSError):
                 return
@@ -309,6 +318,12 @@ class ProcessSpeechEngine(SpeechEngine):
             log_event(logger, "asr_process_restarted", process=self.pid, restarts=self.generation)
             return True
         return False
+
+
+def _readable(connection: Connection, timeout: float | None) -> bool:
+    """Wait until `connection` has something to read (or has closed); False on timeout."""
+    readable, _, _ = select.select([connection], [], [], timeout)
+    return bool(readable)
 
 
 class RemoteRecogniser(TrackRecogniser):

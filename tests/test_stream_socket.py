@@ -1,4 +1,4 @@
-"""`/stream` is read on its handler's thread: the WebSocket protocol still works in full."""
+"""`/stream` speaks the WebSocket protocol in full: pings, the close handshake."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from wsproto.events import (
 
 from callrelay.simulator.local_relay import RunningRelay
 from callrelay.twilio import media_stream as msg
-from callrelay.web.inline_websocket import CLOSE_LINGER_SECONDS
+from callrelay.web.websocket_route import CLOSE_LINGER_SECONDS
 
 IDS = {"stream_sid": "MZ" + "1" * 32, "account_sid": "AC" + "0" * 32, "call_sid": "CA" + "1" * 32}
 
