@@ -1,14 +1,15 @@
 """Benchmark: the relay's cost per call and its frame latency, beside a minimal relay.
 
-    callrelay bench relay [--calls 5,20,40] [--seconds 20] [--one-listener] [--ramp]
-                          [--baseline | --no-baseline] [--server URL]
+    callrelay bench relay [--calls 5,20,40] [--seconds 20] [--listeners per-call|one|none]
+                          [--ramp] [--baseline | --no-baseline] [--server URL]
     (or python -m benchmarks.relay)
 
 For each N it starts the server (`callrelay serve`, recognition off, recording on; or targets
 `--server`), plays N simultaneous two-track Twilio streams at real-time pace and has one
-Socket.IO listener per call, subscribed by callSid (`--one-listener`: one listener following
-every call), and prints per N: frames sent / received / lost, frame latency (due at the
-simulated Twilio -> `media_in`/`media_out` at the listener) p50 / p95 / p99 / max, the server's
+Socket.IO listener per call, subscribed by callSid (`--listeners one`: one listener following
+every call; `none`: no listener), and prints per N: frames sent / received / lost, frame
+latency (due at the simulated Twilio -> `media_in`/`media_out` at the listener) p50 / p95 /
+p99 / max, the server's
 cores (every process, from /proc), cores per call, the load generator's own cores, and the
 server's RSS in all and per call. With `--baseline` (the default) every N runs again against a
 minimal relay written here (aiohttp + python-socketio's AsyncServer: Twilio JSON, base64,
@@ -82,6 +83,7 @@ class LoadResult:
     latencies_ms: list[float] = field(default_factory=list)
     sent: int = 0
     received: int = 0
+    listening: bool = True
     failures: list[str] = field(default_factory=list)
 
 
@@ -196,7 +198,7 @@ async def listen(
 
 
 async def run_load(
-    base_url: str, token: str, calls: int, seconds: float, one_listener: bool
+    base_url: str, token: str, calls: int, seconds: float, listeners: str
 ) -> LoadResult:
     import aiohttp
 
@@ -210,9 +212,10 @@ async def run_load(
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=None)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        follows: list[str | None] = [None] if one_listener else list(loads)
+        everyone: list[str | None] = [None]
+        follows = everyone if listeners == "one" else [] if listeners == "none" else list(loads)
         ready = [asyncio.Event() for _ in follows]
-        listeners = [
+        clients = [
             asyncio.create_task(
                 listen(session, base_url, token, loads, follow, result, done, event)
             )
@@ -227,12 +230,13 @@ async def run_load(
                 await asyncio.sleep(FRAME_SECONDS / 2)  # not every call on the same 20 ms tick
         outcomes = await asyncio.gather(*streams, return_exceptions=True)
         result.failures += [repr(o) for o in outcomes if isinstance(o, BaseException)]
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + (10 if follows else 0)
         while time.monotonic() < deadline and any(c.received != c.sent for c in loads.values()):
             await asyncio.sleep(0.05)
         done.set()
-        outcomes = await asyncio.gather(*listeners, return_exceptions=True)
+        outcomes = await asyncio.gather(*clients, return_exceptions=True)
         result.failures += [repr(o) for o in outcomes if isinstance(o, BaseException)]
+    result.listening = bool(follows)
     result.sent = sum(sum(c.sent.values()) for c in loads.values())
     result.received = sum(sum(c.received.values()) for c in loads.values())
     return result
@@ -359,7 +363,7 @@ class Row:
 
     @property
     def lost(self) -> int:
-        return self.result.sent - self.result.received
+        return self.result.sent - self.result.received if self.result.listening else 0
 
     @property
     def p99(self) -> float:
@@ -384,13 +388,13 @@ HEADER = (
 )
 
 
-def measure(server: Server, calls: int, seconds: float, one_listener: bool) -> Row:
+def measure(server: Server, calls: int, seconds: float, listeners: str) -> Row:
     meter = ProcessMeter(server.pid)
     idle_rss = meter.rss_mb()
     generator_before = _own_cpu()
     server_before = meter.cpu_seconds()
     started = time.monotonic()
-    result = asyncio.run(run_load(server.url, server.token, calls, seconds, one_listener))
+    result = asyncio.run(run_load(server.url, server.token, calls, seconds, listeners))
     wall = time.monotonic() - started
     rss = meter.peak_rss_mb
     meter.rss_mb()
@@ -415,7 +419,7 @@ def run(
     servers: list[str],
     calls: int,
     seconds: float,
-    one_listener: bool,
+    listeners: str,
     target: str | None,
     extra_env: dict[str, str],
 ) -> dict[str, Row]:
@@ -430,7 +434,7 @@ def run(
             else:
                 server = start_ours(Path(tmp), extra_env)
             try:
-                rows[name] = measure(server, calls, seconds, one_listener)
+                rows[name] = measure(server, calls, seconds, listeners)
             finally:
                 server.stop()
     return rows
@@ -440,7 +444,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", default="5,20,40", help="comma-separated loads")
     parser.add_argument("--seconds", type=float, default=20.0, help="each call's length")
-    parser.add_argument("--one-listener", action="store_true", help="one listener for all calls")
+    parser.add_argument(
+        "--listeners",
+        choices=("per-call", "one", "none"),
+        default="per-call",
+        help="one listener per call (default), one following every call, or none",
+    )
     parser.add_argument("--ramp", action="store_true", help="raise N until p99 > 50 ms or loss")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--server", help="a running relay to target (RELAY_API_TOKEN its token)")
@@ -461,7 +470,11 @@ def main() -> None:
     extra_env = dict(item.split("=", 1) for item in args.env)
     servers = ["callrelay"] + (["baseline"] if args.baseline and not args.server else [])
     loads = [int(n) for n in args.calls.split(",")]
-    listeners = "one listener for all calls" if args.one_listener else "one listener per call"
+    listeners = {
+        "per-call": "one listener per call",
+        "one": "one listener following every call",
+        "none": "no listener",
+    }[args.listeners]
     print(
         f"{args.seconds:.0f} s calls, both tracks in real time, {listeners}; "
         f"latency in ms, frame due -> listener; RSS per call beyond the idle server"
@@ -471,7 +484,7 @@ def main() -> None:
     index = 0
     while True:
         rows = run(
-            args.server_pid, servers, calls, args.seconds, args.one_listener, args.server, extra_env
+            args.server_pid, servers, calls, args.seconds, args.listeners, args.server, extra_env
         )
         baseline = rows.get("baseline")
         for name in servers:

@@ -1,8 +1,9 @@
 """Recordings: `captures/<CallSid>/caller.wav` and `receiver.wav`, streamed to disk live.
 
-The WAV header is rewritten after every append, so a file being written is a valid, playable WAV
-at every moment, even if the process is killed; `repair_captures` fixes the rare file whose
-header missed the last append. A write that fails (disk full, removed folder) is logged once per
+A file being written is a valid, playable WAV at every moment, even if the process is killed:
+its header is rewritten once a second of audio (two writes per second, not per 20 ms frame), so
+it is at most a second behind the samples on disk, and `repair_captures` makes it count them all
+at the next start. A write that fails (disk full, removed folder) is logged once per
 call; the writer retries at most once a second and fills what it missed with silence, so the
 two files stay aligned sample for sample when recording resumes.
 """
@@ -66,6 +67,8 @@ class WavWriter:
         self.path = path
         self.rate = rate
         self.samples = 0
+        self._header_samples = 0
+        """The sample count the header on disk says."""
         path.parent.mkdir(parents=True, exist_ok=True)
         if resume and _is_our_wav(path, rate):
             repair_wav(path)
@@ -92,7 +95,8 @@ class WavWriter:
             if written < len(data):
                 self._truncate_to_whole_samples(written)
             self.samples += written // 2
-            self._write_header()
+            if self.samples - self._header_samples >= self.rate or written < len(data):
+                self._write_header()
 
     def _truncate_to_whole_samples(self, written: int) -> None:
         size = HEADER_BYTES + 2 * self.samples + written - written % 2
@@ -103,6 +107,7 @@ class WavWriter:
             pass
 
     def _write_header(self) -> None:
+        self._header_samples = self.samples
         data_bytes = 2 * self.samples
         os.pwrite(self._fd, struct.pack("<I", 36 + data_bytes), 4)
         os.pwrite(self._fd, struct.pack("<I", data_bytes), 40)

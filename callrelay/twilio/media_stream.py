@@ -16,6 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
+import pybase64
+
 Track = Literal["inbound", "outbound"]
 TRACKS: tuple[Track, ...] = ("inbound", "outbound")
 
@@ -180,7 +183,7 @@ def _parse_media(message: Mapping[str, Any]) -> Media:
     if not isinstance(encoded, str):
         raise InvalidMediaMessage("media.payload is missing or not a string")
     try:
-        payload = base64.b64decode(encoded, validate=True)
+        payload = pybase64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidMediaMessage("media.payload is not base64") from None
     if not payload:
@@ -240,8 +243,8 @@ def parse_message(text: str | bytes) -> StreamMessage:
     if isinstance(text, bytes):
         raise InvalidMediaMessage("binary frame; Twilio sends JSON text frames only")
     try:
-        message = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+        message = orjson.loads(text)
+    except orjson.JSONDecodeError:
         raise InvalidMediaMessage("frame is not valid JSON") from None
     if not isinstance(message, dict):
         raise InvalidMediaMessage("frame is JSON but not an object")

@@ -14,6 +14,7 @@ from callrelay.asr import SpeechEngine
 from callrelay.config import Settings
 from callrelay.relay import LOAD_FROM_SETTINGS, Relay
 from callrelay.web.events import SocketIORelay, register_client_events
+from callrelay.web.fast_json import OrjsonForSocketIO
 from callrelay.web.routes import http_routes
 from callrelay.web.stream import MAX_MESSAGE_BYTES, serve_stream
 from callrelay.web.websocket_route import add_websocket_route
@@ -41,6 +42,7 @@ def create_web_relay(
         # auto-detection would pick eventlet when it happens to be installed.
         async_mode="gevent",
         cors_allowed_origins="*" if origins == "*" else [o.strip() for o in origins.split(",")],
+        json=OrjsonForSocketIO,
         logger=False,
         engineio_logger=False,
     )

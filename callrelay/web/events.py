@@ -10,11 +10,11 @@ clients that only want transcripts and call events.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import logging
 from typing import Any
 
+import pybase64
 from flask import request
 from flask_socketio import ConnectionRefusedError, SocketIO, join_room, leave_room, rooms
 
@@ -176,7 +176,7 @@ class SocketIORelay:
             {
                 **self._ids(call),
                 "timestamp": chunk.timestamp_ms,
-                "audio": base64.b64encode(pcm_bytes(chunk.pcm)).decode("ascii"),
+                "audio": pybase64.b64encode_as_string(pcm_bytes(chunk.pcm)),
             },
             to=rooms,
         )
