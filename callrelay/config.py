@@ -25,6 +25,11 @@ def is_e164(number: str) -> bool:
     return bool(E164.match(number))
 
 
+DEFAULT_MAX_CALLS = 150
+"""Streams one server process takes at once; past it a stream is refused, so that the calls it
+carries keep their latency (`callrelay bench relay --ramp` measures what a machine carries)."""
+
+
 class ConfigError(Exception):
     """A setting is missing or wrong; the message names the variable."""
 
@@ -61,6 +66,7 @@ class Settings(BaseSettings):
     make_call_limit: Annotated[int, Field(ge=1, le=100000)] = 10
     stream_max_messages_per_second: Annotated[int, Field(ge=100, le=1_000_000)] = 1000
     stream_idle_timeout_seconds: Annotated[float, Field(ge=1, le=3600)] = 60.0
+    max_calls: Annotated[int, Field(ge=1, le=100_000)] = DEFAULT_MAX_CALLS
 
     asr_engine: Literal["auto", "whisper", "vosk", "off"] = "auto"
     whisper_model: str | None = None

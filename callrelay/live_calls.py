@@ -25,6 +25,17 @@ REMEMBERED_CALLS = 10_000
 
 
 CLOSE_GOING_AWAY = 1001
+CLOSE_TRY_AGAIN_LATER = 1013
+
+
+class StreamRefused(Exception):
+    """A socket the relay will not serve; close it with `close_code`."""
+
+    def __init__(self, close_code: int, reason: str, kind: str) -> None:
+        super().__init__(reason)
+        self.close_code = close_code
+        self.reason = reason
+        self.kind = kind
 
 
 @dataclass(eq=False)
@@ -41,7 +52,11 @@ class LiveCalls:
     flight (for `GET /` and shutdown), and where each call's timeline began (to place a call's
     later streams)."""
 
-    def __init__(self, remembered_calls: int = REMEMBERED_CALLS) -> None:
+    def __init__(
+        self, max_streams: int | None = None, remembered_calls: int = REMEMBERED_CALLS
+    ) -> None:
+        self.max_streams = max_streams
+        """Sockets served at most at once (`MAX_CALLS`); None for no limit."""
         self._lock = threading.Lock()
         self._connections: set[StreamConnection] = set()
         self._calls: dict[str, CallInfo] = {}
@@ -50,14 +65,30 @@ class LiveCalls:
         self._emptied = threading.Condition(self._lock)
         self.accepting = True
 
-    def connect(self, close: Callable[[int, str], None]) -> StreamConnection | None:
-        """A socket to serve; None once the relay is shutting down (refuse it)."""
+    def connect(self, close: Callable[[int, str], None]) -> StreamConnection:
+        """A socket to serve. Refused once the relay is shutting down, and past `max_streams`:
+        a process that takes more calls than it can carry degrades every call at once."""
         with self._lock:
             if not self.accepting:
-                return None
+                raise StreamRefused(CLOSE_GOING_AWAY, "server shutting down", "shutting_down")
+            if not self.has_room_locked():
+                raise StreamRefused(CLOSE_TRY_AGAIN_LATER, "over capacity", "over_capacity")
             connection = StreamConnection(close)
             self._connections.add(connection)
             return connection
+
+    def has_room(self) -> bool:
+        """Another stream would be taken now."""
+        with self._lock:
+            return self.has_room_locked()
+
+    def has_room_locked(self) -> bool:
+        return self.max_streams is None or len(self._connections) < self.max_streams
+
+    @property
+    def streams(self) -> int:
+        """Sockets being served, in a call or about to start one."""
+        return len(self._connections)
 
     def disconnect(self, connection: StreamConnection) -> None:
         with self._lock:

@@ -54,7 +54,7 @@ class Relay:
         token = settings.relay_api_token.get_secret_value() if settings.relay_api_token else None
         # Secure by default: no configured token means one nobody knows, not an open door.
         self.api_token = ApiToken(token or generate_token())
-        self.live_calls = LiveCalls()
+        self.live_calls = LiveCalls(max_streams=settings.max_calls)
         self.recorder = CallRecorder(settings.captures_dir)
         self.calls = TwilioCalls(settings)
         self.signatures = (
@@ -138,6 +138,7 @@ class Relay:
             "service": "callrelay",
             "version": __version__,
             "activeCalls": len(self.live_calls.active()),
+            "maxCalls": self.settings.max_calls,
             "callingConfigured": not self.settings.calling_missing(),
             "asr": self.transcription.status() if self.transcription else {"engine": "off"},
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import itertools
+import socket
 import time
 import wave
 from collections.abc import Callable
@@ -12,10 +13,13 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import soundfile
 from simple_websocket import Client, ConnectionClosed
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Event, Request
 
 from callrelay.audio import Upsampler2x
 from callrelay.call import AudioChunk, CallInfo
@@ -167,6 +171,42 @@ def closed_with(ws: Client, timeout: float = 5) -> int:
     except ConnectionClosed:
         return int(ws.close_reason)
     return -1
+
+
+class RawClient:
+    """A WebSocket client with nothing between the test and the frames (wsproto, one socket)."""
+
+    def __init__(self, relay: RunningRelay) -> None:
+        url = urlsplit(relay.ws_url)
+        assert url.hostname and url.port
+        self.sock = socket.create_connection((url.hostname, url.port), timeout=5)
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        headers = [(k.encode(), v.encode()) for k, v in relay.stream_headers().items()]
+        self.sock.sendall(
+            self.ws.send(Request(host=url.netloc, target=url.path, extra_headers=headers))
+        )
+        assert isinstance(self.next_event(), AcceptConnection)
+
+    def __enter__(self) -> RawClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.sock.close()
+
+    def send(self, event: Event) -> None:
+        self.sock.sendall(self.ws.send(event))
+
+    def next_event(self, timeout: float = 5.0) -> Event | None:
+        """The next event from the server; None when the connection has ended (EOF)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in self.ws.events():
+                return event
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            data = self.sock.recv(4096)
+            if not data:
+                return None
+            self.ws.receive_data(data)
 
 
 # The call pipeline without sockets.

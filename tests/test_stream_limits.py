@@ -9,12 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from wsproto.events import CloseConnection
 
 from callrelay.simulator.local_relay import RunningRelay, stop_relay
 from callrelay.simulator.media_client import StreamOptions, new_sid, play_stream
 from callrelay.twilio import media_stream as msg
 from callrelay.web.stream import MessageThrottle
-from tests.helpers import call_audio, closed_with, raw_call, read_wav, start_relay, wait_for
+from tests.helpers import (
+    RawClient,
+    call_audio,
+    closed_with,
+    raw_call,
+    read_wav,
+    start_relay,
+    wait_for,
+)
 
 RATE = 200
 IDLE_SECONDS = 2
@@ -129,3 +138,59 @@ def test_a_stream_that_goes_silent_is_closed_and_its_call_ended(slow_relay: Runn
     pcm, _ = read_wav(slow_relay.captures / call_sid / "receiver.wav")
     assert len(pcm) == 10 * 320
     assert slow_relay.get("/").json()["activeCalls"] == 0
+
+
+def test_a_stream_past_max_calls_is_refused_and_the_calls_running_go_on(tmp_path: Path) -> None:
+    relay = start_relay(tmp_path, {"ASR_ENGINE": "off", "MAX_CALLS": "2"})
+    try:
+        calls = [(new_sid("CA"), new_sid("MZ")) for _ in range(2)]
+        running = [raw_call(relay, call_sid, stream_sid) for call_sid, stream_sid in calls]
+        wait_for(lambda: relay.get("/").json()["activeCalls"] == 2)
+        with RawClient(relay) as one_too_many:
+            closing = one_too_many.next_event()
+        assert isinstance(closing, CloseConnection) and closing.code == 1013  # try again later
+        assert closing.reason == "over capacity"
+        refused = [
+            line
+            for line in (json.loads(text) for text in relay.log_file.read_text().splitlines())
+            if line["evt"] == "stream_refused"
+        ]
+        assert [(r["reason"], r["maxCalls"]) for r in refused] == [("over_capacity", 2)]
+        health = relay.get("/").json()
+        assert health["maxCalls"] == 2 and health["activeCalls"] == 2
+        # Twilio asking for TwiML for one more call is told, politely, that the lines are busy.
+        twiml = relay.post("/voice", token="", data={"CallSid": new_sid("CA")}).text
+        assert "<Say>" in twiml and "<Hangup />" in twiml and "<Stream" not in twiml
+        for (call_sid, stream_sid), ws in zip(calls, running, strict=True):
+            ws.send(
+                msg.media_message(
+                    stream_sid=stream_sid,
+                    track="inbound",
+                    chunk=1,
+                    timestamp_ms=5,
+                    payload=b"\xff" * 160,
+                    sequence_number=2,
+                )
+            )
+            ws.send(
+                msg.stop_message(
+                    stream_sid=stream_sid,
+                    account_sid="AC" + "0" * 32,
+                    call_sid=call_sid,
+                    sequence_number=3,
+                )
+            )
+            assert closed_with(ws) == 1000
+        wait_for(lambda: len(log_lines(relay.log_file, calls[1][0])) >= 3)
+        ended = [
+            line
+            for call_sid, _ in calls
+            for line in log_lines(relay.log_file, call_sid)
+            if line["evt"] == "call_ended"
+        ]
+        assert [(e["reason"], e["frames"]["inbound"]) for e in ended] == [("stop", 1)] * 2
+        # With the two calls over, there is room again.
+        assert relay.get("/").json()["activeCalls"] == 0
+        assert "<Stream" in relay.post("/voice", token="", data={"CallSid": new_sid("CA")}).text
+    finally:
+        stop_relay(relay)

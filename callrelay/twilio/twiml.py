@@ -43,3 +43,14 @@ def stream_twiml(
     else:
         response.pause(length=PAUSE_SECONDS)
     return str(response)
+
+
+BUSY_MESSAGE = "Sorry, all our lines are busy right now. Please call again later."
+
+
+def busy_twiml() -> str:
+    """A call the relay cannot carry: said so politely, then hung up."""
+    response = VoiceResponse()
+    response.say(BUSY_MESSAGE)
+    response.hangup()
+    return str(response)

@@ -18,7 +18,7 @@ from callrelay.logs import log_event
 from callrelay.relay import Relay
 from callrelay.twilio.calls import CallingNotConfigured, TwilioRefused
 from callrelay.twilio.signatures import public_base
-from callrelay.twilio.twiml import stream_twiml, stream_url
+from callrelay.twilio.twiml import busy_twiml, stream_twiml, stream_url
 
 logger = logging.getLogger("callrelay.http")
 
@@ -209,6 +209,17 @@ def http_routes(relay: Relay, web_status: Callable[[], dict[str, Any]]) -> Bluep
     @routes.post("/voice")
     def voice() -> Response:
         settings = relay.settings
+        if not relay.live_calls.has_room():
+            log_event(
+                logger,
+                "voice_webhook",
+                logging.WARNING,
+                callSid=request.form.get("CallSid"),
+                direction=request.form.get("Direction"),
+                refused="over_capacity",
+                maxCalls=settings.max_calls,
+            )
+            return Response(busy_twiml(), mimetype="text/xml")
         bridge_to = request.args.get("bridgeTo") or None
         if bridge_to is not None and not is_e164(bridge_to):
             bridge_to = None

@@ -12,7 +12,7 @@ from typing import Any
 from simple_websocket import ConnectionClosed
 
 from callrelay.call import MediaStreamSession, StreamProtocolError, StreamState
-from callrelay.live_calls import CLOSE_GOING_AWAY, StreamConnection
+from callrelay.live_calls import StreamConnection, StreamRefused
 from callrelay.logs import log_event
 from callrelay.relay import Relay
 
@@ -63,9 +63,20 @@ class MessageThrottle:
 
 def serve_stream(ws: Any, relay: Relay, remote: str) -> None:
     """Run one Twilio stream to its end; the call is always closed, however the socket ends."""
-    connection = relay.live_calls.connect(partial(_close_quietly, ws))
-    if connection is None:
-        _close_quietly(ws, CLOSE_GOING_AWAY, "server shutting down")
+    try:
+        connection = relay.live_calls.connect(partial(_close_quietly, ws))
+    except StreamRefused as refused:
+        log_event(
+            logger,
+            "stream_refused",
+            logging.WARNING,
+            remote=remote,
+            reason=refused.kind,
+            closeCode=refused.close_code,
+            error=refused.reason,
+            maxCalls=relay.live_calls.max_streams,
+        )
+        _close_quietly(ws, refused.close_code, refused.reason)
         return
     settings = relay.settings
     try:

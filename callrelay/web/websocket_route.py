@@ -8,6 +8,7 @@ greenlet switch, not a thread wake-up.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,9 @@ def add_websocket_route(
 
     def websocket_view() -> Response:
         ws = Server.accept(request.environ, max_message_size=max_message_size)
+        # Let the reader start reading first: one that has not run by the time the handler
+        # closes (a stream refused at once) would see the close and drop the socket at once.
+        time.sleep(0)
         with contextlib.suppress(ConnectionClosed):
             handler(ws)
         with contextlib.suppress(Exception):
