@@ -7,12 +7,20 @@ credentials, and `calling_missing()` says which.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -67,6 +75,9 @@ class Settings(BaseSettings):
     stream_max_messages_per_second: Annotated[int, Field(ge=100, le=1_000_000)] = 1000
     stream_idle_timeout_seconds: Annotated[float, Field(ge=1, le=3600)] = 60.0
     max_calls: Annotated[int, Field(ge=1, le=100_000)] = DEFAULT_MAX_CALLS
+    workers: str = "1"
+    """Server processes behind the one port: a number, or `auto` for one per core."""
+    redis_url: str | None = None
 
     asr_engine: Literal["auto", "whisper", "vosk", "off"] = "auto"
     whisper_model: str | None = None
@@ -90,6 +101,7 @@ class Settings(BaseSettings):
         "forward_to",
         "whisper_model",
         "relay_api_token",
+        "redis_url",
         mode="before",
     )
     @classmethod
@@ -122,6 +134,34 @@ class Settings(BaseSettings):
         if parts.query or parts.fragment:
             raise ValueError("must not carry a query string or fragment")
         return value.rstrip("/")
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value != "auto" and not (value.isdigit() and 1 <= int(value) <= 64):
+            raise ValueError("must be a number of processes (1-64) or 'auto'")
+        return value
+
+    @property
+    def worker_count(self) -> int:
+        return (os.cpu_count() or 1) if self.workers == "auto" else int(self.workers)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis:// (or rediss://, unix://) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _workers_share_redis(self) -> Settings:
+        if self.worker_count > 1 and self.redis_url is None:
+            raise ValueError(
+                f"WORKERS={self.workers} needs REDIS_URL (e.g. redis://127.0.0.1:6379/0): the "
+                "processes share calls, listeners and limits through Redis"
+            )
+        return self
 
     @field_validator("log_level")
     @classmethod
@@ -180,7 +220,8 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as error:
         lines = []
         for problem in error.errors():
-            name = str(problem["loc"][0]).upper() if problem["loc"] else "settings"
             message = str(problem["msg"]).removeprefix("Value error, ")
-            lines.append(f"{name}: {message}")
+            if problem["loc"]:
+                message = f"{str(problem['loc'][0]).upper()}: {message}"
+            lines.append(message)
         raise ConfigError("invalid configuration: " + "; ".join(lines)) from None

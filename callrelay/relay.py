@@ -9,6 +9,7 @@ and from it, and publish a call's events through a `CallPublisher`.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from functools import partial
 from typing import Any, Literal, Protocol
@@ -22,6 +23,7 @@ from callrelay.config import Settings
 from callrelay.live_calls import LiveCalls
 from callrelay.logs import log_event
 from callrelay.recording import CallRecorder, repair_captures
+from callrelay.redis_state import RedisState
 from callrelay.transcript_file import TranscriptFile
 from callrelay.transcription import TranscriptionSink, TranscriptListener
 from callrelay.twilio.calls import TwilioCalls
@@ -63,6 +65,8 @@ class Relay:
             else None
         )
         self.call_rate = RateLimit(settings.make_call_limit, 60.0)
+        self.shared = RedisState(settings.redis_url) if settings.redis_url else None
+        """What the processes share, when there are several (REDIS_URL)."""
         self.transcription: TranscriptionSink | None = None
         self._speech_engine = speech_engine
         self._sinks: list[CallSink] = []
@@ -88,6 +92,7 @@ class Relay:
             *([self.publisher] if self.publisher is not None else []),
             self.recorder,
             *([self.transcription] if self.transcription is not None else []),
+            *([self.shared] if self.shared is not None else []),
         ]
         if self.signatures is None:
             log_event(
@@ -117,6 +122,8 @@ class Relay:
             callsEnded=calls,
             seconds=round(time.monotonic() - started, 2),
         )
+        if self.shared is not None:
+            self.shared.stop()
         for handler in logging.getLogger("callrelay").handlers:
             handler.flush()
         return done
@@ -131,13 +138,33 @@ class Relay:
         if self.publisher is not None:
             self.publisher.call_status(status)
 
+    def allow_call(self) -> float:
+        """Count a call about to be placed: 0 if within MAKE_CALL_LIMIT a minute (across every
+        process when they share Redis), else the seconds to wait."""
+        limit = self.settings.make_call_limit
+        if self.shared is not None:
+            wait = self.shared.take_call_slot(limit, 60.0)
+            if wait is not None:
+                return wait
+        return self.call_rate.allow()
+
     def status(self) -> dict[str, Any]:
-        """What `GET /` shows."""
+        """What `GET /` shows: this process's calls, and with REDIS_URL every process's."""
+        own = [call.call_sid for call in self.live_calls.active()]
+        every = self.shared.live_calls() if self.shared is not None else None
+        calls = sorted({c["callSid"] for c in every}) if every is not None else sorted(set(own))
         return {
             "status": "ok",
             "service": "callrelay",
             "version": __version__,
-            "activeCalls": len(self.live_calls.active()),
+            "activeCalls": len(every) if every is not None else len(own),
+            "calls": calls,
+            "process": {
+                "pid": os.getpid(),
+                "activeCalls": len(own),
+                "streams": self.live_calls.streams,
+                "sharedState": None if self.shared is None else self.shared.available,
+            },
             "maxCalls": self.settings.max_calls,
             "callingConfigured": not self.settings.calling_missing(),
             "asr": self.transcription.status() if self.transcription else {"engine": "off"},

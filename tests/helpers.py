@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import csv
 import itertools
+import shutil
 import socket
+import subprocess
 import time
 import wave
 from collections.abc import Callable
@@ -238,3 +240,54 @@ class RememberingSink:
         for before, after in itertools.pairwise(chunks):
             assert after.start_sample == before.end_sample, "chunks must tile the timeline"
         return np.concatenate([c.pcm for c in chunks]) if chunks else np.zeros(0, np.int16)
+
+
+# A real Redis server.
+
+
+@dataclass
+class RedisServer:
+    """`redis-server` on a loopback port of its own, with nothing saved to disk."""
+
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not installed (.ci/run installs Debian's redis-server)"
+        self.process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def answers() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as probe:
+                    probe.sendall(b"PING\r\n")
+                    return probe.recv(16).startswith(b"+PONG")
+            except OSError:
+                return False
+
+        wait_for(answers, timeout=10)
+        return self
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None

@@ -94,3 +94,16 @@ def test_python_app_py_still_runs_the_server(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(20)
+
+
+def test_several_workers_without_redis_refuse_to_start(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "callrelay", "serve"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "WORKERS": "2", "REDIS_URL": ""},
+    )
+    assert result.returncode == 2
+    assert "WORKERS=2 needs REDIS_URL" in result.stderr

@@ -67,6 +67,7 @@ def start_relay(
 ) -> RunningRelay:
     """Start the relay with its files under `tmp`; `api_token` (a new one if not given) is the
     token its clients must present."""
+    tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWILIO_")}
     env.update(

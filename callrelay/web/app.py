@@ -4,7 +4,7 @@ and Socket.IO."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from flask import Flask, request
 from flask_socketio import SocketIO
@@ -15,6 +15,7 @@ from callrelay.config import Settings
 from callrelay.relay import LOAD_FROM_SETTINGS, Relay
 from callrelay.web.events import SocketIORelay, register_client_events
 from callrelay.web.fast_json import OrjsonForSocketIO
+from callrelay.web.message_queue import GuardedRedisManager
 from callrelay.web.routes import http_routes
 from callrelay.web.stream import MAX_MESSAGE_BYTES, serve_stream
 from callrelay.web.websocket_route import add_websocket_route
@@ -36,8 +37,16 @@ def create_web_relay(
     `speech_engine` (or None) to skip loading the one the settings name."""
     app = Flask("callrelay")
     origins = settings.cors_allowed_origins
+    queue: dict[str, Any] = {}
+    if settings.redis_url:
+        queue["client_manager"] = GuardedRedisManager(settings.redis_url)
+    if settings.worker_count > 1:
+        # Long-polling spreads one session over many requests, which need the process that
+        # holds it; the processes share one port, so a client must use the WebSocket.
+        queue["transports"] = ["websocket"]
     socketio = SocketIO(
         app,
+        **queue,
         # The server is gunicorn's gevent worker (see server.py); explicit, since
         # auto-detection would pick eventlet when it happens to be installed.
         async_mode="gevent",
@@ -46,7 +55,7 @@ def create_web_relay(
         logger=False,
         engineio_logger=False,
     )
-    publisher = SocketIORelay(socketio)
+    publisher = SocketIORelay(socketio, across_processes=settings.redis_url is not None)
     relay = Relay(settings, publisher, speech_engine)
     relay.start()
     register_client_events(socketio, relay.api_token)

@@ -117,8 +117,10 @@ class SocketIORelay:
     queued audio (never transcripts or call events) down to half that; drops are counted.
     """
 
-    def __init__(self, socketio: SocketIO) -> None:
+    def __init__(self, socketio: SocketIO, *, across_processes: bool = False) -> None:
         self._socketio = socketio
+        self._across_processes = across_processes
+        """Listeners may be on other processes (a message queue): audio always goes out."""
         self.dropped_audio = 0
         self._slow_clients: set[str] = set()
 
@@ -169,7 +171,7 @@ class SocketIORelay:
         if chunk.is_gap:
             return
         rooms = [audio_room(ALL_CALLS), audio_room(call_room(call.call_sid))]
-        if not self._audio_listeners(rooms):
+        if not self._audio_listeners(rooms) and not self._across_processes:
             return  # most calls have no one listening to their audio: nothing to encode
         self._socketio.emit(
             MEDIA_EVENTS[chunk.track],

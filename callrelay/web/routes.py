@@ -140,7 +140,7 @@ def http_routes(relay: Relay, web_status: Callable[[], dict[str, Any]]) -> Bluep
             if number is not None and not destination_allowed(number, prefixes):
                 log_event(logger, "destination_refused", logging.WARNING, to=number)
                 return _error(403, f"{number} is not in ALLOWED_DESTINATIONS", allowed=prefixes)
-        wait = relay.call_rate.allow()
+        wait = relay.allow_call()
         if wait:
             response, status = _error(
                 429, "too many calls placed; try again later", retryAfter=round(wait, 1)

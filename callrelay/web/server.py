@@ -37,7 +37,10 @@ class RelayServer(BaseApplication):  # type: ignore[misc]
         s = self.settings
         options: dict[str, Any] = {
             "bind": f"[{s.host}]:{s.port}" if ":" in s.host else f"{s.host}:{s.port}",
-            "workers": 1,
+            "workers": s.worker_count,
+            # Each worker listens on the port itself and the kernel spreads connections over
+            # them; a WebSocket stays on the process it reached.
+            "reuse_port": s.worker_count > 1,
             "worker_class": "gevent",
             "worker_connections": WORKER_CONNECTIONS,
             "timeout": 0,

@@ -1,0 +1,188 @@
+"""What the relay's processes share through Redis: the calls each one carries and the rate at
+which calls are placed. (Socket.IO's own traffic goes through Redis in `web/message_queue.py`.)
+
+Every process writes its live calls to a hash of its own that expires unless the process keeps
+it alive, so a process that dies takes its calls out of `GET /` within `PROCESS_TTL_SECONDS`.
+Redis going away never holds a call up: each operation has a short timeout, a failure marks
+Redis down for a second (logged once, `shared_state_down`), and meanwhile the process answers
+from what it knows itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from typing import Any
+
+from callrelay.call import AudioChunk, CallInfo
+from callrelay.logs import log_event
+
+logger = logging.getLogger("callrelay.shared")
+
+PREFIX = "callrelay"
+PROCESS_TTL_SECONDS = 15
+HEARTBEAT_SECONDS = 5.0
+RETRY_SECONDS = 1.0
+TIMEOUT_SECONDS = 0.5
+
+
+def redis_client(url: str) -> Any:
+    """A client that gives up quickly: a relay waits on Redis for half a second at most."""
+    import redis
+
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=TIMEOUT_SECONDS,
+        socket_connect_timeout=TIMEOUT_SECONDS,
+        retry=None,
+        decode_responses=True,
+    )
+
+
+class RedisState:
+    """This process's view of the shared state; every method answers even when Redis is gone
+    (with None, for the caller to fall back on its own figures)."""
+
+    def __init__(self, url: str, process_id: str | None = None) -> None:
+        self.process_id = process_id or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._redis = redis_client(url)
+        self._down_since: float | None = None
+        self._retry_at = 0.0
+        self._lock = threading.Lock()
+        self._calls_key = f"{PREFIX}:process:{self.process_id}:calls"
+        self._stopped = threading.Event()
+        threading.Thread(target=self._heartbeat, name="redis-heartbeat", daemon=True).start()
+
+    @property
+    def available(self) -> bool:
+        return self._down_since is None
+
+    def _run(self, operation: Any) -> Any:
+        """`operation(redis)`, or None while Redis is down (tried again after a second)."""
+        now = time.monotonic()
+        if self._down_since is not None and now < self._retry_at:
+            return None
+        try:
+            result = operation(self._redis)
+        except Exception as error:
+            with self._lock:
+                self._retry_at = now + RETRY_SECONDS
+                if self._down_since is None:
+                    self._down_since = now
+                    log_event(
+                        logger,
+                        "shared_state_down",
+                        logging.WARNING,
+                        error=f"{type(error).__name__}: {error}",
+                        detail="calls go on; GET / and the call rate limit count this "
+                        "process only until Redis is back",
+                    )
+            return None
+        if self._down_since is not None:
+            with self._lock:
+                if self._down_since is not None:
+                    log_event(logger, "shared_state_up", seconds=round(now - self._down_since, 1))
+                    self._down_since = None
+        return result
+
+    # The calls each process carries.
+
+    def call_started(self, call: CallInfo) -> None:
+        entry = json.dumps(
+            {
+                "callSid": call.call_sid,
+                "streamSid": call.stream_sid,
+                "tracks": list(call.tracks),
+                "startedAt": call.started_at,
+                "process": self.process_id,
+            }
+        )
+
+        def announce(redis: Any) -> None:
+            with redis.pipeline() as pipe:
+                pipe.hset(self._calls_key, call.stream_sid, entry)
+                pipe.expire(self._calls_key, PROCESS_TTL_SECONDS)
+                pipe.sadd(f"{PREFIX}:processes", self.process_id)
+                pipe.execute()
+
+        self._run(announce)
+
+    def audio(self, call: CallInfo, chunk: AudioChunk) -> None:
+        pass
+
+    def dtmf(self, call: CallInfo, digit: str) -> None:
+        pass
+
+    def call_ended(self, call: CallInfo, reason: str) -> None:
+        self._run(lambda redis: redis.hdel(self._calls_key, call.stream_sid))
+
+    def live_calls(self) -> list[dict[str, Any]] | None:
+        """Every process's live streams; None while Redis is down."""
+
+        def collect(redis: Any) -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = []
+            for process in redis.smembers(f"{PREFIX}:processes"):
+                calls = redis.hgetall(f"{PREFIX}:process:{process}:calls")
+                if not calls and not redis.exists(f"{PREFIX}:process:{process}:alive"):
+                    redis.srem(f"{PREFIX}:processes", process)  # gone: its hash expired
+                found += [json.loads(entry) for entry in calls.values()]
+            return sorted(found, key=lambda call: call["startedAt"])
+
+        result: list[dict[str, Any]] | None = self._run(collect)
+        return result
+
+    def _heartbeat(self) -> None:
+        """Keep this process's calls alive in Redis; also how it sees Redis come back."""
+
+        def beat(redis: Any) -> None:
+            with redis.pipeline() as pipe:
+                pipe.sadd(f"{PREFIX}:processes", self.process_id)
+                pipe.set(f"{PREFIX}:process:{self.process_id}:alive", 1, ex=PROCESS_TTL_SECONDS)
+                pipe.expire(self._calls_key, PROCESS_TTL_SECONDS)
+                pipe.execute()
+
+        while True:
+            self._retry_at = 0.0
+            self._run(beat)
+            if self._stopped.wait(HEARTBEAT_SECONDS):
+                return
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+        def leave(redis: Any) -> None:
+            with redis.pipeline() as pipe:
+                pipe.delete(self._calls_key, f"{PREFIX}:process:{self.process_id}:alive")
+                pipe.srem(f"{PREFIX}:processes", self.process_id)
+                pipe.execute()
+
+        self._run(leave)
+
+    # The call rate, across processes.
+
+    def take_call_slot(self, limit: int, window: float) -> float | None:
+        """Count one call placed: 0 if it is within `limit` per `window` seconds across every
+        process, else the seconds until one is; None while Redis is down."""
+        key = f"{PREFIX}:placed"
+        now = time.time()
+        member = f"{now:.6f}-{uuid.uuid4().hex[:8]}"
+
+        def take(redis: Any) -> float:
+            with redis.pipeline() as pipe:
+                pipe.zremrangebyscore(key, 0, now - window)
+                pipe.zadd(key, {member: now})
+                pipe.zcard(key)
+                pipe.expire(key, int(window) + 1)
+                _, _, count, _ = pipe.execute()
+            if count <= limit:
+                return 0.0
+            redis.zrem(key, member)
+            oldest = redis.zrange(key, 0, 0, withscores=True)
+            return max(0.0, (oldest[0][1] + window - now) if oldest else window)
+
+        result: float | None = self._run(take)
+        return result

@@ -1,0 +1,85 @@
+"""Socket.IO across processes and hosts: python-socketio's Redis manager, guarded.
+
+Each emit is delivered to this process's own clients first, then published for the others.
+python-socketio's manager would try Redis twice on every emit while it is gone, each try
+waiting on a connection; a relay emits a hundred times a second per call. Here a failed publish
+marks the queue down for a second: emits in between go to this process's clients only, the
+loss is logged once (`message_queue_down`), counted, and `message_queue_up` says when events
+flow across again. Redis's publish/subscribe delivers at most once: what other processes
+missed meanwhile is not replayed (recordings and transcripts, on disk, lose nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import socketio
+
+from callrelay.logs import log_event
+
+logger = logging.getLogger("callrelay.socketio")
+
+CHANNEL = "flask-socketio"
+RETRY_SECONDS = 1.0
+TIMEOUT_SECONDS = 0.5
+
+
+class GuardedRedisManager(socketio.RedisManager):  # type: ignore[misc]
+    def __init__(self, url: str) -> None:
+        super().__init__(
+            url,
+            channel=CHANNEL,
+            redis_options={
+                "socket_connect_timeout": TIMEOUT_SECONDS,
+                "socket_timeout": TIMEOUT_SECONDS,
+                "retry": None,
+            },
+        )
+        self._down_since: float | None = None
+        self._retry_at = 0.0
+        self._lock = threading.Lock()
+        self.unpublished = 0
+        """Emits other processes never saw, because the queue was down."""
+
+    @property
+    def up(self) -> bool:
+        return self._down_since is None
+
+    def _publish(self, data: Any) -> None:
+        now = time.monotonic()
+        if self._down_since is not None and now < self._retry_at:
+            self.unpublished += 1
+            return
+        try:
+            if not self.connected:  # type: ignore[has-type]
+                self._redis_connect()
+            self.redis.publish(self.channel, self.json.dumps(data))
+        except Exception as error:
+            self.connected = False
+            self.unpublished += 1
+            with self._lock:
+                self._retry_at = now + RETRY_SECONDS
+                if self._down_since is None:
+                    self._down_since = now
+                    log_event(
+                        logger,
+                        "message_queue_down",
+                        logging.WARNING,
+                        error=f"{type(error).__name__}: {error}",
+                        detail="this process's calls go on reaching its own clients; other "
+                        "processes' clients miss them until Redis is back",
+                    )
+            return
+        if self._down_since is not None:
+            with self._lock:
+                if self._down_since is not None:
+                    log_event(
+                        logger,
+                        "message_queue_up",
+                        seconds=round(now - self._down_since, 1),
+                        unpublished=self.unpublished,
+                    )
+                    self._down_since = None

@@ -1,0 +1,192 @@
+"""Several relay processes behind one Redis: any process takes any stream, any listener hears
+any call, and Redis going away costs only what crosses between processes."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from callrelay.simulator.local_relay import RunningRelay, free_port, stop_relay
+from callrelay.simulator.media_client import StreamOptions, StreamReport, new_sid
+from callrelay.tracks import MEDIA_EVENTS
+from tests.helpers import (
+    RedisServer,
+    call_audio,
+    decode,
+    expected_pcm,
+    start_relay,
+    stream_call,
+    wait_for,
+)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer(free_port()).start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def two_relays(tmp_path: Path, redis_server: RedisServer) -> Iterator[list[RunningRelay]]:
+    relays = [
+        start_relay(tmp_path / name, {"ASR_ENGINE": "off", "REDIS_URL": redis_server.url})
+        for name in ("a", "b")
+    ]
+    yield relays
+    for relay in relays:
+        stop_relay(relay)
+
+
+def logged(relay: RunningRelay, evt: str) -> list[dict[str, object]]:
+    lines = [json.loads(line) for line in relay.log_file.read_text().splitlines()]
+    return [line for line in lines if line["evt"] == evt]
+
+
+def in_background(play: object) -> tuple[threading.Thread, dict[str, StreamReport]]:
+    result: dict[str, StreamReport] = {}
+
+    def run() -> None:
+        result["report"] = play()  # type: ignore[operator]
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, result
+
+
+def test_a_call_on_one_process_reaches_a_listener_on_another_bit_exact(
+    two_relays: list[RunningRelay],
+) -> None:
+    a, b = two_relays
+    audio = call_audio(3)
+    call_sid = new_sid("CA")
+    listener = b.observer(call_sid=call_sid, keep_audio=True)
+    try:
+        streamer, result = in_background(
+            lambda: stream_call(a, audio, StreamOptions(speed=1), call_sid)
+        )
+        wait_for(lambda: call_sid in b.get("/").json()["calls"])  # B lists A's call
+        health = b.get("/").json()
+        assert health["activeCalls"] == 1 and health["process"]["activeCalls"] == 0
+        streamer.join(30)
+        assert listener.ended.wait(10)
+    finally:
+        listener.close()
+    assert result["report"].frames_sent == {"inbound": 150, "outbound": 150}
+    for track, event in MEDIA_EVENTS.items():
+        received = [data for name, data in listener.audio if name == event]
+        assert [d["timestamp"] for d in received] == [5 + 20 * i for i in range(150)]
+        pcm = np.concatenate([decode(d) for d in received])
+        assert np.array_equal(pcm, expected_pcm(audio[track]))
+    wait_for(lambda: b.get("/").json()["activeCalls"] == 0)
+
+
+def test_placing_calls_is_rate_limited_across_processes(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    relays = [
+        start_relay(
+            tmp_path / name,
+            {"ASR_ENGINE": "off", "REDIS_URL": redis_server.url, "MAKE_CALL_LIMIT": "3"},
+        )
+        for name in ("a", "b")
+    ]
+    try:
+        statuses = [
+            relays[i % 2].post("/make-call", json={"to": "+14155550123"}).status_code
+            for i in range(5)
+        ]
+    finally:
+        for relay in relays:
+            stop_relay(relay)
+    # Three calls a minute in all: past them, either process says 429 (503 is "not
+    # configured": the call got past the limit).
+    assert statuses == [503, 503, 503, 429, 429]
+
+
+def test_redis_going_away_costs_only_what_crosses_between_processes(
+    two_relays: list[RunningRelay], redis_server: RedisServer
+) -> None:
+    a, b = two_relays
+    audio = call_audio(6)
+    call_sid = new_sid("CA")
+    own = a.observer(call_sid=call_sid)
+    across = b.observer(call_sid=call_sid)
+    try:
+        streamer, result = in_background(
+            lambda: stream_call(a, audio, StreamOptions(speed=1), call_sid)
+        )
+        wait_for(lambda: across.counts["media_in"] > 25)  # flowing across
+        redis_server.kill()
+        streamer.join(30)
+        assert own.ended.wait(10)
+    finally:
+        own.close()
+    # A's own listener heard the whole call; B's missed what crossed while Redis was gone.
+    assert result["report"].server_closed is None
+    assert own.counts["media_in"] == own.counts["media_out"] == 300
+    assert across.counts["media_in"] < 300
+    assert len(logged(a, "message_queue_down")) == 1
+    recordings = a.captures / call_sid
+    # Nothing lost on disk: 5 ms of silence before the first frame, then every frame.
+    assert (recordings / "caller.wav").stat().st_size == 44 + 2 * (80 + 300 * 320)
+    # Redis returns: events flow across again.
+    redis_server.start()
+    second = new_sid("CA")
+    later = b.observer(call_sid=second)
+    try:
+        deadline_call = call_audio(1)
+
+        def across_again() -> bool:
+            stream_call(a, deadline_call, StreamOptions(speed=0), second)
+            return later.counts["media_in"] > 0
+
+        wait_for(across_again, timeout=90)  # B's listener resubscribes with back-off
+    finally:
+        later.close()
+        across.close()
+    assert len(logged(a, "message_queue_up")) == 1
+
+
+def test_two_workers_on_one_port_share_the_calls_and_deliver_every_frame(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    relay = start_relay(
+        tmp_path, {"ASR_ENGINE": "off", "REDIS_URL": redis_server.url, "WORKERS": "2"}
+    )
+    try:
+        pids = {
+            requests.get(relay.url + "/", timeout=5).json()["process"]["pid"] for _ in range(40)
+        }
+        assert len(pids) == 2, "connections should reach both processes"
+        calls = [new_sid("CA") for _ in range(8)]
+        listeners = [relay.observer(call_sid=call_sid) for call_sid in calls]
+        try:
+            players = [
+                in_background(
+                    lambda call_sid=call_sid: stream_call(
+                        relay, call_audio(2), StreamOptions(speed=1), call_sid
+                    )
+                )
+                for call_sid in calls
+            ]
+            wait_for(lambda: relay.get("/").json()["activeCalls"] == 8)
+            for thread, _ in players:
+                thread.join(30)
+            for listener in listeners:
+                assert listener.ended.wait(10)
+        finally:
+            for listener in listeners:
+                listener.close()
+        for listener in listeners:
+            assert listener.counts["media_in"] == listener.counts["media_out"] == 100
+        polling = requests.get(relay.url + "/socket.io/?EIO=4&transport=polling", timeout=5)
+        assert polling.status_code == 400  # one port, two processes: WebSocket only
+    finally:
+        stop_relay(relay)
