@@ -1,7 +1,7 @@
 """Benchmark: the relay's cost per call and its frame latency, beside a minimal relay.
 
     callrelay bench relay [--calls 5,20,40] [--seconds 20] [--listeners per-call|one|none]
-                          [--ramp] [--baseline | --no-baseline] [--server URL]
+                          [--workers N] [--ramp] [--baseline | --no-baseline] [--server URL]
     (or python -m benchmarks.relay)
 
 For each N it starts the server (`callrelay serve`, recognition off, recording on; or targets
@@ -31,6 +31,7 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -320,10 +321,29 @@ class Server:
 
 
 def start_ours(tmp: Path, extra_env: dict[str, str]) -> Server:
-    relay = start_relay(tmp, {"ASR_ENGINE": "off", **extra_env})
-    return Server(
-        "callrelay", relay.url, relay.api_token, relay.process.pid, lambda: stop_relay(relay)
-    )
+    """`callrelay serve`; with WORKERS above 1, a redis-server of its own beside it."""
+    env = {"ASR_ENGINE": "off", "MAX_CALLS": "10000", **extra_env}
+    redis = None
+    if env.get("WORKERS", "1") != "1" and "REDIS_URL" not in env:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit("WORKERS above 1 needs redis-server (apt-get install redis-server)")
+        port = free_port()
+        redis = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+            stdout=subprocess.DEVNULL,
+        )
+        env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+        time.sleep(0.5)
+    relay = start_relay(tmp, env)
+
+    def stop() -> None:
+        stop_relay(relay)
+        if redis is not None:
+            redis.kill()
+            redis.wait()
+
+    return Server("callrelay", relay.url, relay.api_token, relay.process.pid, stop)
 
 
 def start_baseline(tmp: Path) -> Server:
@@ -452,6 +472,9 @@ def main() -> None:
     )
     parser.add_argument("--ramp", action="store_true", help="raise N until p99 > 50 ms or loss")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--workers", default="1", help="the server's WORKERS (above 1: with a redis-server)"
+    )
     parser.add_argument("--server", help="a running relay to target (RELAY_API_TOKEN its token)")
     parser.add_argument("--server-pid", type=int, default=0, help="--server's process, to meter")
     parser.add_argument(
@@ -468,6 +491,8 @@ def main() -> None:
         serve_baseline(int(port), Path(captures), token)
         return
     extra_env = dict(item.split("=", 1) for item in args.env)
+    if args.workers != "1":
+        extra_env["WORKERS"] = args.workers
     servers = ["callrelay"] + (["baseline"] if args.baseline and not args.server else [])
     loads = [int(n) for n in args.calls.split(",")]
     listeners = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import os
 import socket
 import sys
 from typing import TYPE_CHECKING
@@ -47,6 +48,12 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"callrelay: {error}", file=sys.stderr)
         return 2
+    if settings.worker_count > 1:
+        # prometheus-client's multiprocess mode: set before it is first imported, and fresh
+        # at every start (the files of an earlier run would count again).
+        import tempfile
+
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="callrelay-metrics-")
     in_use = _port_in_use(settings.host, settings.port)
     if in_use:
         print(

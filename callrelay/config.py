@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     stream_max_messages_per_second: Annotated[int, Field(ge=100, le=1_000_000)] = 1000
     stream_idle_timeout_seconds: Annotated[float, Field(ge=1, le=3600)] = 60.0
     max_calls: Annotated[int, Field(ge=1, le=100_000)] = DEFAULT_MAX_CALLS
+    metrics_public: bool = False
+    """`GET /metrics` without the API token (for a Prometheus on a private network)."""
     workers: str = "1"
     """Server processes behind the one port: a number, or `auto` for one per core."""
     redis_url: str | None = None

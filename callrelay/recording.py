@@ -187,6 +187,8 @@ class CallRecorder:
         self._calls: dict[str, dict[Track, TrackRecording]] = {}
         self._warned: set[str] = set()
         self._resumed: set[str] = set()
+        self.bytes_written = 0
+        self.write_errors = 0
 
     def call_folder(self, call_sid: str) -> Path:
         return self.captures_dir / (_SAFE_NAME.sub("_", call_sid)[:64] or "call")
@@ -233,6 +235,7 @@ class CallRecorder:
             return
         recording = tracks[chunk.track]
         if recording.write(chunk):
+            self.bytes_written += 2 * len(chunk.pcm)
             if call.stream_sid in self._warned and call.stream_sid not in self._resumed:
                 self._resumed.add(call.stream_sid)
                 log_event(
@@ -244,6 +247,7 @@ class CallRecorder:
                     detail="what the disk refused meanwhile is silence in the file",
                 )
         elif recording.error is not None:
+            self.write_errors += 1
             self._warn(call, recording.error)
 
     def dtmf(self, call: CallInfo, digit: str) -> None:

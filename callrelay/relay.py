@@ -22,6 +22,7 @@ from callrelay.call import CallSink, MediaStreamSession
 from callrelay.config import Settings
 from callrelay.live_calls import LiveCalls
 from callrelay.logs import log_event
+from callrelay.metrics import RelayMetrics
 from callrelay.recording import CallRecorder, repair_captures
 from callrelay.redis_state import RedisState
 from callrelay.transcript_file import TranscriptFile
@@ -68,6 +69,7 @@ class Relay:
         self.shared = RedisState(settings.redis_url) if settings.redis_url else None
         """What the processes share, when there are several (REDIS_URL)."""
         self.transcription: TranscriptionSink | None = None
+        self.metrics = RelayMetrics()
         self._speech_engine = speech_engine
         self._sinks: list[CallSink] = []
 
@@ -89,11 +91,14 @@ class Relay:
                 engine, listeners, max_lag_seconds=self.settings.asr_max_lag_seconds
             )
         self._sinks = [
+            self.metrics,
             *([self.publisher] if self.publisher is not None else []),
             self.recorder,
             *([self.transcription] if self.transcription is not None else []),
             *([self.shared] if self.shared is not None else []),
         ]
+        self.metrics.watch(self._figures)
+        self.metrics.start()
         if self.signatures is None:
             log_event(
                 logger,
@@ -137,6 +142,19 @@ class Relay:
         log_event(logger, "call_status", **status)
         if self.publisher is not None:
             self.publisher.call_status(status)
+
+    def _figures(self) -> dict[str, Any]:
+        """What the metrics carry from the relay's own counters."""
+        transcription = self.transcription.status() if self.transcription else {}
+        return {
+            "callsActive": len(self.live_calls.active()),
+            "streamsOpen": self.live_calls.streams,
+            "asrLag": transcription.get("maxLagSeconds", 0.0),
+            "transcripts": transcription.get("transcripts", 0),
+            "recordingBytes": self.recorder.bytes_written,
+            "recordingErrors": self.recorder.write_errors,
+            "twilioErrors": self.calls.errors,
+        }
 
     def allow_call(self) -> float:
         """Count a call about to be placed: 0 if within MAKE_CALL_LIMIT a minute (across every

@@ -27,6 +27,7 @@ from callrelay.asr.base import Answer, RecogniserMethod
 from callrelay.audio import Int16Array
 from callrelay.call import AudioChunk, CallInfo
 from callrelay.logs import log_event
+from callrelay.metrics import TRANSCRIPT_SECONDS
 from callrelay.tracks import SPEAKER_NAMES
 from callrelay.twilio.media_stream import Track
 
@@ -245,6 +246,8 @@ class TranscriptionSink:
         call = transcriber.call
         if transcript.is_final:
             self.transcripts += 1
+            if transcript.queue_seconds is not None and transcript.decode_seconds is not None:
+                TRANSCRIPT_SECONDS.observe(transcript.queue_seconds + transcript.decode_seconds)
             log_event(
                 logger,
                 "transcript",

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from callrelay.simulator.local_relay import RunningRelay, free_port, stop_relay
 from callrelay.simulator.media_client import StreamOptions, StreamReport, new_sid
@@ -186,6 +187,18 @@ def test_two_workers_on_one_port_share_the_calls_and_deliver_every_frame(
                 listener.close()
         for listener in listeners:
             assert listener.counts["media_in"] == listener.counts["media_out"] == 100
+
+        def metrics() -> dict[str, float]:
+            text = relay.get_with_token("/metrics").text
+            return {
+                f"{sample.name}{sorted(sample.labels.items())}": sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+            }
+
+        # Both processes' counters, added up by whichever answers (each writes them each second).
+        received = "callrelay_frames_received_total[('track', 'inbound')]"
+        wait_for(lambda: metrics().get(received) == 8 * 100)
         polling = requests.get(relay.url + "/socket.io/?EIO=4&transport=polling", timeout=5)
         assert polling.status_code == 400  # one port, two processes: WebSocket only
     finally:

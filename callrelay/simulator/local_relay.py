@@ -51,6 +51,11 @@ class RunningRelay:
     def get(self, path: str) -> requests.Response:
         return requests.get(self.url + path, timeout=10)
 
+    def get_with_token(self, path: str) -> requests.Response:
+        return requests.get(
+            self.url + path, headers={"Authorization": f"Bearer {self.api_token}"}, timeout=10
+        )
+
     def post(self, path: str, token: str | None = None, **kwargs: Any) -> requests.Response:
         """POST with the API token (or another `token`; "" for none)."""
         token = self.api_token if token is None else token

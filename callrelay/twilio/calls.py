@@ -66,6 +66,8 @@ class TwilioCalls:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._client: Client | None = None
+        self.errors = 0
+        """Requests Twilio refused or that never reached it."""
 
     def _rest(self) -> Client:
         missing = self._settings.calling_missing()
@@ -112,10 +114,13 @@ class TwilioCalls:
                 status_callback_method="POST",
             )
         except TwilioRestException as error:
+            self.errors += 1
             raise TwilioRefused(error.status, error.code, _message(error)) from None
         except TwilioException as error:
+            self.errors += 1
             raise TwilioRefused(502, None, f"Twilio could not be reached: {error}") from None
         except OSError as error:
+            self.errors += 1
             raise TwilioRefused(502, None, f"Twilio could not be reached: {error}") from None
         log_event(logger, "call_placed", callSid=call.sid, status=call.status)
         return PlacedCall(call_sid=call.sid, status=call.status)
@@ -125,8 +130,10 @@ class TwilioCalls:
         try:
             call = client.calls(call_sid).update(status="completed")
         except TwilioRestException as error:
+            self.errors += 1
             raise TwilioRefused(error.status, error.code, _message(error)) from None
         except (TwilioException, OSError) as error:
+            self.errors += 1
             raise TwilioRefused(502, None, f"Twilio could not be reached: {error}") from None
         log_event(logger, "call_hung_up", callSid=call.sid, status=call.status)
         return PlacedCall(call_sid=call.sid, status=call.status)

@@ -4,6 +4,7 @@ and Socket.IO."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from flask import Flask, request
@@ -19,6 +20,17 @@ from callrelay.web.message_queue import GuardedRedisManager
 from callrelay.web.routes import http_routes
 from callrelay.web.stream import MAX_MESSAGE_BYTES, serve_stream
 from callrelay.web.websocket_route import add_websocket_route
+
+
+def _socketio_figures(socketio: SocketIO, publisher: SocketIORelay) -> dict[str, Any]:
+    clients = list(socketio.server.eio.sockets.values())
+    manager = socketio.server.manager
+    return {
+        "socketioClients": len(clients),
+        "socketioQueueMax": max((c.queue.qsize() for c in clients), default=0),
+        "socketioDropped": publisher.dropped_audio,
+        "queueUp": int(manager.up) if isinstance(manager, GuardedRedisManager) else -1,
+    }
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,8 @@ def create_web_relay(
     relay = Relay(settings, publisher, speech_engine)
     relay.start()
     register_client_events(socketio, relay.api_token)
+    relay.metrics.frames_relayed = publisher.relayed
+    relay.metrics.watch(partial(_socketio_figures, socketio, publisher))
     app.register_blueprint(
         http_routes(relay, lambda: {"socketio": {"droppedAudio": publisher.dropped_audio}})
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import Counter
 from typing import Any
 
 import pybase64
@@ -122,6 +123,8 @@ class SocketIORelay:
         self._across_processes = across_processes
         """Listeners may be on other processes (a message queue): audio always goes out."""
         self.dropped_audio = 0
+        self.relayed: Counter[str] = Counter()
+        """Audio events emitted, by track."""
         self._slow_clients: set[str] = set()
 
     def _audio_listeners(self, rooms: list[str]) -> int:
@@ -182,6 +185,7 @@ class SocketIORelay:
             },
             to=rooms,
         )
+        self.relayed[chunk.track] += 1
 
     def dtmf(self, call: CallInfo, digit: str) -> None:
         self._emit("dtmf", call, {**self._ids(call), "digit": digit})

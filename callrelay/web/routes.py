@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 from callrelay.access import destination_allowed
 from callrelay.config import Settings, is_e164
 from callrelay.logs import log_event
+from callrelay.metrics import exposition
 from callrelay.relay import Relay
 from callrelay.twilio.calls import CallingNotConfigured, TwilioRefused
 from callrelay.twilio.signatures import public_base
@@ -24,6 +25,7 @@ logger = logging.getLogger("callrelay.http")
 
 CALL_SID_CHARS = frozenset("0123456789abcdefABCDEF")
 CONTROL_ENDPOINTS = ("/make-call", "/calls/")
+PROTECTED_READS = ("/metrics",)
 TWILIO_ENDPOINTS = {"/voice": "webhook", "/call-status": "webhook", "/stream": "stream"}
 STATUS_FIELDS = {
     "CallSid": "callSid",
@@ -95,8 +97,11 @@ def http_routes(relay: Relay, web_status: Callable[[], dict[str, Any]]) -> Bluep
 
     @routes.before_app_request
     def require_api_token() -> tuple[Response, int] | None:
-        """Placing calls costs money and hangs up people: the API token or nothing."""
-        if request.method != "POST" or not request.path.startswith(CONTROL_ENDPOINTS):
+        """Placing calls costs money and hangs up people, and the metrics say who calls whom
+        how often: the API token or nothing."""
+        controls = request.method == "POST" and request.path.startswith(CONTROL_ENDPOINTS)
+        reads = request.path in PROTECTED_READS and not relay.settings.metrics_public
+        if not (controls or reads):
             return None
         if relay.api_token.matches_bearer(request.headers.get("Authorization")):
             return None
@@ -113,6 +118,12 @@ def http_routes(relay: Relay, web_status: Callable[[], dict[str, Any]]) -> Bluep
         )
         response.headers["WWW-Authenticate"] = "Bearer"
         return response, status
+
+    @routes.get("/metrics")
+    def metrics() -> Response:
+        relay.metrics.update()
+        body, content_type = exposition()
+        return Response(body, content_type=content_type)
 
     @routes.post("/make-call")
     def make_call() -> tuple[Response, int]:

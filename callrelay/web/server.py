@@ -8,6 +8,7 @@ call registry live in memory.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -52,6 +53,8 @@ class RelayServer(BaseApplication):  # type: ignore[misc]
             "loglevel": "warning",
             "proc_name": "callrelay",
         }
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            options["child_exit"] = _forget_worker_metrics
         for key, value in options.items():
             self.cfg.set(key, value)
 
@@ -85,6 +88,13 @@ class RelayServer(BaseApplication):  # type: ignore[misc]
 
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             signal.signal(signum, shut_down)
+
+
+def _forget_worker_metrics(server: Any, worker: Any) -> None:
+    """A worker that exits takes its live gauges with it (its counters stay counted)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
 def run_server(settings: Settings, on_ready: Callable[[WebRelay], None]) -> None:

@@ -14,6 +14,7 @@ from simple_websocket import ConnectionClosed
 from callrelay.call import MediaStreamSession, StreamProtocolError, StreamState
 from callrelay.live_calls import StreamConnection, StreamRefused
 from callrelay.logs import log_event
+from callrelay.metrics import RelayMetrics
 from callrelay.relay import Relay
 
 logger = logging.getLogger("callrelay.stream")
@@ -66,6 +67,7 @@ def serve_stream(ws: Any, relay: Relay, remote: str) -> None:
     try:
         connection = relay.live_calls.connect(partial(_close_quietly, ws))
     except StreamRefused as refused:
+        relay.metrics.streams_refused[refused.kind] += 1
         log_event(
             logger,
             "stream_refused",
@@ -79,16 +81,19 @@ def serve_stream(ws: Any, relay: Relay, remote: str) -> None:
         _close_quietly(ws, refused.close_code, refused.reason)
         return
     settings = relay.settings
+    session = relay.new_stream()
     try:
         _serve(
             ws,
-            relay.new_stream(),
+            session,
             remote,
             connection,
             MessageThrottle(settings.stream_max_messages_per_second),
             settings.stream_idle_timeout_seconds,
+            relay.metrics,
         )
     finally:
+        relay.metrics.frames_dropped.update(session.problems.counts)
         relay.live_calls.disconnect(connection)
 
 
@@ -99,6 +104,7 @@ def _serve(
     connection: StreamConnection,
     throttle: MessageThrottle,
     idle_timeout: float,
+    metrics: RelayMetrics,
 ) -> None:
     log_event(logger, "stream_connected", remote=remote)
     reason = "disconnected"
@@ -127,7 +133,9 @@ def _serve(
                 )
                 ws.close(1000, "idle timeout")
                 break
+            arrived = time.perf_counter()
             session.receive(message)
+            metrics.message_handled(time.perf_counter() - arrived)
             handled += 1
             if handled % YIELD_EVERY_MESSAGES == 0:
                 time.sleep(0)  # under gevent: let the listeners' writers run during a burst
