@@ -26,6 +26,8 @@ logger = logging.getLogger("callrelay.shared")
 PREFIX = "callrelay"
 PROCESS_TTL_SECONDS = 15
 HEARTBEAT_SECONDS = 5.0
+ROOMS_SECONDS = 1.0
+"""How often a process looks at which calls other processes' clients listen to."""
 RETRY_SECONDS = 1.0
 TIMEOUT_SECONDS = 0.5
 
@@ -54,6 +56,12 @@ class RedisState:
         self._retry_at = 0.0
         self._lock = threading.Lock()
         self._calls_key = f"{PREFIX}:process:{self.process_id}:calls"
+        self._rooms_key = f"{PREFIX}:process:{self.process_id}:audio_rooms"
+        self._remote_rooms: frozenset[str] = frozenset()
+        self._own_calls: dict[str, str] = {}
+        self._own_rooms: set[str] = set()
+        """What this process has told Redis, told again with every heartbeat: a Redis that
+        restarted empty, or missed a change while it was away, learns it again."""
         self._stopped = threading.Event()
         threading.Thread(target=self._heartbeat, name="redis-heartbeat", daemon=True).start()
 
@@ -102,6 +110,8 @@ class RedisState:
             }
         )
 
+        self._own_calls[call.stream_sid] = entry
+
         def announce(redis: Any) -> None:
             with redis.pipeline() as pipe:
                 pipe.hset(self._calls_key, call.stream_sid, entry)
@@ -110,6 +120,7 @@ class RedisState:
                 pipe.execute()
 
         self._run(announce)
+        self.refresh_remote_audio_rooms()  # a listener that came before the call hears it all
 
     def audio(self, call: CallInfo, chunk: AudioChunk) -> None:
         pass
@@ -118,6 +129,7 @@ class RedisState:
         pass
 
     def call_ended(self, call: CallInfo, reason: str) -> None:
+        self._own_calls.pop(call.stream_sid, None)
         self._run(lambda redis: redis.hdel(self._calls_key, call.stream_sid))
 
     def live_calls(self) -> list[dict[str, Any]] | None:
@@ -135,20 +147,64 @@ class RedisState:
         result: list[dict[str, Any]] | None = self._run(collect)
         return result
 
+    # Who listens to what, so that audio crosses between processes only when it has to.
+
+    def audio_room_changed(self, room: str, listened: bool) -> None:
+        """This process has its first listener in `room`, or no longer any."""
+        if listened:
+            self._own_rooms.add(room)
+        else:
+            self._own_rooms.discard(room)
+
+        def tell(redis: Any) -> None:
+            with redis.pipeline() as pipe:
+                (pipe.sadd if listened else pipe.srem)(self._rooms_key, room)
+                pipe.expire(self._rooms_key, PROCESS_TTL_SECONDS)
+                pipe.execute()
+
+        self._run(tell)
+
+    def remote_audio_rooms(self) -> frozenset[str]:
+        """The audio rooms other processes have listeners in (as of the last second)."""
+        return self._remote_rooms
+
+    def refresh_remote_audio_rooms(self) -> None:
+        def collect(redis: Any) -> frozenset[str]:
+            others = [p for p in redis.smembers(f"{PREFIX}:processes") if p != self.process_id]
+            rooms: set[str] = set()
+            for process in others:
+                rooms |= redis.smembers(f"{PREFIX}:process:{process}:audio_rooms")
+            return frozenset(rooms)
+
+        rooms = self._run(collect)
+        if rooms is not None:
+            self._remote_rooms = rooms
+
     def _heartbeat(self) -> None:
         """Keep this process's calls alive in Redis; also how it sees Redis come back."""
 
         def beat(redis: Any) -> None:
+            calls, rooms = dict(self._own_calls), list(self._own_rooms)
             with redis.pipeline() as pipe:
                 pipe.sadd(f"{PREFIX}:processes", self.process_id)
+                pipe.delete(self._calls_key, self._rooms_key)
+                if calls:
+                    pipe.hset(self._calls_key, mapping=calls)
+                if rooms:
+                    pipe.sadd(self._rooms_key, *rooms)
                 pipe.set(f"{PREFIX}:process:{self.process_id}:alive", 1, ex=PROCESS_TTL_SECONDS)
                 pipe.expire(self._calls_key, PROCESS_TTL_SECONDS)
+                pipe.expire(self._rooms_key, PROCESS_TTL_SECONDS)
                 pipe.execute()
 
+        beats = 0
         while True:
-            self._retry_at = 0.0
-            self._run(beat)
-            if self._stopped.wait(HEARTBEAT_SECONDS):
+            if beats % int(HEARTBEAT_SECONDS / ROOMS_SECONDS) == 0:
+                self._retry_at = 0.0
+                self._run(beat)
+            self.refresh_remote_audio_rooms()
+            beats += 1
+            if self._stopped.wait(ROOMS_SECONDS):
                 return
 
     def stop(self) -> None:
@@ -156,7 +212,9 @@ class RedisState:
 
         def leave(redis: Any) -> None:
             with redis.pipeline() as pipe:
-                pipe.delete(self._calls_key, f"{PREFIX}:process:{self.process_id}:alive")
+                pipe.delete(
+                    self._calls_key, self._rooms_key, f"{PREFIX}:process:{self.process_id}:alive"
+                )
                 pipe.srem(f"{PREFIX}:processes", self.process_id)
                 pipe.execute()
 

@@ -14,7 +14,7 @@ from simple_websocket import Server
 from callrelay.asr import SpeechEngine
 from callrelay.config import Settings
 from callrelay.relay import LOAD_FROM_SETTINGS, Relay
-from callrelay.web.events import SocketIORelay, register_client_events
+from callrelay.web.events import AudioRooms, SocketIORelay, register_client_events
 from callrelay.web.fast_json import OrjsonForSocketIO
 from callrelay.web.message_queue import GuardedRedisManager
 from callrelay.web.routes import http_routes
@@ -67,10 +67,17 @@ def create_web_relay(
         logger=False,
         engineio_logger=False,
     )
-    publisher = SocketIORelay(socketio, across_processes=settings.redis_url is not None)
+    publisher = SocketIORelay(socketio)
     relay = Relay(settings, publisher, speech_engine)
     relay.start()
-    register_client_events(socketio, relay.api_token)
+    shared = relay.shared
+    if shared is not None:
+        publisher.remote_audio_rooms = shared.remote_audio_rooms
+    register_client_events(
+        socketio,
+        relay.api_token,
+        AudioRooms(shared.audio_room_changed if shared is not None else None),
+    )
     relay.metrics.frames_relayed = publisher.relayed
     relay.metrics.watch(partial(_socketio_figures, socketio, publisher))
     app.register_blueprint(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pybase64
@@ -51,7 +52,36 @@ def _wants_audio(data: object) -> bool:
     return not (isinstance(data, dict) and data.get("audio") is False)
 
 
-def _follow(call_sid: str | None, audio: bool) -> None:
+class AudioRooms:
+    """Which audio rooms have a listener in this process, so that other processes send a
+    call's audio through Redis only when someone here listens to it."""
+
+    def __init__(self, on_change: Callable[[str, bool], None] | None = None) -> None:
+        self._members: Counter[str] = Counter()
+        self._room_of: dict[str, str] = {}
+        self._on_change = on_change
+
+    def enter(self, sid: str, room: str | None) -> None:
+        self.leave(sid)
+        if room is None:
+            return
+        self._room_of[sid] = room
+        self._members[room] += 1
+        if self._members[room] == 1 and self._on_change is not None:
+            self._on_change(room, True)
+
+    def leave(self, sid: str) -> None:
+        room = self._room_of.pop(sid, None)
+        if room is None:
+            return
+        self._members[room] -= 1
+        if self._members[room] <= 0:
+            del self._members[room]
+            if self._on_change is not None:
+                self._on_change(room, False)
+
+
+def _follow(call_sid: str | None, audio: bool, audio_rooms: AudioRooms) -> None:
     """Leave whatever the client followed; join one call's rooms or all calls'."""
     own = getattr(request, "sid", None)
     for room in rooms():
@@ -61,9 +91,15 @@ def _follow(call_sid: str | None, audio: bool) -> None:
     join_room(room)
     if audio:
         join_room(audio_room(room))
+    if own is not None:
+        audio_rooms.enter(own, audio_room(room) if audio else None)
 
 
-def register_client_events(socketio: SocketIO, api_token: ApiToken) -> None:
+def register_client_events(
+    socketio: SocketIO, api_token: ApiToken, audio_rooms: AudioRooms | None = None
+) -> None:
+    audio_rooms = audio_rooms or AudioRooms()
+
     @socketio.on("connect")  # type: ignore[untyped-decorator]
     def connect(auth: object = None) -> None:
         if not (isinstance(auth, dict) and api_token.matches(auth.get("token"))):
@@ -76,7 +112,7 @@ def register_client_events(socketio: SocketIO, api_token: ApiToken) -> None:
             )
             raise ConnectionRefusedError("unauthorized: connect with auth={'token': ...}")
         call_sid = _call_sid(auth)
-        _follow(call_sid, _wants_audio(auth))
+        _follow(call_sid, _wants_audio(auth), audio_rooms)
         log_event(
             logger,
             "client_connected",
@@ -90,13 +126,19 @@ def register_client_events(socketio: SocketIO, api_token: ApiToken) -> None:
         call_sid = _call_sid(data)
         if call_sid is None:
             return {"ok": False, "error": "subscribe needs {'callSid': 'CA...'}"}
-        _follow(call_sid, _wants_audio(data))
+        _follow(call_sid, _wants_audio(data), audio_rooms)
         return {"ok": True, "callSid": call_sid}
 
     @socketio.on("unsubscribe")  # type: ignore[untyped-decorator]
     def unsubscribe(data: object = None) -> dict[str, Any]:
-        _follow(None, _wants_audio(data))
+        _follow(None, _wants_audio(data), audio_rooms)
         return {"ok": True}
+
+    @socketio.on("disconnect")  # type: ignore[untyped-decorator]
+    def disconnect(reason: object = None) -> None:
+        own = getattr(request, "sid", None)
+        if own is not None:
+            audio_rooms.leave(own)
 
 
 MAX_QUEUED_PACKETS = 500
@@ -118,10 +160,10 @@ class SocketIORelay:
     queued audio (never transcripts or call events) down to half that; drops are counted.
     """
 
-    def __init__(self, socketio: SocketIO, *, across_processes: bool = False) -> None:
+    def __init__(self, socketio: SocketIO) -> None:
         self._socketio = socketio
-        self._across_processes = across_processes
-        """Listeners may be on other processes (a message queue): audio always goes out."""
+        self.remote_audio_rooms: Callable[[], frozenset[str]] | None = None
+        """With other processes (a message queue): the audio rooms they have listeners in."""
         self.dropped_audio = 0
         self.relayed: Counter[str] = Counter()
         """Audio events emitted, by track."""
@@ -174,7 +216,10 @@ class SocketIORelay:
         if chunk.is_gap:
             return
         rooms = [audio_room(ALL_CALLS), audio_room(call_room(call.call_sid))]
-        if not self._audio_listeners(rooms) and not self._across_processes:
+        remote = self.remote_audio_rooms is not None and not self.remote_audio_rooms().isdisjoint(
+            rooms
+        )
+        if not self._audio_listeners(rooms) and not remote:
             return  # most calls have no one listening to their audio: nothing to encode
         self._socketio.emit(
             MEDIA_EVENTS[chunk.track],
@@ -184,6 +229,9 @@ class SocketIORelay:
                 "audio": pybase64.b64encode_as_string(pcm_bytes(chunk.pcm)),
             },
             to=rooms,
+            # Audio crosses to other processes only when one of them listens to it: a
+            # hundred publishes a second per call that every process must decode otherwise.
+            ignore_queue=not remote,
         )
         self.relayed[chunk.track] += 1
 
