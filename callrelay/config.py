@@ -33,7 +33,7 @@ def is_e164(number: str) -> bool:
     return bool(E164.match(number))
 
 
-DEFAULT_MAX_CALLS = 150
+DEFAULT_MAX_CALLS = 120
 """Streams one server process takes at once; past it a stream is refused, so that the calls it
 carries keep their latency (`callrelay bench relay --ramp` measures what a machine carries)."""
 
