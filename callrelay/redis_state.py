@@ -19,7 +19,7 @@ import uuid
 from typing import Any
 
 from callrelay.call import AudioChunk, CallInfo
-from callrelay.logs import log_event
+from callrelay.outage import Outage
 
 logger = logging.getLogger("callrelay.shared")
 
@@ -28,7 +28,6 @@ PROCESS_TTL_SECONDS = 15
 HEARTBEAT_SECONDS = 5.0
 ROOMS_SECONDS = 1.0
 """How often a process looks at which calls other processes' clients listen to."""
-RETRY_SECONDS = 1.0
 TIMEOUT_SECONDS = 0.5
 
 
@@ -52,9 +51,13 @@ class RedisState:
     def __init__(self, url: str, process_id: str | None = None) -> None:
         self.process_id = process_id or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._redis = redis_client(url)
-        self._down_since: float | None = None
-        self._retry_at = 0.0
-        self._lock = threading.Lock()
+        self._outage = Outage(
+            logger,
+            "shared_state_down",
+            "shared_state_up",
+            "calls go on; GET / and the call rate limit count this process only until Redis "
+            "is back",
+        )
         self._calls_key = f"{PREFIX}:process:{self.process_id}:calls"
         self._rooms_key = f"{PREFIX}:process:{self.process_id}:audio_rooms"
         self._remote_rooms: frozenset[str] = frozenset()
@@ -67,34 +70,18 @@ class RedisState:
 
     @property
     def available(self) -> bool:
-        return self._down_since is None
+        return self._outage.up
 
     def _run(self, operation: Any) -> Any:
         """`operation(redis)`, or None while Redis is down (tried again after a second)."""
-        now = time.monotonic()
-        if self._down_since is not None and now < self._retry_at:
+        if not self._outage.worth_trying():
             return None
         try:
             result = operation(self._redis)
         except Exception as error:
-            with self._lock:
-                self._retry_at = now + RETRY_SECONDS
-                if self._down_since is None:
-                    self._down_since = now
-                    log_event(
-                        logger,
-                        "shared_state_down",
-                        logging.WARNING,
-                        error=f"{type(error).__name__}: {error}",
-                        detail="calls go on; GET / and the call rate limit count this "
-                        "process only until Redis is back",
-                    )
+            self._outage.failed(error)
             return None
-        if self._down_since is not None:
-            with self._lock:
-                if self._down_since is not None:
-                    log_event(logger, "shared_state_up", seconds=round(now - self._down_since, 1))
-                    self._down_since = None
+        self._outage.succeeded()
         return result
 
     # The calls each process carries.
@@ -200,7 +187,7 @@ class RedisState:
         beats = 0
         while True:
             if beats % int(HEARTBEAT_SECONDS / ROOMS_SECONDS) == 0:
-                self._retry_at = 0.0
+                self._outage.try_now()
                 self._run(beat)
             self.refresh_remote_audio_rooms()
             beats += 1

@@ -12,18 +12,15 @@ missed meanwhile is not replayed (recordings and transcripts, on disk, lose noth
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from typing import Any
 
 import socketio
 
-from callrelay.logs import log_event
+from callrelay.outage import Outage
 
 logger = logging.getLogger("callrelay.socketio")
 
 CHANNEL = "flask-socketio"
-RETRY_SECONDS = 1.0
 TIMEOUT_SECONDS = 0.5
 
 
@@ -38,19 +35,22 @@ class GuardedRedisManager(socketio.RedisManager):  # type: ignore[misc]
                 "retry": None,
             },
         )
-        self._down_since: float | None = None
-        self._retry_at = 0.0
-        self._lock = threading.Lock()
+        self._outage = Outage(
+            logger,
+            "message_queue_down",
+            "message_queue_up",
+            "this process's calls go on reaching its own clients; other processes' clients "
+            "miss them until Redis is back",
+        )
         self.unpublished = 0
         """Emits other processes never saw, because the queue was down."""
 
     @property
     def up(self) -> bool:
-        return self._down_since is None
+        return self._outage.up
 
     def _publish(self, data: Any) -> None:
-        now = time.monotonic()
-        if self._down_since is not None and now < self._retry_at:
+        if not self._outage.worth_trying():
             self.unpublished += 1
             return
         try:
@@ -60,26 +60,6 @@ class GuardedRedisManager(socketio.RedisManager):  # type: ignore[misc]
         except Exception as error:
             self.connected = False
             self.unpublished += 1
-            with self._lock:
-                self._retry_at = now + RETRY_SECONDS
-                if self._down_since is None:
-                    self._down_since = now
-                    log_event(
-                        logger,
-                        "message_queue_down",
-                        logging.WARNING,
-                        error=f"{type(error).__name__}: {error}",
-                        detail="this process's calls go on reaching its own clients; other "
-                        "processes' clients miss them until Redis is back",
-                    )
+            self._outage.failed(error)
             return
-        if self._down_since is not None:
-            with self._lock:
-                if self._down_since is not None:
-                    log_event(
-                        logger,
-                        "message_queue_up",
-                        seconds=round(now - self._down_since, 1),
-                        unpublished=self.unpublished,
-                    )
-                    self._down_since = None
+        self._outage.succeeded(unpublished=self.unpublished)
