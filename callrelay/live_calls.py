@@ -7,12 +7,23 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from callrelay.call import CallInfo
 
 
+class SharedTimelines(Protocol):
+    """Call timelines kept where every process sees them (Redis)."""
+
+    def place(self, call_sid: str, started_at: float) -> CallTimeline | None:
+        """Count a new stream of the call; the timeline as it was before it (a first stream:
+        `started_at` as given, no open streams), or None if the store cannot be reached."""
+
+    def ended(self, call_sid: str, end_ms: int) -> None: ...
+
+
 @dataclass
-class _CallTimeline:
+class CallTimeline:
     started_at: float
     """When the call's first stream started; every later stream is placed from here."""
     open_streams: int = 0
@@ -56,11 +67,13 @@ class LiveCalls:
         self, max_streams: int | None = None, remembered_calls: int = REMEMBERED_CALLS
     ) -> None:
         self.max_streams = max_streams
+        self.shared: SharedTimelines | None = None
+        """Where every process's streams of a call are placed, when they share one."""
         """Sockets served at most at once (`MAX_CALLS`); None for no limit."""
         self._lock = threading.Lock()
         self._connections: set[StreamConnection] = set()
         self._calls: dict[str, CallInfo] = {}
-        self._timelines: OrderedDict[str, _CallTimeline] = OrderedDict()
+        self._timelines: OrderedDict[str, CallTimeline] = OrderedDict()
         self._remembered_calls = remembered_calls
         self._emptied = threading.Condition(self._lock)
         self.accepting = True
@@ -113,21 +126,29 @@ class LiveCalls:
             return self._emptied.wait_for(lambda: not self._connections, timeout)
 
     def add(self, call: CallInfo) -> CallInfo:
-        """Take a stream in; a later stream of a known call comes back placed on its timeline."""
+        """Take a stream in; a later stream of a known call comes back placed on its timeline
+        (the one `shared` keeps, when processes share one, else this process's)."""
+        shared = self.shared.place(call.call_sid, call.started_at) if self.shared else None
         with self._lock:
             timeline = self._timelines.get(call.call_sid)
             if timeline is None:
-                timeline = self._timelines[call.call_sid] = _CallTimeline(call.started_at)
+                timeline = self._timelines[call.call_sid] = CallTimeline(call.started_at)
                 self._forget_old_calls()
+                known = False
             else:
+                self._timelines.move_to_end(call.call_sid)
+                known = True
+            if shared is not None:
+                known = shared.open_streams > 0 or shared.started_at < call.started_at
+                timeline = shared
+            if known:
                 since_first_start = round((call.started_at - timeline.started_at) * 1000)
                 call = replace(
                     call,
                     offset_ms=max(0, timeline.end_ms, since_first_start),
                     resumed=timeline.open_streams == 0,
                 )
-                self._timelines.move_to_end(call.call_sid)
-            timeline.open_streams += 1
+            self._timelines[call.call_sid].open_streams += 1
             self._calls[call.stream_sid] = call
             return call
 
@@ -139,6 +160,8 @@ class LiveCalls:
                 timeline = self._timelines[call.call_sid]
                 timeline.open_streams -= 1
                 timeline.end_ms = max(timeline.end_ms, end_ms)
+        if call is not None and self.shared is not None:
+            self.shared.ended(call.call_sid, end_ms)
 
     def _forget_old_calls(self) -> None:
         excess = len(self._timelines) - self._remembered_calls

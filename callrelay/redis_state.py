@@ -19,12 +19,21 @@ import uuid
 from typing import Any
 
 from callrelay.call import AudioChunk, CallInfo
+from callrelay.live_calls import CallTimeline
 from callrelay.outage import Outage
 
 logger = logging.getLogger("callrelay.shared")
 
 PREFIX = "callrelay"
 PROCESS_TTL_SECONDS = 15
+TIMELINE_TTL_SECONDS = 24 * 3600
+"""How long a call's timeline is kept after its last stream, for a stream that resumes it."""
+_STREAM_ENDED = """
+redis.call('HINCRBY', KEYS[1], 'open', -1)
+local reached = tonumber(redis.call('HGET', KEYS[1], 'end_ms') or '0')
+if tonumber(ARGV[1]) > reached then redis.call('HSET', KEYS[1], 'end_ms', ARGV[1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+"""
 HEARTBEAT_SECONDS = 5.0
 ROOMS_SECONDS = 1.0
 """How often a process looks at which calls other processes' clients listen to."""
@@ -133,6 +142,31 @@ class RedisState:
 
         result: list[dict[str, Any]] | None = self._run(collect)
         return result
+
+    # Where each call's streams go on its timeline, whichever process takes them.
+
+    def place(self, call_sid: str, started_at: float) -> CallTimeline | None:
+        key = f"{PREFIX}:timeline:{call_sid}"
+
+        def place(redis: Any) -> CallTimeline:
+            with redis.pipeline() as pipe:
+                pipe.hsetnx(key, "started_at", repr(started_at))
+                pipe.hincrby(key, "open", 1)
+                pipe.hget(key, "started_at")
+                pipe.hget(key, "end_ms")
+                pipe.expire(key, TIMELINE_TTL_SECONDS)
+                _, opened, first, end_ms, _ = pipe.execute()
+            return CallTimeline(float(first), int(opened) - 1, int(end_ms or 0))
+
+        result: CallTimeline | None = self._run(place)
+        return result
+
+    def ended(self, call_sid: str, end_ms: int) -> None:
+        self._run(
+            lambda redis: redis.eval(
+                _STREAM_ENDED, 1, f"{PREFIX}:timeline:{call_sid}", end_ms, TIMELINE_TTL_SECONDS
+            )
+        )
 
     # Who listens to what, so that audio crosses between processes only when it has to.
 

@@ -68,6 +68,7 @@ class Relay:
         self.call_rate = RateLimit(settings.make_call_limit, 60.0)
         self.shared = RedisState(settings.redis_url) if settings.redis_url else None
         """What the processes share, when there are several (REDIS_URL)."""
+        self.live_calls.shared = self.shared
         self.transcription: TranscriptionSink | None = None
         self.metrics = RelayMetrics()
         self._speech_engine = speech_engine

@@ -203,3 +203,21 @@ def test_two_workers_on_one_port_share_the_calls_and_deliver_every_frame(
         assert polling.status_code == 400  # one port, two processes: WebSocket only
     finally:
         stop_relay(relay)
+
+
+def test_a_call_resumed_on_another_process_carries_on_its_timeline(
+    two_relays: list[RunningRelay],
+) -> None:
+    a, b = two_relays
+    call_sid = new_sid("CA")
+    listener = b.observer(call_sid=call_sid)
+    try:
+        stream_call(a, call_audio(2), StreamOptions(speed=0), call_sid)  # the first stream, on A
+        wait_for(lambda: listener.counts["call_ended"] == 1)
+        stream_call(b, call_audio(1), StreamOptions(speed=0), call_sid)  # Twilio streams again
+        wait_for(lambda: listener.counts["call_ended"] == 2)
+    finally:
+        listener.close()
+    first, second = [data for name, data in listener.events if name == "call_started"]
+    assert first["offsetMs"] == 0 and not first["resumed"]
+    assert second["resumed"] and second["offsetMs"] >= 2000  # after what the call already has
