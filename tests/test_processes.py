@@ -13,10 +13,14 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from callrelay.simulator.fake_twilio import FakeTwilio
 from callrelay.simulator.local_relay import RunningRelay, free_port, stop_relay
 from callrelay.simulator.media_client import StreamOptions, StreamReport, new_sid
 from callrelay.tracks import MEDIA_EVENTS
 from tests.helpers import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    TWILIO_NUMBER,
     RedisServer,
     call_audio,
     decode,
@@ -221,3 +225,38 @@ def test_a_call_resumed_on_another_process_carries_on_its_timeline(
     first, second = [data for name, data in listener.events if name == "call_started"]
     assert first["offsetMs"] == 0 and not first["resumed"]
     assert second["resumed"] and second["offsetMs"] >= 2000  # after what the call already has
+
+
+def test_hanging_up_from_one_process_ends_a_call_placed_through_another(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    fake_twilio: FakeTwilio,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(fake_twilio, "stream_options", StreamOptions(speed=1))
+    calling = {
+        "ASR_ENGINE": "off",
+        "REDIS_URL": redis_server.url,
+        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "TWILIO_NUMBER": TWILIO_NUMBER,
+        "TWILIO_API_BASE": fake_twilio.base_url,
+        "PUBLIC_URL": "http://127.0.0.1:{port}",
+    }
+    a, b = (start_relay(tmp_path / name, calling) for name in ("a", "b"))
+    listener = b.observer()
+    try:
+        call_sid = a.post("/make-call", json={"to": "+14155550123"}).json()["callSid"]
+        wait_for(lambda: call_sid in b.get("/").json()["calls"])  # streaming into A
+        answer = b.post(f"/calls/{call_sid}/hangup")
+        assert answer.status_code == 200 and answer.json()["status"] == "completed"
+        wait_for(
+            lambda: any(n == "call_ended" and d["callSid"] == call_sid for n, d in listener.events)
+        )
+        call = fake_twilio.wait_for_call(call_sid, timeout=10)
+        assert call.report is not None and call.report.hung_up
+        wait_for(lambda: call_sid not in b.get("/").json()["calls"])
+    finally:
+        listener.close()
+        stop_relay(a)
+        stop_relay(b)
