@@ -25,6 +25,7 @@ BENCHMARKS = {
     "transcription": "live transcription through the real relay: WER, final latency, CPU",
     "audio-path": "the per-frame mu-law to 16 kHz path: quality, cost, delay",
     "kill-recovery": "SIGKILL a real server mid-call, again and again: what the WAVs kept",
+    "soak": "many calls in a row: does any server process's memory creep?",
 }
 
 
