@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     asr_threads: Annotated[int, Field(ge=1, le=64)] = 1
     asr_workers: Annotated[int, Field(ge=1, le=64)] = 2
     asr_max_lag_seconds: Annotated[float, Field(ge=1, le=3600)] = 30.0
+    asr_recycle_calls: Annotated[int, Field(ge=0, le=1_000_000)] = 500
+    """After this many calls the recognition process is replaced, the next moment it is idle
+    (0: never)."""
 
     @field_validator(
         "twilio_account_sid",

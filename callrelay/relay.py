@@ -80,7 +80,10 @@ class Relay:
         if repaired:
             log_event(logger, "recordings_repaired", files=[str(p) for p in repaired])
         engine = (
-            start_engine_process(partial(load_engine, self.settings))
+            start_engine_process(
+                partial(load_engine, self.settings),
+                recycle_after=2 * self.settings.asr_recycle_calls or None,
+            )
             if self._speech_engine == LOAD_FROM_SETTINGS
             else self._speech_engine
         )

@@ -164,3 +164,29 @@ def test_a_dead_engine_process_is_replaced_and_tracks_go_on_at_their_place(
     died = next(r for r in caplog.records if r.getMessage() == "asr_process_died")
     assert vars(died)["callrelay_fields"]["exitCode"] == 3
     assert engine.describe()["restarts"] == 1
+
+
+def test_the_engine_process_is_replaced_once_idle_after_its_limit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="callrelay")
+    engine = start_engine_process(counting_engine, recycle_after=2)
+    assert isinstance(engine, ProcessSpeechEngine)
+    try:
+        first_pid = engine.pid
+        caller, receiver = engine.new_recogniser(), engine.new_recogniser()
+        assert caller.accept(np.ones(16000, np.int16)).result() == [Transcript("one second", 0, 0)]
+        caller.finish().result()
+        receiver.accept(np.ones(100, np.int16)).result()
+        assert engine.pid == first_pid and engine.recycled == 0  # the receiver is still in use
+        receiver.finish().result()
+        wait_for(lambda: engine.recycled == 1, timeout=60)  # idle: replaced
+        assert engine.pid != first_pid
+        later = engine.new_recogniser()
+        assert later.accept(np.ones(16000, np.int16)).result() == [Transcript("one second", 0, 0)]
+        described = engine.describe()
+        assert described["recycled"] == 1 and described["restarts"] == 0
+        messages = [r.getMessage() for r in caplog.records]
+        assert messages.count("asr_process_recycled") == 1 and "asr_process_died" not in messages
+    finally:
+        engine.close()

@@ -11,6 +11,7 @@ cooperative) says a message is there, so waiting on the child never stalls the e
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import multiprocessing
@@ -59,17 +60,21 @@ encoder that follows, nearly doubling the CPU of an utterance's encoding. A sett
 made is kept."""
 
 
-def start_engine_process(factory: EngineFactory) -> SpeechEngine | None:
+def start_engine_process(
+    factory: EngineFactory, recycle_after: int | None = None
+) -> SpeechEngine | None:
     """Load the engine `factory` makes in a child process; None if it makes none.
 
     `factory` must pickle (a module-level function, or a `functools.partial` of one). A load
-    that fails raises here, in the relay, as it would in process.
+    that fails raises here, in the relay, as it would in process. `recycle_after`: once that
+    many recognisers have been made, the next moment none is in use the process is replaced
+    by a fresh one (a speech engine's caches grow to the largest work they have seen).
     """
     child = _spawn(factory)
     if child is None:
         return None
     process, connection, loaded = child
-    return ProcessSpeechEngine(process, connection, factory, loaded)
+    return ProcessSpeechEngine(process, connection, factory, loaded, recycle_after)
 
 
 def _spawn(factory: EngineFactory) -> tuple[Any, Connection, Loaded] | None:
@@ -121,7 +126,12 @@ class ProcessSpeechEngine(SpeechEngine):
     """
 
     def __init__(
-        self, process: Any, connection: Connection, factory: EngineFactory, loaded: Loaded
+        self,
+        process: Any,
+        connection: Connection,
+        factory: EngineFactory,
+        loaded: Loaded,
+        recycle_after: int | None = None,
     ) -> None:
         self.name = loaded.name
         self.sample_rate = loaded.sample_rate
@@ -141,6 +151,12 @@ class ProcessSpeechEngine(SpeechEngine):
         """How many times the process was started again; a recogniser made in an older one is
         made again (at its place on the timeline) before its next call."""
         self._stopping = False
+        self._recycle_after = recycle_after
+        self._made = 0
+        """Recognisers made in the current process."""
+        self._in_use = 0
+        self._recycling = False
+        self.recycled = 0
         threading.Thread(target=self._read_replies, name="asr-process-reader", daemon=True).start()
         threading.Thread(target=self._send_batches, name="asr-process-sender", daemon=True).start()
 
@@ -150,6 +166,8 @@ class ProcessSpeechEngine(SpeechEngine):
 
     def new_recogniser(self) -> TrackRecogniser:
         key = next(self._recogniser_keys)
+        self._made += 1
+        self._in_use += 1
         recogniser = RemoteRecogniser(self, key, self.generation)
         if self.alive:
             self._send(NewRecogniser(key))
@@ -184,11 +202,45 @@ class ProcessSpeechEngine(SpeechEngine):
         request.add_done_callback(settle)
         return answer
 
+    def finished(self) -> None:
+        """A recogniser is done; time to recycle the process if it is due and idle."""
+        self._in_use -= 1
+        due = self._recycle_after is not None and self._made >= self._recycle_after
+        if due and self._in_use == 0 and self.alive and not self._recycling:
+            self._recycling = True
+            threading.Thread(target=self._recycle, name="asr-recycle", daemon=True).start()
+
+    def _recycle(self) -> None:
+        """Start a fresh process, send the next requests to it, then stop the old one."""
+        try:
+            child = _spawn(self._factory)
+        except Exception as error:
+            log_event(logger, "asr_recycle_failed", logging.WARNING, error=str(error))
+            self._recycling = False
+            return
+        if child is None:
+            self._recycling = False
+            return
+        old_process, old_connection = self._process, self._connection
+        with self._send_lock:
+            self._process, self._connection, _ = child
+            self.generation += 1
+            self._made = self._in_use
+        self.recycled += 1
+        log_event(logger, "asr_process_recycled", process=self.pid, previous=old_process.pid)
+        with contextlib.suppress(OSError, ValueError):
+            old_connection.send(Batch([Stop()]))
+        old_process.join(STOP_TIMEOUT_SECONDS)
+        if old_process.is_alive():
+            old_process.kill()
+        self._recycling = False
+
     def describe(self) -> dict[str, object]:
         described: dict[str, object] = {
             **super().describe(),
             "process": self.pid,
-            "restarts": self.generation,
+            "restarts": self.generation - self.recycled,
+            "recycled": self.recycled,
         }
         future = self._request(Describe)
         if future is None:
@@ -259,7 +311,10 @@ class ProcessSpeechEngine(SpeechEngine):
 
     def _read_replies(self) -> None:
         while True:
-            self._relay_replies(self._connection)
+            connection = self._connection
+            self._relay_replies(connection)
+            if connection is not self._connection and not self._stopping:
+                continue  # recycled: the old process has gone, read the new one
             self.alive = False
             self._process.join(STOP_TIMEOUT_SECONDS)
             with self._pending_lock:
@@ -345,7 +400,9 @@ class RemoteRecogniser(TrackRecogniser):
         return answer
 
     def finish(self) -> Answer:
-        return self._call("finish", None)
+        answer = self._call("finish", None)
+        answer.add_done_callback(lambda _: self._engine.finished())
+        return answer
 
     def _call(self, method: RecogniserMethod, argument: Any) -> Answer:
         if self._generation != self._engine.generation and self._engine.alive:
