@@ -427,3 +427,23 @@ def test_a_new_stream_for_the_same_call_resumes_its_recordings_and_timeline(
 def recording_finished(relay: RunningRelay, call_sid: str) -> list[dict[str, Any]]:
     lines = [json.loads(line) for line in relay.log_file.read_text().splitlines()]
     return [x for x in lines if x["evt"] == "recording_finished" and x["callSid"] == call_sid]
+
+
+def test_a_client_can_take_its_audio_in_batches(relay: RunningRelay) -> None:
+    audio = call_audio(2)
+    call_sid = new_sid("CA")
+    batched = relay.observer(call_sid=call_sid, keep_audio=True, audio_batch_ms=100)
+    every_frame = relay.observer(call_sid=call_sid)
+    try:
+        stream_call(relay, audio, StreamOptions(speed=0), call_sid)
+        assert batched.ended.wait(10) and every_frame.ended.wait(10)
+    finally:
+        batched.close()
+        every_frame.close()
+    assert every_frame.counts["media_in"] == every_frame.counts["media_out"] == 100
+    for track, event in MEDIA_EVENTS.items():
+        received = [data for name, data in batched.audio if name == event]
+        assert [d["frames"] for d in received] == [5] * 20  # 100 ms an event
+        assert [d["timestamp"] for d in received] == [5 + 100 * i for i in range(20)]
+        pcm = np.concatenate([decode(d) for d in received])
+        assert np.array_equal(pcm, expected_pcm(audio[track]))

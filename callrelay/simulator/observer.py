@@ -32,6 +32,7 @@ class RelayObserver:
         keep_audio: bool = False,
         audio: bool = True,
         token: str | None = None,
+        audio_batch_ms: int | None = None,
     ) -> None:
         self.counts: Counter[str] = Counter()
         self.events: list[tuple[str, Any]] = []
@@ -48,6 +49,8 @@ class RelayObserver:
         for name in (*AUDIO_EVENTS, *WATCHED_EVENTS):
             self._client.on(name, self._handler(name))
         auth: dict[str, Any] = {"audio": audio}
+        if audio_batch_ms is not None:
+            auth["audioBatchMs"] = audio_batch_ms
         if token:
             auth["token"] = token
         if call_sid:

@@ -73,11 +73,8 @@ def create_web_relay(
     shared = relay.shared
     if shared is not None:
         publisher.remote_audio_rooms = shared.remote_audio_rooms
-    register_client_events(
-        socketio,
-        relay.api_token,
-        AudioRooms(shared.audio_room_changed if shared is not None else None),
-    )
+    publisher.audio_rooms = AudioRooms(shared.audio_room_changed if shared is not None else None)
+    register_client_events(socketio, relay.api_token, publisher.audio_rooms)
     relay.metrics.frames_relayed = publisher.relayed
     relay.metrics.watch(partial(_socketio_figures, socketio, publisher))
     app.register_blueprint(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pybase64
@@ -52,11 +52,35 @@ def _wants_audio(data: object) -> bool:
     return not (isinstance(data, dict) and data.get("audio") is False)
 
 
+FRAME_MS = 20
+MAX_BATCH_MS = 1000
+
+
+def _batch_frames(data: object) -> int:
+    """Frames per audio event the client asked for with `audioBatchMs` (1: one per frame)."""
+    wanted = data.get("audioBatchMs") if isinstance(data, dict) else None
+    if isinstance(wanted, bool) or not isinstance(wanted, int | float):
+        return 1
+    return max(1, round(min(float(wanted), MAX_BATCH_MS) / FRAME_MS))
+
+
+def batch_room(room: str, frames: int) -> str:
+    """The audio room of clients that take `frames` frames an event."""
+    return audio_room(room) if frames == 1 else f"{audio_room(room)}:batch{frames}"
+
+
+def batch_sizes(rooms: Iterable[str]) -> set[int]:
+    """The batch sizes (above one frame) that audio rooms named in `rooms` ask for."""
+    return {int(room.rsplit(":batch", 1)[1]) for room in rooms if ":batch" in room}
+
+
 class AudioRooms:
     """Which audio rooms have a listener in this process, so that other processes send a
     call's audio through Redis only when someone here listens to it."""
 
     def __init__(self, on_change: Callable[[str, bool], None] | None = None) -> None:
+        self.batch_sizes: set[int] = set()
+        """Batch sizes this process's clients ask for."""
         self._members: Counter[str] = Counter()
         self._room_of: dict[str, str] = {}
         self._on_change = on_change
@@ -67,8 +91,10 @@ class AudioRooms:
             return
         self._room_of[sid] = room
         self._members[room] += 1
-        if self._members[room] == 1 and self._on_change is not None:
-            self._on_change(room, True)
+        if self._members[room] == 1:
+            self.batch_sizes = batch_sizes(self._members)
+            if self._on_change is not None:
+                self._on_change(room, True)
 
     def leave(self, sid: str) -> None:
         room = self._room_of.pop(sid, None)
@@ -77,11 +103,12 @@ class AudioRooms:
         self._members[room] -= 1
         if self._members[room] <= 0:
             del self._members[room]
+            self.batch_sizes = batch_sizes(self._members)
             if self._on_change is not None:
                 self._on_change(room, False)
 
 
-def _follow(call_sid: str | None, audio: bool, audio_rooms: AudioRooms) -> None:
+def _follow(call_sid: str | None, data: object, audio_rooms: AudioRooms) -> None:
     """Leave whatever the client followed; join one call's rooms or all calls'."""
     own = getattr(request, "sid", None)
     for room in rooms():
@@ -89,10 +116,11 @@ def _follow(call_sid: str | None, audio: bool, audio_rooms: AudioRooms) -> None:
             leave_room(room)
     room = call_room(call_sid) if call_sid else ALL_CALLS
     join_room(room)
-    if audio:
-        join_room(audio_room(room))
+    listening = batch_room(room, _batch_frames(data)) if _wants_audio(data) else None
+    if listening is not None:
+        join_room(listening)
     if own is not None:
-        audio_rooms.enter(own, audio_room(room) if audio else None)
+        audio_rooms.enter(own, listening)
 
 
 def register_client_events(
@@ -112,7 +140,7 @@ def register_client_events(
             )
             raise ConnectionRefusedError("unauthorized: connect with auth={'token': ...}")
         call_sid = _call_sid(auth)
-        _follow(call_sid, _wants_audio(auth), audio_rooms)
+        _follow(call_sid, auth, audio_rooms)
         log_event(
             logger,
             "client_connected",
@@ -126,12 +154,12 @@ def register_client_events(
         call_sid = _call_sid(data)
         if call_sid is None:
             return {"ok": False, "error": "subscribe needs {'callSid': 'CA...'}"}
-        _follow(call_sid, _wants_audio(data), audio_rooms)
+        _follow(call_sid, data, audio_rooms)
         return {"ok": True, "callSid": call_sid}
 
     @socketio.on("unsubscribe")  # type: ignore[untyped-decorator]
     def unsubscribe(data: object = None) -> dict[str, Any]:
-        _follow(None, _wants_audio(data), audio_rooms)
+        _follow(None, data, audio_rooms)
         return {"ok": True}
 
     @socketio.on("disconnect")  # type: ignore[untyped-decorator]
@@ -164,6 +192,9 @@ class SocketIORelay:
         self._socketio = socketio
         self.remote_audio_rooms: Callable[[], frozenset[str]] | None = None
         """With other processes (a message queue): the audio rooms they have listeners in."""
+        self.audio_rooms = AudioRooms()
+        """This process's listeners' audio rooms (batch sizes among them)."""
+        self._batches: dict[tuple[str, Track, int], list[AudioChunk]] = {}
         self.dropped_audio = 0
         self.relayed: Counter[str] = Counter()
         """Audio events emitted, by track."""
@@ -213,32 +244,73 @@ class SocketIORelay:
         )
 
     def audio(self, call: CallInfo, chunk: AudioChunk) -> None:
+        remote_rooms = self.remote_audio_rooms() if self.remote_audio_rooms else frozenset()
+        sizes = self.audio_rooms.batch_sizes | batch_sizes(remote_rooms)
+        if sizes:
+            self._batch(call, chunk, sizes, remote_rooms)
         if chunk.is_gap:
             return
         rooms = [audio_room(ALL_CALLS), audio_room(call_room(call.call_sid))]
-        remote = self.remote_audio_rooms is not None and not self.remote_audio_rooms().isdisjoint(
-            rooms
-        )
+        remote = not remote_rooms.isdisjoint(rooms)
         if not self._audio_listeners(rooms) and not remote:
             return  # most calls have no one listening to their audio: nothing to encode
+        self._send_audio(call, [chunk], rooms, remote)
+        self.relayed[chunk.track] += 1
+
+    def _send_audio(
+        self, call: CallInfo, chunks: list[AudioChunk], rooms: list[str], remote: bool
+    ) -> None:
+        payload: dict[str, Any] = {
+            **self._ids(call),
+            "timestamp": chunks[0].timestamp_ms,
+            "audio": pybase64.b64encode_as_string(b"".join(pcm_bytes(c.pcm) for c in chunks)),
+        }
+        if len(chunks) > 1:
+            payload["frames"] = len(chunks)
         self._socketio.emit(
-            MEDIA_EVENTS[chunk.track],
-            {
-                **self._ids(call),
-                "timestamp": chunk.timestamp_ms,
-                "audio": pybase64.b64encode_as_string(pcm_bytes(chunk.pcm)),
-            },
+            MEDIA_EVENTS[chunks[0].track],
+            payload,
             to=rooms,
             # Audio crosses to other processes only when one of them listens to it: a
             # hundred publishes a second per call that every process must decode otherwise.
             ignore_queue=not remote,
         )
-        self.relayed[chunk.track] += 1
+
+    def _batch(
+        self, call: CallInfo, chunk: AudioChunk, sizes: set[int], remote_rooms: frozenset[str]
+    ) -> None:
+        """Gather consecutive frames for the clients that take several an event; a gap (or a
+        frame that does not follow on) sends what was gathered."""
+        for frames in sizes:
+            key = (call.stream_sid, chunk.track, frames)
+            gathered = self._batches.setdefault(key, [])
+            if gathered and (chunk.is_gap or chunk.start_sample != gathered[-1].end_sample):
+                self._flush_batch(call, key, remote_rooms)
+                gathered = self._batches.setdefault(key, [])
+            if chunk.is_gap:
+                continue
+            gathered.append(chunk)
+            if len(gathered) >= frames:
+                self._flush_batch(call, key, remote_rooms)
+
+    def _flush_batch(
+        self, call: CallInfo, key: tuple[str, Track, int], remote_rooms: frozenset[str]
+    ) -> None:
+        gathered = self._batches.pop(key, [])
+        if not gathered:
+            return
+        rooms = [batch_room(ALL_CALLS, key[2]), batch_room(call_room(call.call_sid), key[2])]
+        remote = not remote_rooms.isdisjoint(rooms)
+        if self._audio_listeners(rooms) or remote:
+            self._send_audio(call, gathered, rooms, remote)
 
     def dtmf(self, call: CallInfo, digit: str) -> None:
         self._emit("dtmf", call, {**self._ids(call), "digit": digit})
 
     def call_ended(self, call: CallInfo, reason: str) -> None:
+        remote_rooms = self.remote_audio_rooms() if self.remote_audio_rooms else frozenset()
+        for key in [key for key in self._batches if key[0] == call.stream_sid]:
+            self._flush_batch(call, key, remote_rooms)
         self._emit(
             "call_ended",
             call,
