@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import csv
 import itertools
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import wave
 from collections.abc import Callable
@@ -65,6 +67,20 @@ def wait_until_recorded(relay: RunningRelay, call_sid: str, seconds: float) -> N
             return False
 
     wait_for(recorded, timeout=seconds + 30)
+
+
+def callrelay(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the `callrelay` command as a user would; `env` adds to this process's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "callrelay", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
 
 
 # Test audio: the repository's own (tests/data).
@@ -163,6 +179,29 @@ def raw_call(relay: RunningRelay, call_sid: str, stream_sid: str) -> Client:
         )
     )
     return ws
+
+
+def one_frame_then_stop(ws: Client, call_sid: str, stream_sid: str, spoil: bool = False) -> int:
+    """On a call opened with `raw_call`: one inbound frame (with `spoil`, one whose payload is
+    not base64), then `stop`; the close code the server ended the socket with."""
+    media = msg.media_message(
+        stream_sid=stream_sid,
+        track="inbound",
+        chunk=1,
+        timestamp_ms=5,
+        payload=b"\xff" * 160,
+        sequence_number=2,
+    )
+    ws.send(media.replace('"payload": "', '"payload": "!!!') if spoil else media)
+    ws.send(
+        msg.stop_message(
+            stream_sid=stream_sid,
+            account_sid="AC" + "0" * 32,
+            call_sid=call_sid,
+            sequence_number=3,
+        )
+    )
+    return closed_with(ws)
 
 
 def closed_with(ws: Client, timeout: float = 5) -> int:

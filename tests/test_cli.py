@@ -13,19 +13,9 @@ import requests
 
 from callrelay import __version__
 from callrelay.simulator.local_relay import free_port
-from tests.helpers import RELAY_TOKEN, wait_for
+from tests.helpers import RELAY_TOKEN, callrelay, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def callrelay(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "callrelay", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-    )
 
 
 @pytest.mark.parametrize(
@@ -97,13 +87,6 @@ def test_python_app_py_still_runs_the_server(tmp_path: Path) -> None:
 
 
 def test_several_workers_without_redis_refuse_to_start(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "callrelay", "serve"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        env={**os.environ, "WORKERS": "2", "REDIS_URL": ""},
-    )
+    result = callrelay("serve", cwd=tmp_path, env={"WORKERS": "2", "REDIS_URL": ""})
     assert result.returncode == 2
     assert "WORKERS=2 needs REDIS_URL" in result.stderr

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 import time
@@ -19,6 +18,7 @@ from callrelay.twilio import media_stream as msg
 from tests.helpers import (
     SECONDS,
     call_audio,
+    callrelay,
     closed_with,
     decode,
     expected_pcm,
@@ -252,8 +252,6 @@ def test_a_twilio_socket_that_vanishes_mid_call_finalises_the_call(relay: Runnin
 def test_simulator_command_plays_a_call_and_prints_what_it_sees(
     relay: RunningRelay, tmp_path
 ) -> None:
-    import subprocess
-    import sys
 
     import soundfile
 
@@ -261,33 +259,21 @@ def test_simulator_command_plays_a_call_and_prints_what_it_sees(
     soundfile.write(tmp_path / "tone.flac", tone, 16000)  # 1 s at 16 kHz: resampled to 8 kHz
 
     def simulate(*extra: str) -> str:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "callrelay",
-                "simulate",
-                "call",
-                "--server",
-                relay.url,
-                "--speed",
-                "0",
-                "--caller",
-                str(tmp_path / "tone.flac"),
-                "--receiver",
-                str(tmp_path / "tone.flac"),
-                "--dtmf",
-                "9@0.5",
-                *extra,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={
-                **os.environ,
-                "TWILIO_AUTH_TOKEN": relay.auth_token or "",
-                "RELAY_API_TOKEN": relay.api_token,
-            },
+        result = callrelay(
+            "simulate",
+            "call",
+            "--server",
+            relay.url,
+            "--speed",
+            "0",
+            "--caller",
+            str(tmp_path / "tone.flac"),
+            "--receiver",
+            str(tmp_path / "tone.flac"),
+            "--dtmf",
+            "9@0.5",
+            *extra,
+            env={"TWILIO_AUTH_TOKEN": relay.auth_token or "", "RELAY_API_TOKEN": relay.api_token},
         )
         assert result.returncode == 0, result.stderr
         return result.stdout

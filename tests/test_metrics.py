@@ -9,8 +9,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from callrelay.simulator.local_relay import RunningRelay, stop_relay
 from callrelay.simulator.media_client import StreamOptions, new_sid
-from callrelay.twilio import media_stream as msg
-from tests.helpers import RELAY_TOKEN, call_audio, closed_with, raw_call, start_relay, stream_call
+from tests.helpers import (
+    RELAY_TOKEN,
+    call_audio,
+    one_frame_then_stop,
+    raw_call,
+    start_relay,
+    stream_call,
+)
 
 
 def samples(relay: RunningRelay) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -38,24 +44,7 @@ def test_metrics_count_what_was_sent(tmp_path: Path) -> None:
             listener.close()
         bad_call, bad_stream = new_sid("CA"), new_sid("MZ")
         ws = raw_call(relay, bad_call, bad_stream)
-        media = msg.media_message(
-            stream_sid=bad_stream,
-            track="inbound",
-            chunk=1,
-            timestamp_ms=5,
-            payload=b"\xff" * 160,
-            sequence_number=2,
-        )
-        ws.send(media.replace('"payload": "', '"payload": "!!!'))  # not base64: dropped
-        ws.send(
-            msg.stop_message(
-                stream_sid=bad_stream,
-                account_sid="AC" + "0" * 32,
-                call_sid=bad_call,
-                sequence_number=3,
-            )
-        )
-        assert closed_with(ws) == 1000
+        assert one_frame_then_stop(ws, bad_call, bad_stream, spoil=True) == 1000  # dropped
         found = samples(relay)
     finally:
         stop_relay(relay)

@@ -19,6 +19,7 @@ from tests.helpers import (
     RawClient,
     call_audio,
     closed_with,
+    one_frame_then_stop,
     raw_call,
     read_wav,
     start_relay,
@@ -162,25 +163,7 @@ def test_a_stream_past_max_calls_is_refused_and_the_calls_running_go_on(tmp_path
         twiml = relay.post("/voice", token="", data={"CallSid": new_sid("CA")}).text
         assert "<Say>" in twiml and "<Hangup />" in twiml and "<Stream" not in twiml
         for (call_sid, stream_sid), ws in zip(calls, running, strict=True):
-            ws.send(
-                msg.media_message(
-                    stream_sid=stream_sid,
-                    track="inbound",
-                    chunk=1,
-                    timestamp_ms=5,
-                    payload=b"\xff" * 160,
-                    sequence_number=2,
-                )
-            )
-            ws.send(
-                msg.stop_message(
-                    stream_sid=stream_sid,
-                    account_sid="AC" + "0" * 32,
-                    call_sid=call_sid,
-                    sequence_number=3,
-                )
-            )
-            assert closed_with(ws) == 1000
+            assert one_frame_then_stop(ws, call_sid, stream_sid) == 1000
         wait_for(lambda: len(log_lines(relay.log_file, calls[1][0])) >= 3)
         ended = [
             line

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +24,7 @@ from callrelay.simulator.observer import RelayObserver
 from callrelay.twilio.media_stream import Track
 from tests.helpers import (
     CALL_DIR,
+    callrelay,
     read_wav,
     real_speech_call,
     start_relay,
@@ -125,23 +124,16 @@ def test_transcript_times_fall_inside_the_turns(asr_relay: RunningRelay) -> None
 
 def test_the_simulator_waits_for_and_prints_every_final(asr_relay: RunningRelay) -> None:
     """At full speed the stream ends long before its transcripts: the CLI must wait for them."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "callrelay",
-            "simulate",
-            "call",
-            "--server",
-            asr_relay.url,
-            "--speed",
-            "0",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
+    result = callrelay(
+        "simulate",
+        "call",
+        "--server",
+        asr_relay.url,
+        "--speed",
+        "0",
+        "--json",
+        env={"RELAY_API_TOKEN": asr_relay.api_token},
         timeout=180,
-        env={**os.environ, "RELAY_API_TOKEN": asr_relay.api_token},
     )
     assert result.returncode == 0, result.stderr
     printed = [json.loads(line) for line in result.stdout.splitlines()]

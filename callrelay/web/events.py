@@ -195,6 +195,8 @@ class SocketIORelay:
         self.audio_rooms = AudioRooms()
         """This process's listeners' audio rooms (batch sizes among them)."""
         self._batches: dict[tuple[str, Track, int], list[AudioChunk]] = {}
+        self._remote_seen: frozenset[str] = frozenset()
+        self._remote_sizes: set[int] = set()
         self.dropped_audio = 0
         self.relayed: Counter[str] = Counter()
         """Audio events emitted, by track."""
@@ -243,9 +245,21 @@ class SocketIORelay:
             },
         )
 
-    def audio(self, call: CallInfo, chunk: AudioChunk) -> None:
+    def _remote_rooms(self) -> tuple[frozenset[str], set[int]]:
+        """Other processes' audio rooms and the batch sizes among them; the sizes are read
+        off the room names once per new set of rooms, not once per frame."""
         remote_rooms = self.remote_audio_rooms() if self.remote_audio_rooms else frozenset()
-        sizes = self.audio_rooms.batch_sizes | batch_sizes(remote_rooms)
+        if remote_rooms is not self._remote_seen:
+            self._remote_seen, self._remote_sizes = remote_rooms, batch_sizes(remote_rooms)
+        return remote_rooms, self._remote_sizes
+
+    def audio(self, call: CallInfo, chunk: AudioChunk) -> None:
+        remote_rooms, remote_sizes = self._remote_rooms()
+        sizes = (
+            self.audio_rooms.batch_sizes | remote_sizes
+            if remote_sizes
+            else self.audio_rooms.batch_sizes
+        )
         if sizes:
             self._batch(call, chunk, sizes, remote_rooms)
         if chunk.is_gap:
@@ -308,7 +322,7 @@ class SocketIORelay:
         self._emit("dtmf", call, {**self._ids(call), "digit": digit})
 
     def call_ended(self, call: CallInfo, reason: str) -> None:
-        remote_rooms = self.remote_audio_rooms() if self.remote_audio_rooms else frozenset()
+        remote_rooms, _ = self._remote_rooms()
         for key in [key for key in self._batches if key[0] == call.stream_sid]:
             self._flush_batch(call, key, remote_rooms)
         self._emit(
