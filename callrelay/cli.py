@@ -123,6 +123,13 @@ def _banner(settings: Settings, token_line: str, web: object) -> str:
     if "model" in asr:
         engine += f", {asr['model']}"
     public = settings.public_url or "not set: Twilio cannot reach this relay until PUBLIC_URL is"
+    processes = []
+    if settings.worker_count > 1:
+        shared = settings.shared_recognition_processes
+        recognition = (
+            f", sharing {shared} recognition process{'es' if shared > 1 else ''}" if shared else ""
+        )
+        processes = [f"  server processes      {settings.worker_count}{recognition}, through Redis"]
     return "\n".join(
         [
             "",
@@ -130,6 +137,7 @@ def _banner(settings: Settings, token_line: str, web: object) -> str:
             f"  Twilio media streams  {base.replace('http', 'ws', 1)}/stream",
             f"  public URL            {public}",
             f"  speech recognition    {engine}",
+            *processes,
             f"  recordings            {settings.captures_dir}/<CallSid>/, log {settings.log_file}",
             f"  API token             {token_line}",
             "",

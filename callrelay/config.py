@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     asr_recycle_calls: Annotated[int, Field(ge=0, le=1_000_000)] = 500
     """After this many calls the recognition process is replaced, the next moment it is idle
     (0: never)."""
+    asr_processes: str = "per-worker"
+    """Recognition processes: `per-worker` (each server process has its own), or a number
+    below `WORKERS` of processes that all server processes share."""
 
     @field_validator(
         "twilio_account_sid",
@@ -152,6 +155,22 @@ class Settings(BaseSettings):
     def worker_count(self) -> int:
         return (os.cpu_count() or 1) if self.workers == "auto" else int(self.workers)
 
+    @property
+    def shared_recognition_processes(self) -> int | None:
+        """How many recognition processes the server processes share; None: one each."""
+        if self.asr_processes == "per-worker" or self.asr_engine == "off":
+            return None
+        count = int(self.asr_processes)
+        return count if count < self.worker_count else None
+
+    @field_validator("asr_processes")
+    @classmethod
+    def _asr_processes(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value != "per-worker" and not (value.isdigit() and 1 <= int(value) <= 64):
+            raise ValueError("must be 'per-worker' or a number of processes (1-64)")
+        return value
+
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
@@ -161,6 +180,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _workers_share_redis(self) -> Settings:
+        if self.asr_processes.isdigit() and int(self.asr_processes) > self.worker_count:
+            raise ValueError(
+                f"ASR_PROCESSES={self.asr_processes} is more than WORKERS={self.workers} "
+                f"({self.worker_count}): each server process uses one recognition process"
+            )
         if self.worker_count > 1 and self.redis_url is None:
             raise ValueError(
                 f"WORKERS={self.workers} needs REDIS_URL (e.g. redis://127.0.0.1:6379/0): the "

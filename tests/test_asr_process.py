@@ -1,4 +1,5 @@
-"""The speech engine in its own process: same answers, logs in the relay's log, a death survived."""
+"""The speech engine in its own process: same answers, logs in the relay's log, a death survived;
+and one such process shared by several server processes."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ import pytest
 
 from callrelay.asr import EngineUnavailable, SpeechEngine, TrackRecogniser, Transcript
 from callrelay.asr.base import Answer, answered
-from callrelay.asr.process import ProcessSpeechEngine, RecogniserError, start_engine_process
+from callrelay.asr.process import (
+    ProcessSpeechEngine,
+    RecogniserError,
+    connect_engine_process,
+    start_engine_process,
+)
+from callrelay.asr.process.shared import SharedRecognition
 from callrelay.logs import log_event
 from tests.helpers import wait_for
 
@@ -190,3 +197,76 @@ def test_the_engine_process_is_replaced_once_idle_after_its_limit(
         assert messages.count("asr_process_recycled") == 1 and "asr_process_died" not in messages
     finally:
         engine.close()
+
+
+def test_server_processes_can_share_one_recognition_process_which_is_kept_running(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="callrelay")
+    shared = SharedRecognition(counting_engine, 1)
+    shared.start()
+    first, second = (connect_engine_process(shared.least_used([])) for _ in range(2))
+    try:
+        assert isinstance(first, ProcessSpeechEngine) and isinstance(second, ProcessSpeechEngine)
+        assert first.pid == second.pid == shared.pids[0]
+        # Each relay's recognisers are its own, though their keys are the same numbers.
+        a, b = first.new_recogniser(), second.new_recogniser()
+        assert a.accept(np.ones(16000, np.int16)).result() == [Transcript("one second", 0, 0)]
+        assert b.accept(np.ones(8000, np.int16)).result() == []
+        assert b.finish().result() == [Transcript("8000 samples", 0, 0)]
+
+        dead_pid = first.pid
+        assert a.accept(np.full(10, DIE, np.int16)).result() == []  # the shared process died
+
+        def restarted_and_reconnected() -> bool:
+            shared.check()  # what the master's loop does each second
+            return first.generation == 1 and second.generation == 1
+
+        wait_for(restarted_and_reconnected, timeout=60)
+        assert first.pid == second.pid == shared.pids[0] != dead_pid
+        # Both relays carry on in the new process; the track at its place (16,010 samples in).
+        assert a.accept(np.ones(16000, np.int16)).result() == [
+            Transcript("one second", 16010 / 16000, 0)
+        ]
+        c = second.new_recogniser()
+        assert c.accept(np.ones(16000, np.int16)).result() == [Transcript("one second", 0, 0)]
+        shared_deaths = [
+            vars(r)["callrelay_fields"]
+            for r in caplog.records
+            if r.getMessage() == "asr_process_died" and "shared" in vars(r)["callrelay_fields"]
+        ]
+        assert [death["process"] for death in shared_deaths] == [dead_pid]
+    finally:
+        for engine in (first, second):
+            if engine is not None:
+                engine.close()
+        shared.stop()
+    assert not any(os.path.exists(path) for path in shared.paths)
+
+
+def test_a_relay_that_leaves_a_shared_process_does_not_stop_it() -> None:
+    shared = SharedRecognition(counting_engine, 1)
+    shared.start()
+    try:
+        leaving = connect_engine_process(shared.paths[0])
+        assert leaving is not None
+        leaving.close()
+        staying = connect_engine_process(shared.paths[0])
+        assert isinstance(staying, ProcessSpeechEngine) and staying.pid == shared.pids[0]
+        recogniser = staying.new_recogniser()
+        assert recogniser.accept(np.ones(16000, np.int16)).result() == [
+            Transcript("one second", 0, 0)
+        ]
+        staying.close()
+    finally:
+        shared.stop()
+
+
+def test_a_new_server_process_gets_the_least_used_recognition_process() -> None:
+    shared = SharedRecognition(counting_engine, 2)  # not started: only the choice is tested
+    one, two = shared.paths
+    assert shared.least_used([]) == one
+    assert shared.least_used([one]) == two
+    assert shared.least_used([one, two, two]) == one
+    assert shared.least_used([None, two]) == one
+    shared.stop()

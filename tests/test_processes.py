@@ -260,3 +260,44 @@ def test_hanging_up_from_one_process_ends_a_call_placed_through_another(
         listener.close()
         stop_relay(a)
         stop_relay(b)
+
+
+def test_workers_can_share_one_recognition_process(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    relay = start_relay(
+        tmp_path,
+        {
+            "ASR_ENGINE": "whisper",
+            "REDIS_URL": redis_server.url,
+            "WORKERS": "2",
+            "ASR_PROCESSES": "1",
+        },
+    )
+    try:
+        recognisers: dict[int, int] = {}
+        for _ in range(40):
+            status = requests.get(relay.url + "/", timeout=5).json()
+            recognisers[status["process"]["pid"]] = status["asr"]["process"]
+        assert len(recognisers) == 2, "connections should reach both processes"
+        assert len(set(recognisers.values())) == 1, "both use the one recognition process"
+        assert not set(recognisers.values()) & set(recognisers)
+
+        calls = [new_sid("CA") for _ in range(4)]
+        players = [
+            in_background(
+                lambda call_sid=call_sid: stream_call(
+                    relay, call_audio(10), StreamOptions(speed=2), call_sid
+                )
+            )
+            for call_sid in calls
+        ]
+        for thread, _ in players:
+            thread.join(60)
+        wait_for(lambda: len(logged(relay, "transcription_ended")) == 4, timeout=60)
+        for call_sid in calls:
+            lines = (relay.captures / call_sid / "transcript.jsonl").read_text().splitlines()
+            speakers = {json.loads(line)["speaker"] for line in lines}
+            assert speakers == {"Caller", "Receiver"}, call_sid
+    finally:
+        stop_relay(relay)

@@ -2,22 +2,31 @@
 
 Every Twilio stream sends 100 messages a second and every listener receives as many: with an
 OS thread per socket each message costs a thread wake-up, the largest part of the relay's CPU;
-greenlets on one event loop cost a switch. One worker process because Socket.IO rooms and the
-call registry live in memory.
+greenlets on one event loop cost a switch. `WORKERS` processes share the port; what they
+share otherwise goes through Redis. With `ASR_PROCESSES` below `WORKERS`, the master starts the
+recognition processes the workers share.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from functools import partial
+from typing import Any, Literal
 
 import gevent
 from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
 
+from callrelay.asr import SpeechEngine, load_engine
+from callrelay.asr.process import connect_engine_process
+from callrelay.asr.process.shared import SharedRecognition
 from callrelay.config import Settings
+from callrelay.relay import LOAD_FROM_SETTINGS
 from callrelay.runtime import settle_heap
 from callrelay.web.app import WebRelay, create_web_relay
 
@@ -32,6 +41,14 @@ class RelayServer(BaseApplication):  # type: ignore[misc]
         self.settings = settings
         self.web: WebRelay | None = None
         self._on_ready = on_ready
+        shared = settings.shared_recognition_processes
+        self._recognition = (
+            SharedRecognition(partial(load_engine, settings), shared) if shared else None
+        )
+        """Recognition processes the workers share (ASR_PROCESSES below WORKERS)."""
+        self._recognition_socket: str | None = None
+        self._announced = multiprocessing.Value("b", False)
+        """Whether a worker has said it is ready: the first one does, for all of them."""
         super().__init__()
 
     def load_config(self) -> None:
@@ -55,17 +72,50 @@ class RelayServer(BaseApplication):  # type: ignore[misc]
         }
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
             options["child_exit"] = _forget_worker_metrics
+        if self._recognition is not None:
+            options.update(
+                on_starting=lambda server: self._recognition.start(),
+                pre_fork=self._give_recognition_socket,
+                post_fork=self._take_recognition_socket,
+                on_exit=lambda server: self._recognition.stop(),
+            )
         for key, value in options.items():
             self.cfg.set(key, value)
 
+    def run(self) -> None:
+        """gunicorn's `run`, with a master that also keeps the shared recognition processes."""
+        try:
+            RelayArbiter(self).run()
+        except RuntimeError as error:
+            sys.exit(f"\nError: {error}\n")
+
+    def check_recognition(self) -> None:
+        if self._recognition is not None:
+            self._recognition.check()
+
     def load(self) -> Any:
-        self.web = create_web_relay(self.settings)
+        engine: SpeechEngine | Literal["load"] | None = LOAD_FROM_SETTINGS
+        if self._recognition_socket is not None:
+            engine = connect_engine_process(self._recognition_socket)
+        self.web = create_web_relay(self.settings, engine)
         return self.web.app
+
+    def _give_recognition_socket(self, server: Any, worker: Any) -> None:
+        """In the master, before a worker forks: the shared recognition process it uses."""
+        assert self._recognition is not None
+        worker.recognition_socket = self._recognition.least_used(
+            getattr(running, "recognition_socket", None) for running in server.WORKERS.values()
+        )
+
+    def _take_recognition_socket(self, server: Any, worker: Any) -> None:
+        self._recognition_socket = worker.recognition_socket
 
     def _worker_ready(self, worker: Any) -> None:
         settle_heap()
         self._install_shutdown(worker)
-        if self.web is not None:
+        with self._announced.get_lock():
+            first, self._announced.value = not self._announced.value, True
+        if self.web is not None and first:
             self._on_ready(self.web)
 
     def _install_shutdown(self, worker: Any) -> None:
@@ -88,6 +138,13 @@ class RelayServer(BaseApplication):  # type: ignore[misc]
 
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             signal.signal(signum, shut_down)
+
+
+class RelayArbiter(Arbiter):  # type: ignore[misc]
+    def manage_workers(self) -> None:
+        """Runs at least once a second in the master's loop."""
+        super().manage_workers()
+        self.app.check_recognition()
 
 
 def _forget_worker_metrics(server: Any, worker: Any) -> None:

@@ -4,7 +4,8 @@ The relay process keeps everything about calls (each track's queue, lag, skippin
 only the engine and its recognisers live in the child, at a lower OS priority. Under a full CPU
 it is transcripts that wait, never audio frames. The two talk over a pipe (`messages.py`): each
 recogniser call is a request with a reply; the child's log lines come back over the same pipe
-into the relay's log. `relay_side.py` is the engine the relay holds, `child.py` the process.
+into the relay's log. `relay_side.py` is the engine the relay holds, `child.py` the process,
+`shared.py` the processes several server processes share (`ASR_PROCESSES`).
 """
 
 from callrelay.asr.process.relay_side import (
@@ -12,6 +13,7 @@ from callrelay.asr.process.relay_side import (
     ProcessSpeechEngine,
     RecogniserError,
     RemoteRecogniser,
+    connect_engine_process,
     start_engine_process,
 )
 
@@ -20,5 +22,6 @@ __all__ = [
     "ProcessSpeechEngine",
     "RecogniserError",
     "RemoteRecogniser",
+    "connect_engine_process",
     "start_engine_process",
 ]

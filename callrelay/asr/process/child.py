@@ -1,14 +1,19 @@
-"""The recognition process: load the engine, run recognisers until told to stop."""
+"""The recognition process: load the engine, run recognisers until told to stop.
+
+A relay's own process serves it over a pipe (`serve_engine`); a process shared by several
+server processes serves each over a Unix socket (`serve_engine_socket`)."""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, Listener
 
 from callrelay.asr.base import RECOGNITION_NICE, SpeechEngine, TrackRecogniser, Transcript
 from callrelay.asr.process.messages import (
@@ -30,30 +35,109 @@ from callrelay.runtime import settle_heap
 logger = logging.getLogger("callrelay.asr")
 
 EngineFactory = Callable[[], SpeechEngine | None]
+UNSENT_LOG_LINES = 100
+PARENT_CHECK_SECONDS = 1.0
 
 
 def serve_engine(connection: Connection, factory: EngineFactory) -> None:
-    """The process's main: recogniser calls are started on the thread that reads the pipe
-    (each returns at once; the work runs on the engine's threads) and answered when done."""
+    """The main of a relay's own recognition process, which serves that relay over a pipe."""
     with contextlib.suppress(OSError):
         os.nice(RECOGNITION_NICE)  # before any thread exists: the engine's threads inherit it
-    send_lock = threading.Lock()
+    send = _sender(connection)
+    _log_to_relay(send)
+    engine, loaded = _load(factory)
+    send(loaded)
+    if engine is not None:
+        _serve_relay(connection, engine, send)
+    os._exit(0)  # workers may be parked on model threads; nothing is left to hand back
+
+
+def serve_engine_socket(path: str, factory: EngineFactory) -> None:
+    """The main of a recognition process shared by several server processes: each connects
+    to the Unix socket at `path` and is served on a thread of its own. Its log lines go to the
+    relay that connected first and is still connected."""
+    with contextlib.suppress(OSError):
+        os.nice(RECOGNITION_NICE)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    listener = Listener(path, family="AF_UNIX")  # bound first: relays may connect and wait
+    relays: dict[int, Callable[[ChildMessage], None]] = {}
+    relays_lock = threading.Lock()
+    unsent: list[ChildMessage] = []
+    """Log lines made while no relay was connected (the engine loading), for the first."""
+
+    def send_log(message: ChildMessage) -> None:
+        with relays_lock:
+            first = next(iter(relays.values()), None)
+            if first is None:
+                del unsent[: max(0, len(unsent) - UNSENT_LOG_LINES + 1)]
+                unsent.append(message)
+                return
+        with contextlib.suppress(OSError, ValueError):
+            first(message)
+
+    _log_to_relay(send_log)
+    engine, loaded = _load(factory)
+
+    def serve(connection: Connection, number: int) -> None:
+        send = _sender(connection)
+        with contextlib.suppress(OSError, ValueError):
+            send(loaded)
+            if engine is None:
+                return
+            with relays_lock:
+                relays[number] = send
+                early, unsent[:] = list(unsent), []
+            for line in early:
+                send(line)
+            _serve_relay(connection, engine, send)
+        with relays_lock:
+            relays.pop(number, None)
+        connection.close()
+
+    for number in itertools.count():
+        connection = listener.accept()
+        threading.Thread(
+            target=serve, args=(connection, number), name=f"asr-relay-{number}", daemon=True
+        ).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A process of its own stops when its relay's pipe closes; a shared one, which serves
+    whoever connects, when the process that started it (and would restart it) is gone."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(0)
+
+
+def _sender(connection: Connection) -> Callable[[ChildMessage], None]:
+    """Replies come from the reading thread and from engine threads: one message at a time."""
+    lock = threading.Lock()
 
     def send(message: ChildMessage) -> None:
-        with send_lock:
+        with lock:
             connection.send(message)
 
-    _log_to_relay(send)
+    return send
+
+
+def _load(factory: EngineFactory) -> tuple[SpeechEngine | None, ChildMessage]:
+    """The engine, and what to tell a relay about its loading."""
     try:
         engine = factory()
     except Exception as error:
-        send(LoadFailed(type(error).__name__, str(error)))
-        return
+        return None, LoadFailed(type(error).__name__, str(error))
     if engine is None:
-        send(NoEngine())
-        return
-    send(Loaded(engine.name, engine.sample_rate))
+        return None, NoEngine()
     settle_heap()
+    return engine, Loaded(engine.name, engine.sample_rate, os.getpid())
+
+
+def _serve_relay(
+    connection: Connection, engine: SpeechEngine, send: Callable[[ChildMessage], None]
+) -> None:
+    """Run one relay's recognisers until it says stop or goes away. Recogniser calls are
+    started on the thread that reads the connection (each returns at once; the work runs on
+    the engine's threads) and answered when done."""
     recognisers: dict[int, TrackRecogniser] = {}
 
     def reply_later(call: RecogniserCall) -> Callable[[Future[list[Transcript]]], None]:
@@ -63,13 +147,13 @@ def serve_engine(connection: Connection, factory: EngineFactory) -> None:
 
         return reply
 
-    stopping = False
-    while not stopping:
+    while True:
         try:
             batch: Batch = connection.recv()
         except (EOFError, OSError):
             break  # the relay is gone
         replies: list[Reply] = []
+        stopping = False
         for request in batch.requests:
             match request:
                 case NewRecogniser(key):
@@ -87,7 +171,8 @@ def serve_engine(connection: Connection, factory: EngineFactory) -> None:
         if replies:
             with contextlib.suppress(OSError, ValueError):
                 send(Replies(replies))
-    os._exit(0)  # workers may be parked on model threads; nothing is left to hand back
+        if stopping:
+            break
 
 
 def _start(

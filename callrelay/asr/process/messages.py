@@ -49,6 +49,7 @@ class Batch:
 class Loaded:
     name: str
     sample_rate: int
+    pid: int
 
 
 @dataclass(frozen=True)

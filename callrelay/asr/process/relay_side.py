@@ -21,8 +21,9 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from multiprocessing.connection import Connection
-from typing import Any
+from functools import partial
+from multiprocessing.connection import Client, Connection
+from typing import Any, cast
 
 from callrelay.asr import EngineUnavailable, SpeechEngine, TrackRecogniser, Transcript
 from callrelay.asr.base import Answer, RecogniserMethod
@@ -48,6 +49,7 @@ logger = logging.getLogger("callrelay.asr")
 START_TIMEOUT_SECONDS = 180.0
 DESCRIBE_TIMEOUT_SECONDS = 2.0
 STOP_TIMEOUT_SECONDS = 5.0
+CONNECT_RETRY_SECONDS = 0.2
 SEND_INTERVAL = 0.02
 """Requests wait up to this long to travel with others."""
 RESTART_BACKOFF_SECONDS = (0.5, 2.0, 5.0, 15.0, 30.0, 60.0)
@@ -70,14 +72,57 @@ def start_engine_process(
     many recognisers have been made, the next moment none is in use the process is replaced
     by a fresh one (a speech engine's caches grow to the largest work they have seen).
     """
-    child = _spawn(factory)
-    if child is None:
+    return _engine(partial(_spawn, factory), recycle_after)
+
+
+def connect_engine_process(path: str) -> SpeechEngine | None:
+    """The engine of a recognition process shared with other server processes, which serves
+    them at the Unix socket `path` (`serve_engine_socket`); None if it has no engine. Whoever
+    started that process restarts it if it dies; this one connects again."""
+    return _engine(partial(_connect, path), None)
+
+
+def _engine(
+    open_link: Callable[[], RecognitionLink | None], recycle_after: int | None
+) -> SpeechEngine | None:
+    link = open_link()
+    if link is None:
         return None
-    process, connection, loaded = child
-    return ProcessSpeechEngine(process, connection, factory, loaded, recycle_after)
+    return ProcessSpeechEngine(link, open_link, recycle_after)
 
 
-def _spawn(factory: EngineFactory) -> tuple[Any, Connection, Loaded] | None:
+class RecognitionLink:
+    """A connection to a recognition process, and what this relay may do to that process."""
+
+    def __init__(self, connection: Connection, loaded: Loaded, process: Any = None) -> None:
+        self.connection = connection
+        self.name = loaded.name
+        self.sample_rate = loaded.sample_rate
+        self.pid = loaded.pid
+        self.process = process
+        """The process, when this relay started it (and so stops it); None when shared."""
+
+    def stop(self) -> None:
+        """After `Stop` was sent: a process of our own is waited for (killed if it lingers);
+        a shared one is only left."""
+        if self.process is None:
+            with contextlib.suppress(OSError):
+                self.connection.close()
+            return
+        self.process.join(STOP_TIMEOUT_SECONDS)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(STOP_TIMEOUT_SECONDS)
+
+    def exit_code(self) -> int | None:
+        """Once the connection has closed: how the process ended, if it was ours."""
+        if self.process is None:
+            return None
+        self.process.join(STOP_TIMEOUT_SECONDS)
+        return cast(int | None, self.process.exitcode)
+
+
+def _spawn(factory: EngineFactory) -> RecognitionLink | None:
     """Start a recognition process and wait until its engine is loaded."""
     context = multiprocessing.get_context("spawn")
     for name, value in CHILD_ENVIRONMENT.items():
@@ -92,29 +137,64 @@ def _spawn(factory: EngineFactory) -> tuple[Any, Connection, Loaded] | None:
     )
     process.start()
     child_end.close()
+
+    def how_it_ended() -> str:
+        process.join(STOP_TIMEOUT_SECONDS)
+        return f"code {process.exitcode}"
+
+    try:
+        loaded = _await_loaded(relay_end, how_it_ended)
+    except BaseException:
+        process.kill()
+        process.join(STOP_TIMEOUT_SECONDS)
+        raise
+    if loaded is None:
+        process.join(STOP_TIMEOUT_SECONDS)
+        return None
+    return RecognitionLink(relay_end, loaded, process)
+
+
+def _connect(path: str) -> RecognitionLink | None:
+    """Connect to a shared recognition process and wait until its engine is loaded."""
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while True:
-        if not _readable(relay_end, START_TIMEOUT_SECONDS):
-            process.kill()
+        try:
+            connection = Client(path, family="AF_UNIX")
+            break
+        except (FileNotFoundError, ConnectionRefusedError):
+            if time.monotonic() > deadline:
+                raise EngineUnavailable(f"no recognition process at {path}") from None
+            time.sleep(CONNECT_RETRY_SECONDS)  # it is starting, or being restarted
+    os.set_blocking(connection.fileno(), True)
+    loaded = _await_loaded(connection, lambda: "shared")
+    if loaded is None:
+        connection.close()
+        return None
+    return RecognitionLink(connection, loaded)
+
+
+def _await_loaded(connection: Connection, how_it_ended: Callable[[], str]) -> Loaded | None:
+    """The process's answer to loading: its engine, None for no engine, or raise."""
+    while True:
+        if not _readable(connection, START_TIMEOUT_SECONDS):
             raise EngineUnavailable("the speech engine did not load in time")
         try:
-            message = relay_end.recv()
-        except EOFError:
+            message = connection.recv()
+        except (EOFError, OSError):
             raise EngineUnavailable(
-                f"the speech engine process exited while loading (code {process.exitcode})"
+                f"the speech engine process exited while loading ({how_it_ended()})"
             ) from None
         match message:
             case LogLine():
                 relay_log_line(message)
             case LoadFailed(error_type, text):
-                process.join(STOP_TIMEOUT_SECONDS)
                 if error_type == "EngineUnavailable":
                     raise EngineUnavailable(text)
                 raise RuntimeError(f"speech engine failed to load: {error_type}: {text}")
             case NoEngine():
-                process.join(STOP_TIMEOUT_SECONDS)
                 return None
             case Loaded():
-                return process, relay_end, message
+                return message
 
 
 class ProcessSpeechEngine(SpeechEngine):
@@ -127,17 +207,15 @@ class ProcessSpeechEngine(SpeechEngine):
 
     def __init__(
         self,
-        process: Any,
-        connection: Connection,
-        factory: EngineFactory,
-        loaded: Loaded,
+        link: RecognitionLink,
+        open_link: Callable[[], RecognitionLink | None],
         recycle_after: int | None = None,
     ) -> None:
-        self.name = loaded.name
-        self.sample_rate = loaded.sample_rate
-        self._process = process
-        self._connection = connection
-        self._factory = factory
+        """`open_link` starts (or reaches) a process again after one died or was recycled."""
+        self.name = link.name
+        self.sample_rate = link.sample_rate
+        self._link = link
+        self._open_link = open_link
         self._send_lock = threading.Lock()
         self._outbox: list[tuple[int, Request]] = []
         """(generation, request): what the sender thread sends next, in order."""
@@ -158,11 +236,14 @@ class ProcessSpeechEngine(SpeechEngine):
         self._recycling = False
         self.recycled = 0
         threading.Thread(target=self._read_replies, name="asr-process-reader", daemon=True).start()
-        threading.Thread(target=self._send_batches, name="asr-process-sender", daemon=True).start()
+        self._sender = threading.Thread(
+            target=self._send_batches, name="asr-process-sender", daemon=True
+        )
+        self._sender.start()
 
     @property
     def pid(self) -> int:
-        return int(self._process.pid)
+        return self._link.pid
 
     def new_recogniser(self) -> TrackRecogniser:
         key = next(self._recogniser_keys)
@@ -213,26 +294,24 @@ class ProcessSpeechEngine(SpeechEngine):
     def _recycle(self) -> None:
         """Start a fresh process, send the next requests to it, then stop the old one."""
         try:
-            child = _spawn(self._factory)
+            link = self._open_link()
         except Exception as error:
             log_event(logger, "asr_recycle_failed", logging.WARNING, error=str(error))
             self._recycling = False
             return
-        if child is None:
+        if link is None:
             self._recycling = False
             return
-        old_process, old_connection = self._process, self._connection
+        old = self._link
         with self._send_lock:
-            self._process, self._connection, _ = child
+            self._link = link
             self.generation += 1
             self._made = self._in_use
         self.recycled += 1
-        log_event(logger, "asr_process_recycled", process=self.pid, previous=old_process.pid)
+        log_event(logger, "asr_process_recycled", process=self.pid, previous=old.pid)
         with contextlib.suppress(OSError, ValueError):
-            old_connection.send(Batch([Stop()]))
-        old_process.join(STOP_TIMEOUT_SECONDS)
-        if old_process.is_alive():
-            old_process.kill()
+            old.connection.send(Batch([Stop()]))
+        old.stop()
         self._recycling = False
 
     def describe(self) -> dict[str, object]:
@@ -255,10 +334,8 @@ class ProcessSpeechEngine(SpeechEngine):
         """Stop the child (after the relay has finished every transcription)."""
         self._stopping = True
         self._send(Stop())
-        self._process.join(STOP_TIMEOUT_SECONDS)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join(STOP_TIMEOUT_SECONDS)
+        self._sender.join(STOP_TIMEOUT_SECONDS)  # it returns once it has sent `Stop`
+        self._link.stop()
 
     def _request(self, make: Callable[[int], Request]) -> Future[Any] | None:
         """Send the request `make(request_id)`; its reply settles the future returned."""
@@ -288,7 +365,7 @@ class ProcessSpeechEngine(SpeechEngine):
             with self._outbox_ready:
                 batch, self._outbox = self._outbox, []
             with self._send_lock:
-                connection, generation = self._connection, self.generation
+                connection, generation = self._link.connection, self.generation
             current = [request for made_in, request in batch if made_in == generation]
             stale = [request for made_in, request in batch if made_in != generation]
             try:
@@ -311,12 +388,12 @@ class ProcessSpeechEngine(SpeechEngine):
 
     def _read_replies(self) -> None:
         while True:
-            connection = self._connection
-            self._relay_replies(connection)
-            if connection is not self._connection and not self._stopping:
+            link = self._link
+            self._relay_replies(link.connection)
+            if link is not self._link and not self._stopping:
                 continue  # recycled: the old process has gone, read the new one
             self.alive = False
-            self._process.join(STOP_TIMEOUT_SECONDS)
+            exit_code = link.exit_code()
             with self._pending_lock:
                 pending, self._pending = self._pending, {}
             for future in pending.values():
@@ -327,7 +404,7 @@ class ProcessSpeechEngine(SpeechEngine):
                 logger,
                 "asr_process_died",
                 logging.ERROR,
-                exitCode=self._process.exitcode,
+                exitCode=exit_code,
                 detail="calls go on being relayed and recorded; recognition is restarting",
             )
             if not self._restart():
@@ -360,14 +437,14 @@ class ProcessSpeechEngine(SpeechEngine):
             if self._stopping:
                 return False
             try:
-                child = _spawn(self._factory)
+                link = self._open_link()
             except Exception as error:
                 log_event(logger, "asr_restart_failed", logging.ERROR, error=str(error))
                 continue
-            if child is None:
+            if link is None:
                 return False
             with self._send_lock:
-                self._process, self._connection, _ = child
+                self._link = link
             self.generation += 1
             self.alive = True
             log_event(logger, "asr_process_restarted", process=self.pid, restarts=self.generation)
