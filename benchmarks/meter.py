@@ -14,16 +14,17 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class ProcessMeter:
-    """CPU seconds and memory of the server: gunicorn's master and its worker, from /proc."""
+    """CPU seconds and memory of a server, from /proc: the processes given (gunicorn's master;
+    several, when the server is on several hosts) and every process under them."""
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
+    def __init__(self, *pids: int) -> None:
+        self.roots = [pid for pid in pids if pid]
         self.peak_rss_mb = 0.0
 
     def pids(self) -> list[int]:
-        """The server and every process under it (gunicorn's worker, the recognition process)."""
+        """The roots and every process under them (gunicorn's workers, recognition processes)."""
         found: list[int] = []
-        waiting = [self.pid] if self.pid else []
+        waiting = list(self.roots)
         while waiting:
             pid = waiting.pop()
             found.append(pid)
@@ -46,8 +47,9 @@ class ProcessMeter:
     def rss_mb(self) -> float:
         rss = 0.0
         for pid in self.pids():
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    rss += int(line.split()[1]) / 1024
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        rss += int(line.split()[1]) / 1024
         self.peak_rss_mb = max(self.peak_rss_mb, rss)
         return rss

@@ -30,6 +30,7 @@ import base64
 import contextlib
 import json
 import os
+import random
 import resource
 import shutil
 import subprocess
@@ -225,7 +226,11 @@ async def run_load(
         await asyncio.wait_for(asyncio.gather(*(event.wait() for event in ready)), 60)
         ws_url = base_url.replace("http", "ws", 1) + "/stream"
         streams = []
-        for index, call in enumerate(loads.values()):
+        # Calls start in another order than their listeners connected: behind a round-robin
+        # balancer, a call's listener is then on its stream's process only by chance.
+        order = list(loads.values())
+        random.Random(calls).shuffle(order)
+        for index, call in enumerate(order):
             streams.append(asyncio.create_task(play_call(session, ws_url, call, payloads, seconds)))
             if index % 10 == 9:
                 await asyncio.sleep(FRAME_SECONDS / 2)  # not every call on the same 20 ms tick
@@ -316,7 +321,7 @@ class Server:
     name: str
     url: str
     token: str
-    pid: int
+    pids: list[int]
     stop: Any
 
 
@@ -343,7 +348,7 @@ def start_ours(tmp: Path, extra_env: dict[str, str]) -> Server:
             redis.kill()
             redis.wait()
 
-    return Server("callrelay", relay.url, relay.api_token, relay.process.pid, stop)
+    return Server("callrelay", relay.url, relay.api_token, [relay.process.pid], stop)
 
 
 def start_baseline(tmp: Path) -> Server:
@@ -368,7 +373,7 @@ def start_baseline(tmp: Path) -> Server:
         process.terminate()
         process.wait(10)
 
-    return Server("baseline", url, token, process.pid, stop)
+    return Server("baseline", url, token, [process.pid], stop)
 
 
 @dataclass
@@ -380,6 +385,8 @@ class Row:
     generator_cores: float
     rss_mb: float
     idle_rss_mb: float
+    process_cores: list[float]
+    """Each of the server's processes, busiest first."""
 
     @property
     def lost(self) -> int:
@@ -409,23 +416,29 @@ HEADER = (
 
 
 def measure(server: Server, calls: int, seconds: float, listeners: str) -> Row:
-    meter = ProcessMeter(server.pid)
+    meter = ProcessMeter(*server.pids)
     idle_rss = meter.rss_mb()
     generator_before = _own_cpu()
-    server_before = meter.cpu_seconds()
+    server_before = meter.cpu_by_process()
     started = time.monotonic()
     result = asyncio.run(run_load(server.url, server.token, calls, seconds, listeners))
     wall = time.monotonic() - started
     rss = meter.peak_rss_mb
     meter.rss_mb()
+    server_after = meter.cpu_by_process()
+    process_cores = sorted(
+        ((seconds - server_before.get(pid, 0.0)) / wall for pid, seconds in server_after.items()),
+        reverse=True,
+    )
     return Row(
         server.name,
         calls,
         result,
-        (meter.cpu_seconds() - server_before) / wall,
+        sum(process_cores),
         (_own_cpu() - generator_before) / wall,
         max(rss, meter.peak_rss_mb),
         idle_rss,
+        process_cores,
     )
 
 
@@ -435,7 +448,7 @@ def _own_cpu() -> float:
 
 
 def run(
-    target_pid: int,
+    target_pids: list[int],
     servers: list[str],
     calls: int,
     seconds: float,
@@ -448,7 +461,7 @@ def run(
         with tempfile.TemporaryDirectory(prefix="callrelay-bench-") as tmp:
             if target is not None:
                 token = os.environ.get("RELAY_API_TOKEN", "")
-                server = Server("callrelay", target, token, target_pid, lambda: None)
+                server = Server("callrelay", target, token, target_pids, lambda: None)
             elif name == "baseline":
                 server = start_baseline(Path(tmp))
             else:
@@ -476,7 +489,13 @@ def main() -> None:
         "--workers", default="1", help="the server's WORKERS (above 1: with a redis-server)"
     )
     parser.add_argument("--server", help="a running relay to target (RELAY_API_TOKEN its token)")
-    parser.add_argument("--server-pid", type=int, default=0, help="--server's process, to meter")
+    parser.add_argument(
+        "--server-pid",
+        type=int,
+        action="append",
+        default=[],
+        help="--server's process, to meter (repeatable: each host's)",
+    )
     parser.add_argument(
         "--env",
         action="append",
@@ -514,6 +533,9 @@ def main() -> None:
         baseline = rows.get("baseline")
         for name in servers:
             print(rows[name].line(baseline if name != "baseline" else None), flush=True)
+            if len(rows[name].process_cores) > 2:
+                busy = [f"{cores:.2f}" for cores in rows[name].process_cores if cores >= 0.01]
+                print(f"    cores of each process, busiest first: {' '.join(busy)}")
             for failure in rows[name].result.failures[:3]:
                 print(f"    failure: {failure}")
         ours = rows["callrelay"]

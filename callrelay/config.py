@@ -235,11 +235,13 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Every secret value, so that logging can redact them wherever they appear."""
-        return [
+        secrets = [
             secret.get_secret_value()
             for secret in (self.twilio_auth_token, self.twilio_api_secret, self.relay_api_token)
             if secret is not None and secret.get_secret_value()
         ]
+        redis_password = urlsplit(self.redis_url).password if self.redis_url else None
+        return secrets + ([redis_password] if redis_password else [])
 
 
 def load_settings(**overrides: object) -> Settings:

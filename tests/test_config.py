@@ -43,6 +43,11 @@ def test_environment_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert settings.secrets() == ["tok"]
 
 
+def test_a_redis_password_is_a_secret_too() -> None:
+    settings = load_settings(redis_url="redis://:s3cret-pass@10.0.0.5:6379/0", workers="2")
+    assert "s3cret-pass" in settings.secrets()
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
