@@ -38,6 +38,13 @@ BALANCER_PORT = 8080
 REDIS_PORT = 6379
 RELAY_PORT = 6000
 
+BALANCING = {
+    "round-robin": "",
+    # A call's stream (/stream/<CallSid>) and the listeners that name it (?callSid=) on one
+    # host; a client following every call names none and lands anywhere.
+    "call": "hash $call consistent;",
+}
+
 NGINX_CONFIG = """
 worker_processes 1;
 pid {tmp}/nginx.pid;
@@ -45,7 +52,10 @@ error_log {tmp}/nginx-error.log warn;
 events {{ worker_connections 10000; }}
 http {{
     access_log off;
-    upstream callrelay {{ {servers} }}
+    map $uri $stream_call {{ "~^/stream/(?<sid>CA[0-9a-fA-F]{{32}})$" $sid; default ""; }}
+    map $arg_callSid $listener_call {{ "" $request_id; default $arg_callSid; }}
+    map $stream_call $call {{ "" $listener_call; default $stream_call; }}
+    upstream callrelay {{ {balancing} {servers} }}
     map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
     server {{
         listen {front}:{port};
@@ -121,6 +131,12 @@ def main() -> None:
     parser.add_argument("--calls", default="50,100", help="comma-separated loads")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--listeners", choices=("per-call", "one", "none"), default="per-call")
+    parser.add_argument(
+        "--balance",
+        choices=tuple(BALANCING),
+        default="call",
+        help="how nginx picks a host: by the call a connection names (default), or in turn",
+    )
     args = parser.parse_args()
     missing = [tool for tool in ("ip", "nginx", "redis-server") if shutil.which(tool) is None]
     if os.geteuid() != 0 or missing:
@@ -165,7 +181,13 @@ def main() -> None:
                 f"server {host_address(n)}:{RELAY_PORT};" for n in range(1, args.hosts + 1)
             )
             Path(f"{tmp}/nginx.conf").write_text(
-                NGINX_CONFIG.format(tmp=tmp, servers=servers, front=FRONT, port=BALANCER_PORT)
+                NGINX_CONFIG.format(
+                    tmp=tmp,
+                    servers=servers,
+                    balancing=BALANCING[args.balance],
+                    front=FRONT,
+                    port=BALANCER_PORT,
+                )
             )
             balancer = subprocess.Popen(
                 ["nginx", "-c", f"{tmp}/nginx.conf", "-g", "daemon off;"],
@@ -177,7 +199,8 @@ def main() -> None:
 
             server = Server("callrelay", url, token, [r.pid for r in relays], lambda: None)
             print(
-                f"{args.hosts} hosts x WORKERS={args.workers}, behind nginx at {url}, one Redis; "
+                f"{args.hosts} hosts x WORKERS={args.workers}, behind nginx at {url} "
+                f"(balancing: {args.balance}), one Redis; "
                 f"{args.seconds:.0f} s calls, {args.listeners} listeners; latency in ms"
             )
             print(HEADER)

@@ -155,8 +155,11 @@ async def listen(
 ) -> None:
     """A Socket.IO client over its WebSocket transport, by hand: the Engine.IO open, the
     Socket.IO connect with `auth`, pongs; for each audio event only its name, callSid and
-    timestamp are read."""
+    timestamp are read. A client following one call names it in the URL too, where a
+    balancer hashing on the call can read it."""
     url = base_url.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket"
+    if follow is not None:
+        url += f"&callSid={follow}"
     ws = await session.ws_connect(url, max_msg_size=0)
     opened = await ws.receive_str()
     if not opened.startswith("0"):
@@ -231,7 +234,8 @@ async def run_load(
         order = list(loads.values())
         random.Random(calls).shuffle(order)
         for index, call in enumerate(order):
-            streams.append(asyncio.create_task(play_call(session, ws_url, call, payloads, seconds)))
+            url = f"{ws_url}/{call.call_sid}"  # as the relay's TwiML names it
+            streams.append(asyncio.create_task(play_call(session, url, call, payloads, seconds)))
             if index % 10 == 9:
                 await asyncio.sleep(FRAME_SECONDS / 2)  # not every call on the same 20 ms tick
         outcomes = await asyncio.gather(*streams, return_exceptions=True)
@@ -311,7 +315,7 @@ def serve_baseline(port: int, captures: Path, token: str) -> None:
     async def health(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    app.router.add_get("/stream", stream)
+    app.router.add_get("/stream/{call_sid}", stream)
     app.router.add_get("/", health)
     web.run_app(app, host="127.0.0.1", port=port, print=None)
 

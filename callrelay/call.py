@@ -221,8 +221,12 @@ class MediaStreamSession:
         sinks: Sequence[CallSink],
         registry: LiveCalls,
         clock: Callable[[], float] = time.time,
+        call_sid: str | None = None,
     ) -> None:
+        """`call_sid`: the call the stream's URL names (`/stream/<CallSid>`), if it names one;
+        a `start` for another call is refused."""
         self.state = StreamState.AWAITING_START
+        self._expected_call_sid = call_sid
         self._sinks = sinks
         self._registry = registry
         self._clock = clock
@@ -317,6 +321,11 @@ class MediaStreamSession:
     def _start(self, start: Start) -> None:
         if self.state is not StreamState.AWAITING_START:
             raise StreamProtocolError(CLOSE_PROTOCOL_ERROR, "second start on one stream")
+        if self._expected_call_sid not in (None, start.call_sid):
+            raise StreamProtocolError(
+                CLOSE_POLICY_VIOLATION,
+                f"start is for {start.call_sid}, the stream URL for {self._expected_call_sid}",
+            )
         self.call = self._registry.add(
             CallInfo(
                 call_sid=start.call_sid,

@@ -137,9 +137,9 @@ class Relay:
             handler.flush()
         return done
 
-    def new_stream(self) -> MediaStreamSession:
-        """The session for a Twilio socket that has just connected."""
-        return MediaStreamSession(self._sinks, self.live_calls)
+    def new_stream(self, call_sid: str | None = None) -> MediaStreamSession:
+        """The session for a Twilio socket that has just connected (to `/stream/<call_sid>`)."""
+        return MediaStreamSession(self._sinks, self.live_calls, call_sid=call_sid)
 
     def call_status(self, status: dict[str, Any]) -> None:
         """Twilio's status callback for a call."""

@@ -183,6 +183,17 @@ def test_duplicate_start_closes_the_stream() -> None:
         session.receive(start_text())
 
 
+def test_a_stream_whose_url_names_its_call_takes_only_that_call() -> None:
+    sink, registry = RememberingSink(), LiveCalls()
+    named = MediaStreamSession([sink], registry, call_sid=CALL)
+    named.receive(start_text())
+    assert named.call is not None and named.call.call_sid == CALL
+    other = MediaStreamSession([sink], registry, call_sid="CA" + "9" * 32)
+    with pytest.raises(StreamProtocolError, match="the stream URL for CA9") as caught:
+        other.receive(start_text())
+    assert caught.value.close_code == 1008 and len(sink.started) == 1
+
+
 def test_bad_media_frames_are_dropped_counted_and_the_call_goes_on() -> None:
     session, sink, _ = new_session()
     session.receive(start_text(("inbound",)))

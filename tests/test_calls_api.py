@@ -46,7 +46,8 @@ def test_make_call_places_it_through_twilio_and_its_audio_arrives(
     ]
     assert call.webhook_status == 200 and call.errors == []
     assert call.script is not None and call.script.stream is not None
-    assert call.script.stream.url == relay.ws_url
+    # The CallSid in the path, for a load balancer to hash on (Twilio refuses a query string).
+    assert call.script.stream.url == f"{relay.ws_url}/{call_sid}"
     started = next(d for n, d in observer.events if n == "call_started")
     assert started["callSid"] == call_sid
     statuses = [d["callStatus"] for n, d in observer.events if n == "call_status"]

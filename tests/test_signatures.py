@@ -50,6 +50,15 @@ def test_stream_handshake_is_signed_over_the_public_wss_url() -> None:
     assert "no x-twilio-signature" in signatures.check_stream("https://a.b", None).reason
 
 
+def test_a_stream_url_naming_its_call_is_signed_with_that_path() -> None:
+    signatures = TwilioSignatures("tok")
+    call_sid, other = "CA" + "1" * 32, "CA" + "2" * 32
+    good = sign("tok", f"wss://abc123.ngrok.app/stream/{call_sid}")
+    assert signatures.check_stream("https://abc123.ngrok.app", good, call_sid).valid
+    assert not signatures.check_stream("https://abc123.ngrok.app", good, other).valid
+    assert not signatures.check_stream("https://abc123.ngrok.app", good).valid
+
+
 def test_public_base_prefers_public_url_then_forwarded_headers() -> None:
     assert public_base("https://abc.ngrok.app/", "http", "x", "http://localhost:6000/") == (
         "https://abc.ngrok.app"
@@ -119,11 +128,11 @@ def test_unsigned_or_wrongly_signed_webhooks_are_refused(relay: RunningRelay, pa
     )
 
 
-def handshake_status(relay: RunningRelay, headers: dict[str, str]) -> int:
+def handshake_status(relay: RunningRelay, headers: dict[str, str], path: str = "/stream") -> int:
     """The status line the server answers a WebSocket upgrade with (101 or a refusal)."""
     port = int(relay.url.rsplit(":", 1)[1])
     lines = [
-        "GET /stream HTTP/1.1",
+        f"GET {path} HTTP/1.1",
         f"Host: 127.0.0.1:{port}",
         "Upgrade: websocket",
         "Connection: Upgrade",
@@ -147,3 +156,14 @@ def test_unsigned_or_forged_stream_handshake_is_refused(relay: RunningRelay) -> 
         if '"signature_rejected"' in line
     ]
     assert any(line["path"] == "/stream" for line in rejected)
+
+
+def test_a_stream_handshake_to_a_calls_path_is_signed_over_that_path(
+    relay: RunningRelay,
+) -> None:
+    call_sid = "CA" + "3" * 32
+    path = f"/stream/{call_sid}"
+    assert handshake_status(relay, relay.stream_headers(), path) == 403  # signed for /stream
+    signed = {"X-Twilio-Signature": sign(AUTH_TOKEN, f"{relay.ws_url}/{call_sid}")}
+    assert handshake_status(relay, signed, path) == 101
+    assert handshake_status(relay, signed, f"/stream/{'CA' + '4' * 32}") == 403

@@ -8,6 +8,8 @@ def test_stream_url_is_wss_for_an_https_public_url() -> None:
     assert stream_url("https://abc.ngrok.app") == "wss://abc.ngrok.app/stream"
     assert stream_url("https://example.com/relay/") == "wss://example.com/relay/stream"
     assert stream_url("http://127.0.0.1:6000") == "ws://127.0.0.1:6000/stream"
+    call_sid = "CA" + "0" * 32
+    assert stream_url("https://h/relay", call_sid) == f"wss://h/relay/stream/{call_sid}"
 
 
 def test_voice_twiml_streams_both_tracks_then_pauses() -> None:

@@ -136,7 +136,9 @@ def run_call(args: argparse.Namespace) -> int:
         print("the TwiML starts no <Stream>; nothing to play", file=sys.stderr)
         return 1
     stream_url = script.stream.url
-    connect_url = server.replace("http", "ws", 1) + "/stream"
+    # The TwiML names the public URL Twilio would dial (and sign); this connects to the relay
+    # itself, at the same /stream path (with the call's SID, when the TwiML carries it).
+    connect_url = server.replace("http", "ws", 1) + "/stream" + stream_url.rsplit("/stream", 1)[1]
     printer.say(f"TwiML streams {' and '.join(script.stream.tracks)} to {stream_url}")
     transcribing = _relay_transcribes(server)
     observer = None

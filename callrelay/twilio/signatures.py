@@ -57,10 +57,13 @@ class TwilioSignatures:
             return SignatureCheck(True)
         return SignatureCheck(False, f"signature does not match {url}")
 
-    def check_stream(self, base: str, signature: str | None) -> SignatureCheck:
+    def check_stream(
+        self, base: str, signature: str | None, call_sid: str | None = None
+    ) -> SignatureCheck:
+        """`call_sid`: the one in the stream's path (`/stream/<CallSid>`), if any."""
         if not signature:
             return SignatureCheck(False, "no x-twilio-signature header on the handshake")
-        url = stream_url(base)
+        url = stream_url(base, call_sid)
         if self._validator.validate(url, {}, signature):
             return SignatureCheck(True)
         return SignatureCheck(False, f"signature does not match {url}")

@@ -10,14 +10,18 @@ from twilio.twiml.voice_response import Start, VoiceResponse
 PAUSE_SECONDS = 600
 
 
-def stream_url(public_base: str) -> str:
-    """The `<Stream>` URL for a public http(s) base: https -> wss, http -> ws, path /stream.
+def stream_url(public_base: str, call_sid: str | None = None) -> str:
+    """The `<Stream>` URL for a public http(s) base: https -> wss, http -> ws, path /stream,
+    then /<CallSid> when known.
 
-    Twilio only dials wss://; plain ws:// is for the simulator on loopback.
+    Twilio only dials wss://; plain ws:// is for the simulator on loopback. The CallSid in the
+    path lets a load balancer send a call's stream and its listeners to the same host (hash
+    on it); Twilio refuses a query string there (error 31920), a path it keeps.
     """
     parts = urlsplit(public_base)
     scheme = "wss" if parts.scheme == "https" else "ws"
-    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/stream", "", ""))
+    path = parts.path.rstrip("/") + "/stream" + (f"/{call_sid}" if call_sid else "")
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
 def stream_twiml(

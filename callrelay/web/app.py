@@ -81,8 +81,9 @@ def create_web_relay(
         http_routes(relay, lambda: {"socketio": {"droppedAudio": publisher.dropped_audio}})
     )
 
-    def stream(ws: Server) -> None:
-        serve_stream(ws, relay, remote=request.remote_addr or "?")
+    def stream(ws: Server, call_sid: str | None = None) -> None:
+        serve_stream(ws, relay, remote=request.remote_addr or "?", call_sid=call_sid)
 
-    add_websocket_route(app, "/stream", stream, max_message_size=MAX_MESSAGE_BYTES)
+    for path in ("/stream", "/stream/<call_sid>"):
+        add_websocket_route(app, path, stream, max_message_size=MAX_MESSAGE_BYTES)
     return WebRelay(relay, app, socketio, publisher)

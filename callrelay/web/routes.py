@@ -18,15 +18,16 @@ from callrelay.logs import log_event
 from callrelay.metrics import exposition
 from callrelay.relay import Relay
 from callrelay.twilio.calls import CallingNotConfigured, TwilioRefused
+from callrelay.twilio.sids import is_call_sid
 from callrelay.twilio.signatures import public_base
 from callrelay.twilio.twiml import busy_twiml, stream_twiml, stream_url
 
 logger = logging.getLogger("callrelay.http")
 
-CALL_SID_CHARS = frozenset("0123456789abcdefABCDEF")
 CONTROL_ENDPOINTS = ("/make-call", "/calls/")
 PROTECTED_READS = ("/metrics",)
 TWILIO_ENDPOINTS = {"/voice": "webhook", "/call-status": "webhook", "/stream": "stream"}
+"""What only Twilio may reach; `/stream/<CallSid>` is a stream too."""
 STATUS_FIELDS = {
     "CallSid": "callSid",
     "CallStatus": "callStatus",
@@ -176,11 +177,7 @@ def http_routes(relay: Relay, web_status: Callable[[], dict[str, Any]]) -> Bluep
 
     @routes.post("/calls/<call_sid>/hangup")
     def hang_up(call_sid: str) -> tuple[Response, int]:
-        if not (
-            call_sid.startswith("CA")
-            and len(call_sid) == 34
-            and set(call_sid[2:]) <= CALL_SID_CHARS
-        ):
+        if not is_call_sid(call_sid):
             return _error(400, "call SID must be 'CA' followed by 32 hex digits")
         try:
             result = relay.calls.hang_up(call_sid)
@@ -194,14 +191,18 @@ def http_routes(relay: Relay, web_status: Callable[[], dict[str, Any]]) -> Bluep
     @routes.before_app_request
     def require_twilio_signature() -> tuple[Response, int] | None:
         """Only Twilio may ask for TwiML, report call status or open a media stream."""
-        kind = TWILIO_ENDPOINTS.get(request.path)
+        path_call_sid = request.path.removeprefix("/stream/")
+        on_call_stream = path_call_sid != request.path
+        kind = "stream" if on_call_stream else TWILIO_ENDPOINTS.get(request.path)
         signatures = relay.signatures
         if kind is None or signatures is None:
             return None
         base = _public_base(relay.settings)
         signature = request.headers.get("X-Twilio-Signature")
         if kind == "stream":
-            check = signatures.check_stream(base, signature)
+            check = signatures.check_stream(
+                base, signature, path_call_sid if on_call_stream else None
+            )
         else:
             path = request.full_path if request.query_string else request.path
             check = signatures.check_webhook(base, path, request.form, signature)
@@ -236,15 +237,16 @@ def http_routes(relay: Relay, web_status: Callable[[], dict[str, Any]]) -> Bluep
             bridge_to = None
         if bridge_to is None and request.form.get("Direction") == "inbound":
             bridge_to = settings.forward_to
+        call_sid = request.form.get("CallSid")
         twiml = stream_twiml(
-            stream_url(_public_base(settings)),
+            stream_url(_public_base(settings), call_sid if is_call_sid(call_sid) else None),
             dial=bridge_to,
             caller_id=settings.twilio_number,
         )
         log_event(
             logger,
             "voice_webhook",
-            callSid=request.form.get("CallSid"),
+            callSid=call_sid,
             direction=request.form.get("Direction"),
             bridged=bridge_to is not None,
         )

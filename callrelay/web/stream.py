@@ -62,8 +62,9 @@ class MessageThrottle:
         return pause
 
 
-def serve_stream(ws: Any, relay: Relay, remote: str) -> None:
-    """Run one Twilio stream to its end; the call is always closed, however the socket ends."""
+def serve_stream(ws: Any, relay: Relay, remote: str, call_sid: str | None = None) -> None:
+    """Run one Twilio stream to its end; the call is always closed, however the socket ends.
+    `call_sid`: the one in the stream's path, which its `start` must match."""
     try:
         connection = relay.live_calls.connect(partial(_close_quietly, ws))
     except StreamRefused as refused:
@@ -81,7 +82,7 @@ def serve_stream(ws: Any, relay: Relay, remote: str) -> None:
         _close_quietly(ws, refused.close_code, refused.reason)
         return
     settings = relay.settings
-    session = relay.new_stream()
+    session = relay.new_stream(call_sid)
     try:
         _serve(
             ws,

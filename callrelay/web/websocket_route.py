@@ -21,19 +21,20 @@ CLOSE_LINGER_SECONDS = 1.0
 def add_websocket_route(
     app: Flask,
     path: str,
-    handler: Callable[[Server], None],
+    handler: Callable[..., None],
     *,
     max_message_size: int,
 ) -> None:
-    """Serve WebSocket upgrades at `path` with `handler`, as flask-sock's `route` does."""
+    """Serve WebSocket upgrades at `path` with `handler(ws, **path_variables)`, as
+    flask-sock's `route` does."""
 
-    def websocket_view() -> Response:
+    def websocket_view(**variables: str) -> Response:
         ws = Server.accept(request.environ, max_message_size=max_message_size)
         # Let the reader start reading first: one that has not run by the time the handler
         # closes (a stream refused at once) would see the close and drop the socket at once.
         time.sleep(0)
         with contextlib.suppress(ConnectionClosed):
-            handler(ws)
+            handler(ws, **variables)
         with contextlib.suppress(Exception):
             ws.close()
         # The socket goes once the peer has answered our close frame (or hung up, or had
@@ -42,7 +43,7 @@ def add_websocket_route(
         ws.thread.join(CLOSE_LINGER_SECONDS)
         return _SocketTakenOver(mode=ws.mode)
 
-    app.add_url_rule(path, handler.__name__, websocket_view, websocket=True)
+    app.add_url_rule(path, f"{handler.__name__}:{path}", websocket_view, websocket=True)
 
 
 class _SocketTakenOver(Response):
