@@ -75,7 +75,9 @@ def serve(args: argparse.Namespace) -> int:
         except OSError:
             pass
         token_line += "; set RELAY_API_TOKEN to choose your own)"
-    configure_logging(settings.log_file, settings.log_level, settings.secrets())
+    configure_logging(
+        settings.log_file, settings.log_level, settings.secrets(), settings.worker_count
+    )
     log_event(
         logger,
         "server_starting",

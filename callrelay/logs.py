@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
-import logging.handlers
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any
+
+from concurrent_log_handler import ConcurrentRotatingFileHandler
 
 LOG_MAX_BYTES = 8 * 1024 * 1024
 LOG_BACKUPS = 4
@@ -89,8 +91,13 @@ class ConsoleFormatter(logging.Formatter):
         return self._redact(text)
 
 
-def configure_logging(log_file: Path, level: str, secrets: Iterable[str]) -> None:
-    """Send the `callrelay` loggers to the console and a rotating JSON-lines file."""
+def configure_logging(
+    log_file: Path, level: str, secrets: Iterable[str], processes: int = 1
+) -> None:
+    """Send the `callrelay` loggers to the console and a rotating JSON-lines file.
+
+    Several processes writing one file (`processes` above 1) rotate it under a file lock:
+    each would otherwise rotate it on its own count, renaming the others' fresh files away."""
     redact = _Redactor(secrets)
     root = logging.getLogger("callrelay")
     for handler in list(root.handlers):
@@ -103,7 +110,8 @@ def configure_logging(log_file: Path, level: str, secrets: Iterable[str]) -> Non
     root.addHandler(console)
     if log_file.parent != Path():
         log_file.parent.mkdir(parents=True, exist_ok=True)
-    file_handler = logging.handlers.RotatingFileHandler(
+    rotating = ConcurrentRotatingFileHandler if processes > 1 else RotatingFileHandler
+    file_handler = rotating(
         log_file, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
     )
     file_handler.setFormatter(JsonLineFormatter(redact))
