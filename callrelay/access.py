@@ -15,6 +15,8 @@ import time
 from collections import deque
 from pathlib import Path
 
+from itsdangerous import URLSafeTimedSerializer
+
 TOKEN_FILE = Path(".callrelay-token")
 
 
@@ -48,6 +50,10 @@ class ApiToken:
     def matches_bearer(self, authorization: str | None) -> bool:
         scheme, _, value = (authorization or "").partition(" ")
         return scheme.lower() == "bearer" and self.matches(value.strip())
+
+    def signer(self, purpose: str) -> URLSafeTimedSerializer:
+        """Signs values (a recording's URL) that only this token's holder could have made."""
+        return URLSafeTimedSerializer(self._token, salt=f"callrelay-{purpose}")
 
 
 class RateLimit:

@@ -20,6 +20,7 @@ from callrelay.asr import SpeechEngine, load_engine
 from callrelay.asr.process import start_engine_process
 from callrelay.call import CallSink, MediaStreamSession
 from callrelay.config import Settings
+from callrelay.history import CallHistory
 from callrelay.live_calls import LiveCalls
 from callrelay.logs import log_event
 from callrelay.metrics import RelayMetrics
@@ -59,6 +60,7 @@ class Relay:
         self.api_token = ApiToken(token or generate_token())
         self.live_calls = LiveCalls(max_streams=settings.max_calls)
         self.recorder = CallRecorder(settings.captures_dir)
+        self.history = CallHistory(settings.captures_dir, self.recorder.call_folder)
         self.calls = TwilioCalls(settings)
         self.signatures = (
             TwilioSignatures(settings.twilio_auth_token.get_secret_value())
@@ -79,6 +81,7 @@ class Relay:
         repaired = repair_captures(self.settings.captures_dir)
         if repaired:
             log_event(logger, "recordings_repaired", files=[str(p) for p in repaired])
+        self.history.open()
         engine = (
             start_engine_process(
                 partial(load_engine, self.settings),
@@ -87,7 +90,7 @@ class Relay:
             if self._speech_engine == LOAD_FROM_SETTINGS
             else self._speech_engine
         )
-        listeners: list[TranscriptListener] = [TranscriptFile(self.recorder)]
+        listeners: list[TranscriptListener] = [TranscriptFile(self.recorder), self.history]
         if self.publisher is not None:
             listeners.insert(0, self.publisher)
         if isinstance(engine, SpeechEngine):
@@ -98,6 +101,7 @@ class Relay:
             self.metrics,
             *([self.publisher] if self.publisher is not None else []),
             self.recorder,
+            self.history,
             *([self.transcription] if self.transcription is not None else []),
             *([self.shared] if self.shared is not None else []),
         ]
@@ -133,6 +137,7 @@ class Relay:
         )
         if self.shared is not None:
             self.shared.stop()
+        self.history.close()
         for handler in logging.getLogger("callrelay").handlers:
             handler.flush()
         return done
@@ -144,6 +149,7 @@ class Relay:
     def call_status(self, status: dict[str, Any]) -> None:
         """Twilio's status callback for a call."""
         log_event(logger, "call_status", **status)
+        self.history.call_status(status)
         if self.publisher is not None:
             self.publisher.call_status(status)
 

@@ -16,6 +16,7 @@ from callrelay.config import Settings
 from callrelay.relay import LOAD_FROM_SETTINGS, Relay
 from callrelay.web.events import AudioRooms, SocketIORelay, register_client_events
 from callrelay.web.fast_json import OrjsonForSocketIO
+from callrelay.web.history_routes import history_routes
 from callrelay.web.message_queue import GuardedRedisManager
 from callrelay.web.routes import http_routes
 from callrelay.web.stream import MAX_MESSAGE_BYTES, serve_stream
@@ -48,6 +49,7 @@ def create_web_relay(
     """A started relay for `settings`, served by a new Flask app; pass a loaded
     `speech_engine` (or None) to skip loading the one the settings name."""
     app = Flask("callrelay")
+    app.url_map.merge_slashes = False  # `//etc` is a 404, not a redirect to somewhere else
     origins = settings.cors_allowed_origins
     queue: dict[str, Any] = {}
     if settings.redis_url:
@@ -80,6 +82,7 @@ def create_web_relay(
     app.register_blueprint(
         http_routes(relay, lambda: {"socketio": {"droppedAudio": publisher.dropped_audio}})
     )
+    app.register_blueprint(history_routes(relay))
 
     def stream(ws: Server, call_sid: str | None = None) -> None:
         serve_stream(ws, relay, remote=request.remote_addr or "?", call_sid=call_sid)

@@ -33,6 +33,8 @@ STATUS_FIELDS = {
     "CallStatus": "callStatus",
     "CallDuration": "callDuration",
     "Direction": "direction",
+    "From": "from",
+    "To": "to",
     "SequenceNumber": "sequenceNumber",
     "Timestamp": "timestamp",
     "SipResponseCode": "sipResponseCode",
@@ -173,6 +175,7 @@ def http_routes(relay: Relay, web_status: Callable[[], dict[str, Any]]) -> Bluep
                 error=error.message,
             )
             return _error(502, error.message, twilioCode=error.code, twilioStatus=error.status)
+        relay.history.placed(placed.call_sid, to, relay.settings.twilio_number, bridge_to)
         return jsonify({"callSid": placed.call_sid, "status": placed.status}), 200
 
     @routes.post("/calls/<call_sid>/hangup")
@@ -243,6 +246,8 @@ def http_routes(relay: Relay, web_status: Callable[[], dict[str, Any]]) -> Bluep
             dial=bridge_to,
             caller_id=settings.twilio_number,
         )
+        if call_sid is not None:
+            relay.history.webhook(call_sid, request.form)
         log_event(
             logger,
             "voice_webhook",

@@ -1,0 +1,202 @@
+"""The call history over HTTP: `GET /calls`, one call, its transcript and recordings, `DELETE`.
+
+Everything here needs the API token, except a recording fetched through the signed URL that
+`GET /calls/<CallSid>` hands out: an `<audio>` element cannot send a header, and a URL that
+names one file for an hour leaks less than the token would in a query string.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request, send_file
+from itsdangerous import BadSignature
+
+from callrelay.history import MAX_PAGE, CallQuery
+from callrelay.logs import log_event
+from callrelay.relay import Relay
+from callrelay.twilio.sids import is_call_sid
+
+logger = logging.getLogger("callrelay.http")
+
+RECORDING_URL_SECONDS = 3600
+"""How long a recording URL handed out by `GET /calls/<CallSid>` works."""
+
+
+class BadQuery(ValueError):
+    pass
+
+
+def history_routes(relay: Relay) -> Blueprint:
+    routes = Blueprint("history", __name__)
+    token = relay.api_token
+    signer = token.signer("recording")
+
+    def error(status: int, message: str) -> tuple[Response, int]:
+        return jsonify({"error": message}), status
+
+    def live_calls() -> set[str]:
+        return set(relay.status()["calls"])
+
+    def signed(path: str) -> str:
+        return f"{path}?sig={signer.dumps(path)}"
+
+    @routes.before_request
+    def require_token_or_signed_url() -> tuple[Response, int] | None:
+        if token.matches_bearer(request.headers.get("Authorization")):
+            return None
+        signature = request.args.get("sig")
+        if signature and request.method == "GET" and request.path.endswith(".wav"):
+            try:
+                if signer.loads(signature, max_age=RECORDING_URL_SECONDS) == request.path:
+                    return None
+            except BadSignature:
+                pass
+        log_event(
+            logger,
+            "history_refused",
+            logging.WARNING,
+            path=request.path,
+            remote=request.remote_addr,
+            reason="missing or wrong API token or recording signature",
+        )
+        response, status = error(
+            401, "missing or wrong API token: send 'Authorization: Bearer ...'"
+        )
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response, status
+
+    @routes.url_value_preprocessor
+    def check_call_sid(endpoint: str | None, values: dict[str, Any] | None) -> None:
+        if values and "call_sid" in values and not is_call_sid(values["call_sid"]):
+            raise _NotACallSid()
+
+    @routes.errorhandler(_NotACallSid)
+    def not_a_call_sid(_: Exception) -> tuple[Response, int]:
+        return error(400, "call SID must be 'CA' followed by 32 hex digits")
+
+    @routes.errorhandler(BadQuery)
+    def bad_query(problem: BadQuery) -> tuple[Response, int]:
+        return error(400, str(problem))
+
+    @routes.get("/calls")
+    def list_calls() -> Response:
+        query = CallQuery(
+            limit=_integer("limit", 50, 1, MAX_PAGE),
+            before=_time("before"),
+            number=request.args.get("number") or None,
+            since=_time("since"),
+            until=_time("until"),
+            text=request.args.get("q") or None,
+        )
+        live = live_calls()
+        calls = [_with_liveness(call, live) for call in relay.history.calls(query)]
+        more = len(calls) == query.limit
+        return jsonify(
+            {
+                "calls": [{**call, "url": f"/calls/{call['callSid']}"} for call in calls],
+                "next": calls[-1]["startedAt"] if more else None,
+            }
+        )
+
+    @routes.get("/calls/<call_sid>")
+    def one_call(call_sid: str) -> tuple[Response, int]:
+        call = relay.history.call(call_sid)
+        if call is None:
+            return error(404, f"no call {call_sid} here")
+        call = _with_liveness(call, live_calls())
+        for recording in call["recordings"]:
+            recording["url"] = signed(f"/calls/{call_sid}/{recording['name']}")
+        return jsonify(call), 200
+
+    @routes.get("/calls/<call_sid>/transcript")
+    def transcript(call_sid: str) -> tuple[Response, int]:
+        if relay.history.call(call_sid) is None:
+            return error(404, f"no call {call_sid} here")
+        lines = relay.history.transcript_lines(call_sid)
+        if request.args.get("format") == "txt":
+            text = "".join(
+                f"[{_clock(line.get('start', 0.0))}] {line.get('speaker')}: {line.get('text')}\n"
+                for line in lines
+            )
+            return Response(text, mimetype="text/plain; charset=utf-8"), 200
+        return jsonify({"callSid": call_sid, "transcript": lines}), 200
+
+    @routes.get("/calls/<call_sid>/<name>")
+    def recording(call_sid: str, name: str) -> Response | tuple[Response, int]:
+        path = relay.history.recording_path(call_sid, name)
+        if path is None:
+            return error(404, f"no recording {name} of {call_sid}")
+        download = request.args.get("download") is not None
+        response = send_file(
+            path.resolve(),
+            mimetype="audio/wav",
+            conditional=True,  # Range requests: 206 with the part asked for
+            as_attachment=download,
+            download_name=f"{call_sid}-{name}",
+            max_age=0,
+        )
+        response.headers["Accept-Ranges"] = "bytes"
+        return response
+
+    @routes.delete("/calls/<call_sid>")
+    def delete_call(call_sid: str) -> tuple[Response, int] | tuple[str, int]:
+        if call_sid in live_calls():
+            return error(409, f"{call_sid} is live; hang it up first")
+        if not relay.history.delete(call_sid):
+            return error(404, f"no call {call_sid} here")
+        log_event(logger, "call_deleted", callSid=call_sid, remote=request.remote_addr)
+        return "", 204
+
+    return routes
+
+
+class _NotACallSid(Exception):
+    pass
+
+
+def _with_liveness(call: dict[str, Any], live: set[str]) -> dict[str, Any]:
+    """Live now, and a call that says it is in progress but is live nowhere was cut off (the
+    server stopped under it)."""
+    is_live = call["callSid"] in live
+    status = call.get("status")
+    if status == "in-progress" and not is_live:
+        status = "interrupted"
+    return {**call, "live": is_live, "status": status}
+
+
+def _integer(name: str, default: int, low: int, high: int) -> int:
+    value = request.args.get(name)
+    if value is None:
+        return default
+    if not value.isdigit() or not low <= int(value) <= high:
+        raise BadQuery(f"'{name}' must be a whole number from {low} to {high}")
+    return int(value)
+
+
+def _time(name: str) -> float | None:
+    """A time from the query: seconds since 1970, or an ISO 8601 date or time (UTC if it
+    names no zone)."""
+    value = request.args.get(name)
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadQuery(
+            f"'{name}' must be a time: seconds since 1970, or ISO 8601 like 2026-11-30"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(max(0.0, float(seconds)), 60)
+    return f"{int(minutes):02d}:{rest:04.1f}"
