@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     twilio_app_sid: str | None = None
     twilio_api_key: str | None = None
     twilio_api_secret: SecretStr | None = None
+    voice_token_ttl_seconds: Annotated[int, Field(ge=60, le=86_400)] = 3600
+    """How long a browser's Voice SDK token (`GET /token`) lasts."""
     public_url: str | None = None
     forward_to: str | None = None
     twilio_api_base: str = "https://api.twilio.com"
@@ -232,6 +234,17 @@ class Settings(BaseSettings):
         if self.public_url is None:
             missing.append("PUBLIC_URL")
         return missing
+
+    def browser_calling_missing(self) -> list[str]:
+        """The settings `GET /token` needs (empty when browsers can place calls)."""
+        needed = {
+            "TWILIO_ACCOUNT_SID": self.twilio_account_sid,
+            "TWILIO_API_KEY": self.twilio_api_key,
+            "TWILIO_API_SECRET": self.twilio_api_secret,
+            "TWILIO_APP_SID": self.twilio_app_sid,
+            "TWILIO_NUMBER": self.twilio_number,
+        }
+        return [name for name, value in needed.items() if value is None]
 
     def secrets(self) -> list[str]:
         """Every secret value, so that logging can redact them wherever they appear."""

@@ -37,7 +37,8 @@ from callrelay.twilio import media_stream as msg
 ACCOUNT_SID = "AC" + "5" * 32
 AUTH_TOKEN = "test-auth-token-0123456789"
 API_KEY = "SK" + "6" * 32
-API_SECRET = "test-api-secret-abcdef"
+API_SECRET = "test-api-secret-0123456789abcdef"  # 32 characters, as Twilio makes them
+APP_SID = "AP" + "7" * 32
 TWILIO_NUMBER = "+15005550006"
 RELAY_TOKEN = "test-relay-api-token-0123456789"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -89,16 +90,22 @@ def test_a_full_disk_keeps_audio_flowing_and_says_so_once(tmp_path: Path, small_
 
 @pytest.fixture
 def filled_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs nearly filled by a ballast file: about 1 s of one call's recordings fit."""
-    with tmpfs(tmp_path / "filled", "1m") as mount_point:
-        (mount_point / "ballast").write_bytes(b"\0" * (1024 * 1024 - 64 * 1024))
+    """A 2 MiB tmpfs, to be filled by `leave_free`."""
+    with tmpfs(tmp_path / "filled", "2m") as mount_point:
         yield mount_point
+
+
+def leave_free(mount_point: Path, free_bytes: int) -> None:
+    """Fill the disk with a ballast file until only `free_bytes` are left."""
+    stats = os.statvfs(mount_point)
+    (mount_point / "ballast").write_bytes(b"\0" * (stats.f_bavail * stats.f_frsize - free_bytes))
 
 
 def test_recording_resumes_in_place_when_space_returns(tmp_path: Path, filled_disk: Path) -> None:
     relay = start_relay(
         tmp_path, {"ASR_ENGINE": "off", "CAPTURES_DIR": str(filled_disk / "captures")}
     )
+    leave_free(filled_disk, 64 * 1024)  # about 1 s of one call's recordings
     seconds = 5
     audio = call_audio(seconds)
     try:

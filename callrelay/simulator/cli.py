@@ -116,9 +116,19 @@ def run_call(args: argparse.Namespace) -> int:
         "From": args.from_number,
         "To": number,
     }
+    if args.client:
+        # What Twilio posts to a TwiML App's voice URL for `device.connect({params: {To}})`.
+        client = f"client:{args.client}"
+        params.update(
+            ApplicationSid=settings.twilio_app_sid or "AP" + "0" * 32,
+            Called="",
+            Caller=client,
+            From=client,
+            To=args.to,
+        )
     printer = CallPrinter(as_json=args.json)
     headers = {"X-Twilio-Signature": sign(token, f"{public}/voice", params)} if token else {}
-    printer.say(f"call {call_sid} from {args.from_number}: POST {server}/voice")
+    printer.say(f"call {call_sid} from {params['From']}: POST {server}/voice")
     try:
         response = requests.post(f"{server}/voice", data=params, headers=headers, timeout=10)
     except requests.ConnectionError:
@@ -133,8 +143,15 @@ def run_call(args: argparse.Namespace) -> int:
         return 1
     script = read_twiml(response.text)
     if script.stream is None:
-        print("the TwiML starts no <Stream>; nothing to play", file=sys.stderr)
+        said = " ".join(script.said)
+        print(
+            "the TwiML starts no <Stream>; nothing to play"
+            + (f" (it says: {said})" if said else ""),
+            file=sys.stderr,
+        )
         return 1
+    if script.dial:
+        printer.say(f"TwiML dials {script.dial} (caller ID {script.caller_id or 'unset'})")
     stream_url = script.stream.url
     # The TwiML names the public URL Twilio would dial (and sign); this connects to the relay
     # itself, at the same /stream path (with the call's SID, when the TwiML carries it).
@@ -276,6 +293,16 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     )
     call.add_argument(
         "--from", dest="from_number", default="+14155550100", help="the caller's number"
+    )
+    call.add_argument(
+        "--client",
+        metavar="IDENTITY",
+        help="be a browser's Voice SDK call instead: From=client:IDENTITY through the TwiML App",
+    )
+    call.add_argument(
+        "--to",
+        default="+14155550111",
+        help="with --client: the number the browser dials (default %(default)s)",
     )
     call.add_argument("--token", help="the relay's API token, to watch Socket.IO")
     call.add_argument("--quiet", action="store_true", help="do not watch Socket.IO")

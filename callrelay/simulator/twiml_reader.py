@@ -31,6 +31,10 @@ class CallScript:
     stream: StreamInstruction | None
     dial: str | None
     pause_seconds: float
+    said: tuple[str, ...] = ()
+    """What `<Say>` verbs say, in order."""
+    caller_id: str | None = None
+    """The `<Dial callerId>`: the number the dialled party sees."""
 
 
 def read_twiml(text: str) -> CallScript:
@@ -42,7 +46,9 @@ def read_twiml(text: str) -> CallScript:
         raise TwimlError("12102 Invalid root element: expected <Response>")
     stream = None
     dial = None
+    caller_id = None
     pause = 0.0
+    said: list[str] = []
     for verb in root:
         if verb.tag in ("Start", "Connect"):
             element = verb.find("Stream")
@@ -51,9 +57,14 @@ def read_twiml(text: str) -> CallScript:
         elif verb.tag == "Dial":
             number = verb.find("Number")
             dial = ((number.text if number is not None else verb.text) or "").strip() or None
+            caller_id = verb.get("callerId")
+        elif verb.tag == "Say":
+            said.append((verb.text or "").strip())
         elif verb.tag == "Pause":
             pause += float(verb.get("length", "1"))
-    return CallScript(stream=stream, dial=dial, pause_seconds=pause)
+    return CallScript(
+        stream=stream, dial=dial, pause_seconds=pause, said=tuple(said), caller_id=caller_id
+    )
 
 
 def _stream(element: ET.Element, *, bidirectional: bool) -> StreamInstruction:

@@ -54,7 +54,11 @@ BUSY_MESSAGE = "Sorry, all our lines are busy right now. Please call again later
 
 def busy_twiml() -> str:
     """A call the relay cannot carry: said so politely, then hung up."""
+    return say_and_hang_up(BUSY_MESSAGE)
+
+
+def say_and_hang_up(message: str) -> str:
     response = VoiceResponse()
-    response.say(BUSY_MESSAGE)
+    response.say(message)
     response.hangup()
     return str(response)

@@ -124,8 +124,9 @@ def history_routes(relay: Relay) -> Blueprint:
             return Response(text, mimetype="text/plain; charset=utf-8"), 200
         return jsonify({"callSid": call_sid, "transcript": lines}), 200
 
-    @routes.get("/calls/<call_sid>/<name>")
-    def recording(call_sid: str, name: str) -> Response | tuple[Response, int]:
+    @routes.get("/calls/<call_sid>/<stem>.wav")
+    def recording(call_sid: str, stem: str) -> Response | tuple[Response, int]:
+        name = f"{stem}.wav"
         path = relay.history.recording_path(call_sid, name)
         if path is None:
             return error(404, f"no recording {name} of {call_sid}")

@@ -20,12 +20,15 @@ from callrelay.relay import Relay
 from callrelay.twilio.calls import CallingNotConfigured, TwilioRefused
 from callrelay.twilio.sids import is_call_sid
 from callrelay.twilio.signatures import public_base
-from callrelay.twilio.twiml import busy_twiml, stream_twiml, stream_url
+from callrelay.twilio.twiml import busy_twiml, say_and_hang_up, stream_twiml, stream_url
+from callrelay.twilio.voice_token import IDENTITY, voice_token
 
 logger = logging.getLogger("callrelay.http")
 
 CONTROL_ENDPOINTS = ("/make-call", "/calls/")
 PROTECTED_READS = ("/metrics",)
+"""Reads that need the token unless METRICS_PUBLIC."""
+TOKEN_READS = ("/token",)
 TWILIO_ENDPOINTS = {"/voice": "webhook", "/call-status": "webhook", "/stream": "stream"}
 """What only Twilio may reach; `/stream/<CallSid>` is a stream too."""
 STATUS_FIELDS = {
@@ -104,7 +107,7 @@ def http_routes(relay: Relay, web_status: Callable[[], dict[str, Any]]) -> Bluep
         how often: the API token or nothing."""
         controls = request.method == "POST" and request.path.startswith(CONTROL_ENDPOINTS)
         reads = request.path in PROTECTED_READS and not relay.settings.metrics_public
-        if not (controls or reads):
+        if not (controls or reads or request.path in TOKEN_READS):
             return None
         if relay.api_token.matches_bearer(request.headers.get("Authorization")):
             return None
@@ -127,6 +130,27 @@ def http_routes(relay: Relay, web_status: Callable[[], dict[str, Any]]) -> Bluep
         relay.metrics.update()
         body, content_type = exposition()
         return Response(body, content_type=content_type)
+
+    @routes.get("/token")
+    def browser_token() -> tuple[Response, int]:
+        """A Twilio Voice SDK token, so a browser can place calls through the TwiML App."""
+        missing = relay.settings.browser_calling_missing()
+        if missing:
+            return _error(
+                503, "browser calling is not configured: " + ", ".join(missing), missing=missing
+            )
+        identity = request.args.get("identity", "console")
+        if not IDENTITY.fullmatch(identity):
+            return _error(400, "'identity' must be 1-121 letters, digits or _ . @ -")
+        token = voice_token(relay.settings, identity)
+        log_event(logger, "voice_token_issued", identity=identity, remote=request.remote_addr)
+        return jsonify(
+            {
+                "token": token,
+                "identity": identity,
+                "ttlSeconds": relay.settings.voice_token_ttl_seconds,
+            }
+        ), 200
 
     @routes.post("/make-call")
     def make_call() -> tuple[Response, int]:
@@ -235,12 +259,18 @@ def http_routes(relay: Relay, web_status: Callable[[], dict[str, Any]]) -> Bluep
                 maxCalls=settings.max_calls,
             )
             return Response(busy_twiml(), mimetype="text/xml")
-        bridge_to = request.args.get("bridgeTo") or None
-        if bridge_to is not None and not is_e164(bridge_to):
-            bridge_to = None
-        if bridge_to is None and request.form.get("Direction") == "inbound":
-            bridge_to = settings.forward_to
         call_sid = request.form.get("CallSid")
+        from_browser = request.form.get("From", "").startswith("client:")
+        if from_browser:
+            bridge_to, refusal = browser_destination(request.form.get("To"))
+            if refusal is not None:
+                return Response(say_and_hang_up(refusal), mimetype="text/xml")
+        else:
+            bridge_to = request.args.get("bridgeTo") or None
+            if bridge_to is not None and not is_e164(bridge_to):
+                bridge_to = None
+            if bridge_to is None and request.form.get("Direction") == "inbound":
+                bridge_to = settings.forward_to
         twiml = stream_twiml(
             stream_url(_public_base(settings), call_sid if is_call_sid(call_sid) else None),
             dial=bridge_to,
@@ -254,8 +284,23 @@ def http_routes(relay: Relay, web_status: Callable[[], dict[str, Any]]) -> Bluep
             callSid=call_sid,
             direction=request.form.get("Direction"),
             bridged=bridge_to is not None,
+            **({"fromBrowser": request.form.get("From")} if from_browser else {}),
         )
         return Response(twiml, mimetype="text/xml")
+
+    def browser_destination(to_field: str | None) -> tuple[str | None, str | None]:
+        """Where a call from a browser (the Voice SDK's `To` param) may go, or why not: the
+        same number rules, allow-list and rate limit as `/make-call`."""
+        to, _ = phone_number(to_field)
+        if to is None:
+            return None, "The number you dialled is not a valid international number."
+        if not destination_allowed(to, relay.settings.destination_prefixes):
+            log_event(logger, "destination_refused", logging.WARNING, to=to, fromBrowser=True)
+            return None, "Calls to that number are not allowed."
+        if relay.allow_call():
+            log_event(logger, "browser_call_limited", logging.WARNING, to=to)
+            return None, "Too many calls were placed just now. Please try again in a minute."
+        return to, None
 
     @routes.post("/call-status")
     def call_status() -> tuple[str, int]:
