@@ -227,6 +227,8 @@ class MediaStreamSession:
         a `start` for another call is refused."""
         self.state = StreamState.AWAITING_START
         self._expected_call_sid = call_sid
+        self.on_mark: Callable[[CallInfo, str], None] | None = None
+        """Twilio echoed a mark (bidirectional streams): the audio before it has played."""
         self._sinks = sinks
         self._registry = registry
         self._clock = clock
@@ -259,7 +261,9 @@ class MediaStreamSession:
                 for sink in self._sinks:
                     sink.dtmf(call, message.digit)
             case Mark():
-                self._require_streaming("mark")
+                call = self._require_streaming("mark")
+                if self.on_mark is not None:
+                    self.on_mark(call, message.name)
             case UnknownEvent():
                 if message.event not in self.unknown_events and len(self.unknown_events) < 16:
                     self.unknown_events.add(message.event)

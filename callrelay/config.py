@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     twilio_app_sid: str | None = None
     twilio_api_key: str | None = None
     twilio_api_secret: SecretStr | None = None
+    voice_mode: Literal["listen", "talk"] = "listen"
+    """Inbound calls to the number: `listen` streams both sides (`<Start>`, then `FORWARD_TO`);
+    `talk` streams the caller bidirectionally (`<Connect>`), so clients can talk back."""
     voice_token_ttl_seconds: Annotated[int, Field(ge=60, le=86_400)] = 3600
     """How long a browser's Voice SDK token (`GET /token`) lasts."""
     public_url: str | None = None

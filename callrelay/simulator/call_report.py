@@ -88,6 +88,13 @@ def print_summary(
     if transcribing:
         summary["finals"] = printer.finals
         summary["transcriptsComplete"] = transcripts_complete
+    heard = report.talkback
+    if heard is not None:
+        summary["talkBack"] = {
+            "seconds": round(len(heard.audio) / 8000, 3),
+            "marksEchoed": heard.marks_echoed,
+            "clears": heard.clears,
+        }
     if printer.as_json:
         print(json.dumps({"event": "summary", "data": summary}), flush=True)
         return
@@ -104,6 +111,11 @@ def print_summary(
         finals = ", ".join(f"{speaker} {n}" for speaker, n in printer.finals.items())
         late = "" if transcripts_complete else " (the relay was still transcribing; gave up)"
         lines.append(f"  finals           {finals}{late}")
+    if heard is not None:
+        lines.append(
+            f"  talk-back heard  {len(heard.audio) / 8000:.1f} s, marks {heard.marks_echoed}, "
+            f"{heard.clears} clear(s)"
+        )
     lines.append(f"  recordings       {folder}/caller.wav, receiver.wav (on the relay's host)")
     lines.append(f"  transcript       {folder}/transcript.jsonl")
     if report.server_closed:

@@ -127,10 +127,11 @@ def run_call(args: argparse.Namespace) -> int:
             To=args.to,
         )
     printer = CallPrinter(as_json=args.json)
-    headers = {"X-Twilio-Signature": sign(token, f"{public}/voice", params)} if token else {}
+    voice = "/voice?mode=talk" if args.talk else "/voice"
+    headers = {"X-Twilio-Signature": sign(token, f"{public}{voice}", params)} if token else {}
     printer.say(f"call {call_sid} from {params['From']}: POST {server}/voice")
     try:
-        response = requests.post(f"{server}/voice", data=params, headers=headers, timeout=10)
+        response = requests.post(f"{server}{voice}", data=params, headers=headers, timeout=10)
     except requests.ConnectionError:
         print(
             f"callrelay simulate: no relay answers at {server}; start one with "
@@ -188,6 +189,7 @@ def run_call(args: argparse.Namespace) -> int:
         custom_parameters=script.stream.parameters,
         options=_stream_options(args),
         progress=progress,
+        bidirectional=script.stream.bidirectional,
     )
     transcripts_complete = True
     if observer is not None:
@@ -303,6 +305,12 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         "--to",
         default="+14155550111",
         help="with --client: the number the browser dials (default %(default)s)",
+    )
+    call.add_argument(
+        "--talk",
+        action="store_true",
+        help="ask for a talk-mode call (<Connect><Stream>): the caller's side only, and what "
+        "clients `play` into it is heard, checked and its marks echoed",
     )
     call.add_argument("--token", help="the relay's API token, to watch Socket.IO")
     call.add_argument("--quiet", action="store_true", help="do not watch Socket.IO")

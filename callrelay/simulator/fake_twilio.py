@@ -333,6 +333,7 @@ class FakeTwilio:
             custom_parameters=script.stream.parameters,
             options=self.stream_options,
             hang_up=call.hang_up,
+            bidirectional=script.stream.bidirectional,
         )
 
     def _status_callback(self, call: SimulatedCall, event: str, status: str) -> None:

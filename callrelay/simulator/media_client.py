@@ -71,6 +71,68 @@ class StreamReport:
     hung_up: bool = False
     server_closed: tuple[int, str] | None = None
     warnings: list[str] = field(default_factory=list)
+    talkback: TalkBackHeard | None = None
+    """On a bidirectional stream: what the server sent back, as Twilio heard and played it."""
+
+
+@dataclass
+class TalkBackHeard:
+    audio: bytearray = field(default_factory=bytearray)
+    """Every media payload the server sent, in order (8 kHz mu-law)."""
+    payload_sizes: list[int] = field(default_factory=list)
+    marks_echoed: list[str] = field(default_factory=list)
+    clears: int = 0
+    dropped_by_clear: int = 0
+    """Bytes received but not yet played when a `clear` came."""
+
+
+class TalkBackPlayer:
+    """Twilio's side of a bidirectional stream: it takes `media`, `mark` and `clear` from the
+    server, checks each as Twilio does, plays the audio in order at 8 kHz on the call's
+    timeline (one 20 ms frame of it per 20 ms of the call) and echoes each mark once the audio
+    before it has played; `clear` drops what is unplayed and echoes the pending marks at once."""
+
+    def __init__(self, stream_sid: str, report: StreamReport) -> None:
+        self.stream_sid = stream_sid
+        self.heard = TalkBackHeard()
+        report.talkback = self.heard
+        self._report = report
+        self._played = 0
+        self._pending: list[tuple[int, str]] = []
+        """(position in `heard.audio` the mark follows, its name)."""
+
+    def receive(self, text: str | bytes) -> list[str]:
+        """One message from the server; the marks to echo now."""
+        try:
+            message = msg.parse_outbound(text)
+        except msg.InvalidMediaMessage as error:
+            self._report.warnings.append(str(error))
+            return []
+        if message.stream_sid != self.stream_sid:
+            self._report.warnings.append(f"31951 streamSid {message.stream_sid} is not ours")
+            return []
+        if message.event == "media":
+            self.heard.audio += message.payload
+            self.heard.payload_sizes.append(len(message.payload))
+            return []
+        if message.event == "mark":
+            self._pending.append((len(self.heard.audio), message.name))
+            return self._due()
+        self.heard.clears += 1
+        self.heard.dropped_by_clear += len(self.heard.audio) - self._played
+        self._played = len(self.heard.audio)
+        return self._due()
+
+    def advance(self, frames: int = 1) -> list[str]:
+        """`frames` of 20 ms of the call went by; the marks reached."""
+        self._played = min(len(self.heard.audio), self._played + frames * 160)
+        return self._due()
+
+    def _due(self) -> list[str]:
+        due = [name for position, name in self._pending if position <= self._played]
+        self._pending = [(p, n) for p, n in self._pending if p > self._played]
+        self.heard.marks_echoed += due
+        return due
 
 
 @dataclass(frozen=True)
@@ -99,8 +161,10 @@ def play_stream(
     options: StreamOptions | None = None,
     hang_up: threading.Event | None = None,
     progress: Callable[[float, float], None] | None = None,
+    bidirectional: bool = False,
 ) -> StreamReport:
-    """Stream mu-law audio per track (all tracks as long as the longest) and end the stream."""
+    """Stream mu-law audio per track (all tracks as long as the longest) and end the stream.
+    `bidirectional` (`<Connect><Stream>`): also play what the server sends back."""
     options = options or StreamOptions()
     hang_up = hang_up or threading.Event()
     rng = random.Random(options.seed)
@@ -116,10 +180,28 @@ def play_stream(
     ws = Client.connect(target.connect_url, headers=handshake_headers(target))
     sequence = 0
     stop_sent = False
+    player = TalkBackPlayer(stream_sid, report) if bidirectional else None
 
     def send(text: str) -> None:
         ws.send(text)
         report.messages_sent += 1
+
+    def echo(marks: list[str]) -> None:
+        nonlocal sequence
+        if stop_sent:
+            return  # Twilio says nothing after `stop`
+        for name in marks:
+            sequence += 1
+            send(msg.mark_message(stream_sid=stream_sid, name=name, sequence_number=sequence))
+
+    def hear_server() -> None:
+        while (text := ws.receive(timeout=0)) is not None:
+            if player is None:
+                report.warnings.append(
+                    "31924 Protocol Error: server sent a message on a <Start> stream"
+                )
+            else:
+                echo(player.receive(text))
 
     started = time.monotonic()
     report.started_at = started - options.first_timestamp_ms / 1000
@@ -176,7 +258,9 @@ def play_stream(
                 report.frames_sent[track] += 1
             if progress and index % 250 == 0:
                 progress(index * FRAME_MS / 1000, longest * FRAME_MS / 1000)
-            _note_server_messages(ws, report)
+            hear_server()
+            if player is not None:
+                echo(player.advance())
         sequence += 1
         stop_sent = True  # set first: the server may close the moment `stop` reaches it
         send(
@@ -187,7 +271,7 @@ def play_stream(
                 sequence_number=sequence,
             )
         )
-        _note_server_messages(ws, report)
+        hear_server()
     except ConnectionClosed:
         if not (stop_sent and ws.close_reason == CLOSE_NORMAL):  # after `stop`, the normal end
             report.server_closed = (int(ws.close_reason), str(ws.close_message or ""))
@@ -198,12 +282,3 @@ def play_stream(
         with contextlib.suppress(ConnectionClosed, OSError):  # already closed by the server
             ws.close()
     return report
-
-
-def _note_server_messages(ws: Client, report: StreamReport) -> None:
-    """A `<Start>` stream is one-way: anything the server sends is Twilio's error 31924."""
-    while True:
-        message = ws.receive(timeout=0)
-        if message is None:
-            return
-        report.warnings.append("31924 Protocol Error: server sent a message on a <Start> stream")

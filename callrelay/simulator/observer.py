@@ -20,6 +20,8 @@ WATCHED_EVENTS = (
     *SPEAKER_EVENTS,
     "partial",
     "transcription_ended",
+    "played",
+    "error",
 )
 
 
@@ -78,6 +80,10 @@ class RelayObserver:
                 self.transcription_ended.set()
 
         return handle
+
+    def ask(self, event: str, data: Any, timeout: float = 10) -> Any:
+        """Send `event` and wait for the server's acknowledgement (`play`, `clear`...)."""
+        return self._client.call(event, data, timeout=timeout)
 
     def close(self) -> None:
         self._client.disconnect()

@@ -97,12 +97,14 @@ class TwilioCalls:
             )
         return self._client
 
-    def place(self, to: str, bridge_to: str | None = None) -> PlacedCall:
+    def place(self, to: str, bridge_to: str | None = None, mode: str = "listen") -> PlacedCall:
+        """`mode` "talk": the call streams bidirectionally, so clients can play audio into it."""
         client = self._rest()
         base = self._settings.public_url
         voice_url = f"{base}/voice"
-        if bridge_to:
-            voice_url += "?" + urlencode({"bridgeTo": bridge_to})
+        query = {"bridgeTo": bridge_to} if bridge_to else {"mode": mode} if mode == "talk" else {}
+        if query:
+            voice_url += "?" + urlencode(query)
         try:
             call = client.calls.create(
                 to=to,

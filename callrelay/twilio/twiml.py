@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
-from twilio.twiml.voice_response import Start, VoiceResponse
+from twilio.twiml.voice_response import Connect, Start, VoiceResponse
 
 PAUSE_SECONDS = 600
 
@@ -46,6 +46,17 @@ def stream_twiml(
         response.dial(dial, caller_id=caller_id)
     else:
         response.pause(length=PAUSE_SECONDS)
+    return str(response)
+
+
+def talk_twiml(stream: str, talk_parameter: str) -> str:
+    """`<Connect><Stream>`: the one stream Twilio takes audio back on, carrying the caller's
+    side only (the relay is the other party; nothing after it runs until the stream ends).
+    `talk_parameter` marks the stream as one the relay asked to be bidirectional."""
+    response = VoiceResponse()
+    connect = Connect()
+    connect.stream(url=stream).parameter(name=talk_parameter, value="1")
+    response.append(connect)
     return str(response)
 
 

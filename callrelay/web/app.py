@@ -20,6 +20,7 @@ from callrelay.web.history_routes import history_routes
 from callrelay.web.message_queue import GuardedRedisManager
 from callrelay.web.routes import http_routes
 from callrelay.web.stream import MAX_MESSAGE_BYTES, serve_stream
+from callrelay.web.talkback import TalkBackCalls
 from callrelay.web.websocket_route import add_websocket_route
 
 
@@ -76,7 +77,8 @@ def create_web_relay(
     if shared is not None:
         publisher.remote_audio_rooms = shared.remote_audio_rooms
     publisher.audio_rooms = AudioRooms(shared.audio_room_changed if shared is not None else None)
-    register_client_events(socketio, relay.api_token, publisher.audio_rooms)
+    talkback = TalkBackCalls(publisher.played)
+    register_client_events(socketio, relay.api_token, publisher.audio_rooms, talkback)
     relay.metrics.frames_relayed = publisher.relayed
     relay.metrics.watch(partial(_socketio_figures, socketio, publisher))
     app.register_blueprint(
@@ -85,7 +87,7 @@ def create_web_relay(
     app.register_blueprint(history_routes(relay))
 
     def stream(ws: Server, call_sid: str | None = None) -> None:
-        serve_stream(ws, relay, remote=request.remote_addr or "?", call_sid=call_sid)
+        serve_stream(ws, relay, request.remote_addr or "?", call_sid, talkback)
 
     for path in ("/stream", "/stream/<call_sid>"):
         add_websocket_route(app, path, stream, max_message_size=MAX_MESSAGE_BYTES)

@@ -6,6 +6,9 @@ refused. Every client receives every call unless it picks one: `"callSid": "CA..
 all calls.
 `"audio": false` in either leaves out `media_in`/`media_out` (50 events a second per track) for
 clients that only want transcripts and call events.
+
+On a call placed in talk mode, `play` sends audio into the call and `clear` stops it; each clip
+ends with a `played` event to the call's clients.
 """
 
 from __future__ import annotations
@@ -18,18 +21,21 @@ from typing import Any
 
 import pybase64
 from flask import request
-from flask_socketio import ConnectionRefusedError, SocketIO, join_room, leave_room, rooms
+from flask_socketio import ConnectionRefusedError, SocketIO, emit, join_room, leave_room, rooms
 
 from callrelay.access import ApiToken
 from callrelay.asr import Transcript
 from callrelay.call import AudioChunk, CallInfo, pcm_bytes
 from callrelay.logs import log_event
+from callrelay.talkback import ClipError, clip_from_pcm, clip_from_wav
 from callrelay.tracks import MEDIA_EVENTS, SPEAKER_NAMES
 from callrelay.twilio.media_stream import Track
+from callrelay.web.talkback import TalkBackCalls
 
 logger = logging.getLogger("callrelay.socketio")
 
 ALL_CALLS = "calls:*"
+MAX_CLIP_NAME = 64
 
 
 def call_room(call_sid: str) -> str:
@@ -124,9 +130,54 @@ def _follow(call_sid: str | None, data: object, audio_rooms: AudioRooms) -> None
 
 
 def register_client_events(
-    socketio: SocketIO, api_token: ApiToken, audio_rooms: AudioRooms | None = None
+    socketio: SocketIO,
+    api_token: ApiToken,
+    audio_rooms: AudioRooms | None = None,
+    talkback: TalkBackCalls | None = None,
 ) -> None:
     audio_rooms = audio_rooms or AudioRooms()
+
+    def refused(event: str, call_sid: str | None, error: str) -> dict[str, Any]:
+        """Said twice: in the acknowledgement, and as an `error` event for clients that
+        send without asking for one."""
+        emit("error", {"event": event, "callSid": call_sid, "error": error})
+        return {"ok": False, "error": error}
+
+    @socketio.on("play")  # type: ignore[untyped-decorator]
+    def play(data: object = None) -> dict[str, Any]:
+        call_sid = _call_sid(data)
+        if call_sid is None or not isinstance(data, dict):
+            return refused("play", call_sid, "play needs {'callSid', 'audio' or 'wav'}")
+        if talkback is None:
+            return refused("play", call_sid, "this server does not talk back")
+        name = data.get("name") or "clip"
+        if not isinstance(name, str) or len(name) > MAX_CLIP_NAME:
+            return refused("play", call_sid, f"'name' must be text of at most {MAX_CLIP_NAME}")
+        try:
+            clip = clip_from_wav(data["wav"]) if "wav" in data else clip_from_pcm(data.get("audio"))
+            ahead = talkback.play(call_sid, clip, name)
+        except ClipError as error:
+            return refused("play", call_sid, str(error))
+        return {
+            "ok": True,
+            "callSid": call_sid,
+            "name": name,
+            "seconds": round(len(clip) / 8000, 3),
+            "aheadSeconds": round(ahead, 3),
+        }
+
+    @socketio.on("clear")  # type: ignore[untyped-decorator]
+    def clear(data: object = None) -> dict[str, Any]:
+        call_sid = _call_sid(data)
+        if call_sid is None:
+            return refused("clear", None, "clear needs {'callSid'}")
+        if talkback is None:
+            return refused("clear", call_sid, "this server does not talk back")
+        try:
+            dropped = talkback.clear(call_sid)
+        except ClipError as error:
+            return refused("clear", call_sid, str(error))
+        return {"ok": True, "callSid": call_sid, "dropped": dropped}
 
     @socketio.on("connect")  # type: ignore[untyped-decorator]
     def connect(auth: object = None) -> None:
@@ -356,6 +407,11 @@ class SocketIORelay:
     def call_status(self, status: dict[str, Any]) -> None:
         call_sid = str(status.get("callSid", ""))
         self._socketio.emit("call_status", status, to=[ALL_CALLS, call_room(call_sid)])
+
+    def played(self, call_sid: str, name: str, interrupted: bool) -> None:
+        """A talk-back clip is over: played to its end, or cut off by `clear`."""
+        payload = {"callSid": call_sid, "name": name, "interrupted": interrupted}
+        self._socketio.emit("played", payload, to=[ALL_CALLS, call_room(call_sid)])
 
 
 def _drop_oldest_audio(waiting: Any, keep: int) -> int:

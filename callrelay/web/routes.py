@@ -17,10 +17,17 @@ from callrelay.config import Settings, is_e164
 from callrelay.logs import log_event
 from callrelay.metrics import exposition
 from callrelay.relay import Relay
+from callrelay.talkback import TALK_PARAMETER
 from callrelay.twilio.calls import CallingNotConfigured, TwilioRefused
 from callrelay.twilio.sids import is_call_sid
 from callrelay.twilio.signatures import public_base
-from callrelay.twilio.twiml import busy_twiml, say_and_hang_up, stream_twiml, stream_url
+from callrelay.twilio.twiml import (
+    busy_twiml,
+    say_and_hang_up,
+    stream_twiml,
+    stream_url,
+    talk_twiml,
+)
 from callrelay.twilio.voice_token import IDENTITY, voice_token
 
 logger = logging.getLogger("callrelay.http")
@@ -158,6 +165,13 @@ def http_routes(relay: Relay, web_status: Callable[[], dict[str, Any]]) -> Bluep
         to, to_repaired = phone_number(fields.get("to"))
         if to is None:
             return _error(400, "'to' must be an E.164 phone number such as +14155550100")
+        mode = fields.get("mode", "listen")
+        if mode not in ("listen", "talk"):
+            return _error(400, "'mode' must be 'listen' (both sides, default) or 'talk'")
+        if mode == "talk" and fields.get("bridgeTo"):
+            return _error(
+                400, "a 'talk' call cannot bridge: <Connect><Stream> holds the call until it ends"
+            )
         bridge_to, bridge_repaired = None, False
         if fields.get("bridgeTo"):
             bridge_to, bridge_repaired = phone_number(fields.get("bridgeTo"))
@@ -186,7 +200,7 @@ def http_routes(relay: Relay, web_status: Callable[[], dict[str, Any]]) -> Bluep
             response.headers["Retry-After"] = str(int(wait) + 1)
             return response, status
         try:
-            placed = relay.calls.place(to, bridge_to)
+            placed = relay.calls.place(to, bridge_to, mode)
         except CallingNotConfigured as error:
             return _error(503, str(error), missing=error.missing)
         except TwilioRefused as error:
@@ -261,6 +275,20 @@ def http_routes(relay: Relay, web_status: Callable[[], dict[str, Any]]) -> Bluep
             return Response(busy_twiml(), mimetype="text/xml")
         call_sid = request.form.get("CallSid")
         from_browser = request.form.get("From", "").startswith("client:")
+        inbound = request.form.get("Direction") == "inbound" and not from_browser
+        talk = request.args.get("mode") == "talk" or (inbound and settings.voice_mode == "talk")
+        if talk:
+            url = stream_url(_public_base(settings), call_sid if is_call_sid(call_sid) else None)
+            if call_sid is not None:
+                relay.history.webhook(call_sid, request.form)
+            log_event(
+                logger,
+                "voice_webhook",
+                callSid=call_sid,
+                direction=request.form.get("Direction"),
+                mode="talk",
+            )
+            return Response(talk_twiml(url, TALK_PARAMETER), mimetype="text/xml")
         if from_browser:
             bridge_to, refusal = browser_destination(request.form.get("To"))
             if refusal is not None:

@@ -11,11 +11,13 @@ from typing import Any
 
 from simple_websocket import ConnectionClosed
 
-from callrelay.call import MediaStreamSession, StreamProtocolError, StreamState
+from callrelay.call import CallInfo, MediaStreamSession, StreamProtocolError, StreamState
 from callrelay.live_calls import StreamConnection, StreamRefused
 from callrelay.logs import log_event
 from callrelay.metrics import RelayMetrics
 from callrelay.relay import Relay
+from callrelay.talkback import TALK_PARAMETER
+from callrelay.web.talkback import TalkBackCalls
 
 logger = logging.getLogger("callrelay.stream")
 
@@ -62,9 +64,16 @@ class MessageThrottle:
         return pause
 
 
-def serve_stream(ws: Any, relay: Relay, remote: str, call_sid: str | None = None) -> None:
+def serve_stream(
+    ws: Any,
+    relay: Relay,
+    remote: str,
+    call_sid: str | None = None,
+    talkback: TalkBackCalls | None = None,
+) -> None:
     """Run one Twilio stream to its end; the call is always closed, however the socket ends.
-    `call_sid`: the one in the stream's path, which its `start` must match."""
+    `call_sid`: the one in the stream's path, which its `start` must match. `talkback`: where
+    a bidirectional stream's playback is run."""
     try:
         connection = relay.live_calls.connect(partial(_close_quietly, ws))
     except StreamRefused as refused:
@@ -83,6 +92,16 @@ def serve_stream(ws: Any, relay: Relay, remote: str, call_sid: str | None = None
         return
     settings = relay.settings
     session = relay.new_stream(call_sid)
+
+    def started(call: CallInfo) -> None:
+        if talkback is None:
+            return
+        if call.custom_parameters.get(TALK_PARAMETER):
+            talkback.open(call.call_sid, call.stream_sid, ws.send)
+            session.on_mark = lambda call, name: talkback.mark(call.call_sid, name)
+        else:
+            talkback.one_way.add(call.call_sid)
+
     try:
         _serve(
             ws,
@@ -92,8 +111,12 @@ def serve_stream(ws: Any, relay: Relay, remote: str, call_sid: str | None = None
             MessageThrottle(settings.stream_max_messages_per_second),
             settings.stream_idle_timeout_seconds,
             relay.metrics,
+            started,
         )
     finally:
+        if talkback is not None and session.call is not None:
+            talkback.close(session.call.call_sid)
+            talkback.one_way.discard(session.call.call_sid)
         relay.metrics.frames_dropped.update(session.problems.counts)
         relay.live_calls.disconnect(connection)
 
@@ -106,6 +129,7 @@ def _serve(
     throttle: MessageThrottle,
     idle_timeout: float,
     metrics: RelayMetrics,
+    started: Callable[[CallInfo], None],
 ) -> None:
     log_event(logger, "stream_connected", remote=remote)
     reason = "disconnected"
@@ -135,7 +159,10 @@ def _serve(
                 ws.close(1000, "idle timeout")
                 break
             arrived = time.perf_counter()
+            waiting = session.call is None
             session.receive(message)
+            if waiting and session.call is not None:
+                started(session.call)
             metrics.message_handled(time.perf_counter() - arrived)
             handled += 1
             if handled % YIELD_EVERY_MESSAGES == 0:

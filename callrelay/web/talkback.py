@@ -1,0 +1,106 @@
+"""Talk-back in the server: each bidirectional stream's `TalkBack`, driven by a greenlet.
+
+The stream handler opens one when a `<Connect><Stream>` call starts and closes it when the
+stream ends; Socket.IO's `play` and `clear` and Twilio's echoed marks reach it here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from callrelay.logs import log_event
+from callrelay.talkback import ClipError, TalkBack
+
+logger = logging.getLogger("callrelay.talkback")
+
+
+class NotTalkable(ClipError):
+    """The call is not here, or its stream is one-way (`<Start>`)."""
+
+
+class _Running:
+    def __init__(self, talkback: TalkBack) -> None:
+        self.talkback = talkback
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.closed = False
+
+
+class TalkBackCalls:
+    def __init__(self, played: Callable[[str, str, bool], None]) -> None:
+        """`played(call_sid, name, interrupted)`: a clip is over (for the call's clients)."""
+        self._played = played
+        self._calls: dict[str, _Running] = {}
+        self.one_way: set[str] = set()
+        """Calls streaming here one-way: `play` on them is refused with a reason."""
+
+    def open(self, call_sid: str, stream_sid: str, send: Callable[[str], None]) -> None:
+        talkback = TalkBack(
+            stream_sid, send, lambda name, interrupted: self._played(call_sid, name, interrupted)
+        )
+        running = _Running(talkback)
+        self._calls[call_sid] = running
+        threading.Thread(
+            target=self._drive, args=(call_sid, running), name="talkback", daemon=True
+        ).start()
+
+    def close(self, call_sid: str) -> None:
+        running = self._calls.pop(call_sid, None)
+        if running is not None:
+            running.closed = True
+            running.wake.set()
+
+    def play(self, call_sid: str, mulaw: bytes, name: str) -> float:
+        running = self._running(call_sid)
+        with running.lock:
+            ahead = running.talkback.play(mulaw, name)
+        running.wake.set()
+        log_event(
+            logger,
+            "talkback_queued",
+            callSid=call_sid,
+            name=name,
+            seconds=round(len(mulaw) / 8000, 3),
+            aheadSeconds=round(ahead, 3),
+        )
+        return ahead
+
+    def clear(self, call_sid: str) -> list[str]:
+        running = self._running(call_sid)
+        with running.lock:
+            dropped = running.talkback.clear()
+        log_event(logger, "talkback_cleared", callSid=call_sid, dropped=dropped)
+        return dropped
+
+    def mark(self, call_sid: str, name: str) -> None:
+        running = self._calls.get(call_sid)
+        if running is not None:
+            with running.lock:
+                running.talkback.mark_echoed(name)
+
+    def _running(self, call_sid: str) -> _Running:
+        running = self._calls.get(call_sid)
+        if running is not None:
+            return running
+        if call_sid in self.one_way:
+            raise NotTalkable(
+                f"{call_sid} streams one-way (<Start><Stream>): place it with mode 'talk' "
+                "to send audio into it"
+            )
+        raise NotTalkable(f"no live talk-back call {call_sid} on this server process")
+
+    def _drive(self, call_sid: str, running: _Running) -> None:
+        while not running.closed:
+            try:
+                with running.lock:
+                    delay = running.talkback.pump(time.monotonic())
+            except Exception as error:  # the socket went: the stream handler closes the call
+                log_event(
+                    logger, "talkback_stopped", logging.WARNING, callSid=call_sid, error=str(error)
+                )
+                return
+            running.wake.wait(delay)
+            running.wake.clear()
