@@ -26,6 +26,7 @@ import soundfile
 import soxr
 
 from callrelay.audio import mulaw_encode
+from callrelay.speech import SPEECH, SpeechUnavailable
 from callrelay.twilio import media_stream as msg
 
 FRAME_BYTES = 160
@@ -62,6 +63,17 @@ def clip_from_wav(wav_base64: object) -> bytes:
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as error:
         raise ClipError(f"wav is not a readable sound file ({error})") from None
     return _to_mulaw(samples.mean(axis=1), int(rate))
+
+
+def clip_from_text(text: object) -> bytes:
+    """Text spoken by the offline synthesiser -> 8 kHz mu-law."""
+    if not isinstance(text, str):
+        raise ClipError("'text' must be text")
+    try:
+        samples, rate = SPEECH.say(text)
+    except (ValueError, SpeechUnavailable) as error:
+        raise ClipError(str(error)) from None
+    return _to_mulaw(samples.astype(np.float32) / 32768.0, rate)
 
 
 def _base64(value: object, field: str) -> bytes:

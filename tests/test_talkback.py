@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import soundfile
 
+from callrelay.asr import load_engine
 from callrelay.audio import mulaw_decode
+from callrelay.config import load_settings
 from callrelay.simulator.fake_twilio import FakeTwilio
 from callrelay.simulator.local_relay import RunningRelay, stop_relay
 from callrelay.simulator.media_client import StreamOptions, StreamReport, TalkBackPlayer
@@ -24,6 +26,7 @@ from callrelay.talkback import (
     ClipError,
     TalkBack,
     clip_from_pcm,
+    clip_from_text,
     clip_from_wav,
 )
 from callrelay.twilio import media_stream as msg
@@ -302,3 +305,18 @@ def test_the_twilio_simulator_checks_what_it_is_sent_and_echoes_marks_as_it_play
         assert player.receive(bad) == []
     codes = [warning.split()[0] for warning in report.warnings]
     assert codes == ["31950", "31951", "31951", "31951", "31951"]
+
+
+def test_typed_text_is_spoken_offline_and_whisper_hears_it() -> None:
+    clip = clip_from_text("Your order has shipped and will arrive on Friday.")
+    assert len(clip) % FRAME_BYTES == 0 and 1.5 < len(clip) / 8000 < 6
+    engine = load_engine(load_settings(asr_engine="whisper"))
+    assert engine is not None
+    recogniser = engine.new_recogniser()
+    heard = np.repeat(mulaw_decode(clip), 2)  # 8 kHz -> 16 kHz is enough for this check
+    results = recogniser.accept(np.concatenate([heard, np.zeros(16000, np.int16)])).result()
+    results += recogniser.finish().result()
+    text = " ".join(r.text for r in results).lower()
+    assert "order" in text and "friday" in text, text
+    with pytest.raises(ClipError, match="nothing to say"):
+        clip_from_text("   ")

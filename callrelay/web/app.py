@@ -14,6 +14,7 @@ from simple_websocket import Server
 from callrelay.asr import SpeechEngine
 from callrelay.config import Settings
 from callrelay.relay import LOAD_FROM_SETTINGS, Relay
+from callrelay.web.console import console_routes
 from callrelay.web.events import AudioRooms, SocketIORelay, register_client_events
 from callrelay.web.fast_json import OrjsonForSocketIO
 from callrelay.web.history_routes import history_routes
@@ -85,6 +86,7 @@ def create_web_relay(
         http_routes(relay, lambda: {"socketio": {"droppedAudio": publisher.dropped_audio}})
     )
     app.register_blueprint(history_routes(relay))
+    app.register_blueprint(console_routes())
 
     def stream(ws: Server, call_sid: str | None = None) -> None:
         serve_stream(ws, relay, request.remote_addr or "?", call_sid, talkback)

@@ -27,7 +27,7 @@ from callrelay.access import ApiToken
 from callrelay.asr import Transcript
 from callrelay.call import AudioChunk, CallInfo, pcm_bytes
 from callrelay.logs import log_event
-from callrelay.talkback import ClipError, clip_from_pcm, clip_from_wav
+from callrelay.talkback import ClipError, clip_from_pcm, clip_from_text, clip_from_wav
 from callrelay.tracks import MEDIA_EVENTS, SPEAKER_NAMES
 from callrelay.twilio.media_stream import Track
 from callrelay.web.talkback import TalkBackCalls
@@ -147,14 +147,19 @@ def register_client_events(
     def play(data: object = None) -> dict[str, Any]:
         call_sid = _call_sid(data)
         if call_sid is None or not isinstance(data, dict):
-            return refused("play", call_sid, "play needs {'callSid', 'audio' or 'wav'}")
+            return refused("play", call_sid, "play needs {'callSid', 'audio', 'wav' or 'text'}")
         if talkback is None:
             return refused("play", call_sid, "this server does not talk back")
         name = data.get("name") or "clip"
         if not isinstance(name, str) or len(name) > MAX_CLIP_NAME:
             return refused("play", call_sid, f"'name' must be text of at most {MAX_CLIP_NAME}")
         try:
-            clip = clip_from_wav(data["wav"]) if "wav" in data else clip_from_pcm(data.get("audio"))
+            if "text" in data:
+                clip = clip_from_text(data["text"])
+            elif "wav" in data:
+                clip = clip_from_wav(data["wav"])
+            else:
+                clip = clip_from_pcm(data.get("audio"))
             ahead = talkback.play(call_sid, clip, name)
         except ClipError as error:
             return refused("play", call_sid, str(error))

@@ -1,0 +1,610 @@
+// The callrelay console: live calls over Socket.IO, the history over the HTTP API, listening
+// through an AudioWorklet, placing calls (by the relay or from this browser) and talking back.
+
+const $ = (id) => document.getElementById(id);
+const TOKEN_KEY = "callrelay.token";
+const SPEAKERS = { Caller: "inbound", Receiver: "outbound" };
+const PAGE = 50;
+
+const state = {
+  token: sessionStorage.getItem(TOKEN_KEY),
+  calls: new Map(), // callSid -> call
+  rows: new Map(), // callSid -> <li>
+  tab: "live",
+  selected: null,
+  historyNext: null,
+  socket: null,
+  audioSocket: null,
+  listen: { mode: "off", context: null, node: null, sent: 0, played: 0, underruns: 0 },
+  levels: { inbound: 0, outbound: 0 },
+};
+window.callrelayConsole = state; // what the page is doing, for a look from the devtools
+
+// ---- The API -------------------------------------------------------------------------------
+
+class Unauthorized extends Error {}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, {
+    ...options,
+    headers: { Authorization: `Bearer ${state.token}`, ...(options.headers || {}) },
+  });
+  if (response.status === 401) throw new Unauthorized("That token is not this relay's API token.");
+  if (response.status === 204) return null;
+  const body = response.headers.get("Content-Type")?.includes("json") ? await response.json() : null;
+  if (!response.ok) throw new Error(body?.error || `${response.status} ${response.statusText}`);
+  return body;
+}
+
+function toast(text) {
+  const box = $("toast");
+  box.textContent = text;
+  box.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => (box.hidden = true), 4000);
+}
+
+// ---- Formatting ----------------------------------------------------------------------------
+
+const clock = (seconds) => {
+  const s = Math.max(0, Math.floor(seconds || 0));
+  const h = Math.floor(s / 3600);
+  const mm = String(Math.floor((s % 3600) / 60)).padStart(2, "0");
+  const ss = String(s % 60).padStart(2, "0");
+  return h ? `${h}:${mm}:${ss}` : `${mm}:${ss}`;
+};
+const callTime = (seconds) => {
+  const m = Math.floor(seconds / 60);
+  return `${String(m).padStart(2, "0")}:${(seconds - m * 60).toFixed(1).padStart(4, "0")}`;
+};
+const dateTime = (epoch) =>
+  epoch ? new Date(epoch * 1000).toLocaleString([], { dateStyle: "medium", timeStyle: "short" }) : "";
+const party = (value) => (value || "unknown").replace(/^client:/, "browser ");
+const duration = (call) =>
+  call.live ? Date.now() / 1000 - (call.startedAt || Date.now() / 1000) : call.seconds || 0;
+
+// ---- Signing in ----------------------------------------------------------------------------
+
+function showSignIn(message = "") {
+  $("app").hidden = true;
+  $("signin").hidden = false;
+  $("signin-error").textContent = message;
+  $("token").focus();
+}
+
+$("signin-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  state.token = $("token").value.trim();
+  try {
+    await api("/calls?limit=1");
+  } catch (error) {
+    $("signin-error").textContent = error instanceof Unauthorized ? error.message : `The relay did not answer: ${error.message}`;
+    return;
+  }
+  sessionStorage.setItem(TOKEN_KEY, state.token);
+  $("token").value = "";
+  start();
+});
+
+function signOut(message = "") {
+  sessionStorage.removeItem(TOKEN_KEY);
+  state.token = null;
+  state.socket?.disconnect();
+  closeAudio();
+  state.calls.clear();
+  state.rows.clear();
+  $("call-list").replaceChildren();
+  showSignIn(message);
+}
+$("signout").addEventListener("click", () => signOut());
+
+// ---- Live events ---------------------------------------------------------------------------
+
+function start() {
+  $("signin").hidden = true;
+  $("app").hidden = false;
+  const socket = io({ auth: { token: state.token, audio: false }, transports: ["websocket"] });
+  state.socket = socket;
+  socket.on("connect", () => setLink(true, "live"));
+  socket.on("disconnect", () => setLink(false, "reconnecting…"));
+  socket.on("connect_error", (error) => {
+    if (/unauthori[sz]ed/i.test(error.message)) signOut("That token is not this relay's API token.");
+    else setLink(false, "cannot reach the relay");
+  });
+  socket.on("call_started", onCallStarted);
+  socket.on("call_ended", (data) => {
+    const call = state.calls.get(data.callSid);
+    if (!call) return;
+    call.live = false;
+    call.status = call.status === "in-progress" ? "ended" : call.status;
+    call.seconds = duration({ ...call, live: true });
+    note(call, "ended", data.reason);
+    refresh(call);
+    if (state.selected === call.callSid) {
+      closeAudio();
+      setTimeout(() => loadFinished(call), 600); // the recordings' last header rewrite
+    }
+  });
+  socket.on("call_status", (data) => {
+    const call = state.calls.get(data.callSid);
+    if (!call) return;
+    if (["completed", "busy", "failed", "no-answer", "canceled"].includes(data.callStatus)) call.status = data.callStatus;
+    note(call, "status", data.callStatus);
+    refresh(call);
+  });
+  socket.on("dtmf", (data) => withCall(data, (call) => note(call, "DTMF", data.digit)));
+  socket.on("played", (data) =>
+    withCall(data, (call) => note(call, "played", `${data.name}${data.interrupted ? " (cut off)" : ""}`)),
+  );
+  socket.on("transcription_ended", (data) => withCall(data, (call) => note(call, "transcribed", "every final is out")));
+  for (const speaker of Object.keys(SPEAKERS)) {
+    socket.on(speaker, (data) => withCall(data, (call) => addFinal(call, { ...data, speaker })));
+  }
+  socket.on("partial", (data) => withCall(data, (call) => setPartial(call, data)));
+  socket.on("error", (data) => toast(data.error || "the relay refused that"));
+  loadCalls();
+  state.ticker ??= setInterval(tick, 1000);
+}
+
+function setLink(up, text) {
+  $("link-dot").className = `dot ${up ? "up" : "down"}`;
+  $("link-text").textContent = text;
+}
+
+function withCall(data, act) {
+  const call = state.calls.get(data.callSid);
+  if (call) act(call);
+}
+
+async function onCallStarted(data) {
+  let call = state.calls.get(data.callSid);
+  if (!call) {
+    call = newCall({ callSid: data.callSid, status: "in-progress", startedAt: Date.now() / 1000 });
+    state.calls.set(call.callSid, call);
+  }
+  Object.assign(call, { live: true, status: "in-progress", tracks: data.tracks });
+  call.talk = Boolean(data.customParameters?.callrelayTalk);
+  note(call, data.resumed ? "resumed" : "started", (data.tracks || []).join(" + "));
+  refresh(call);
+  try {
+    const known = await api(`/calls/${data.callSid}`);
+    Object.assign(call, { from: known.from, to: known.to, direction: known.direction, startedAt: known.startedAt });
+    refresh(call);
+  } catch (error) {
+    if (error instanceof Unauthorized) signOut(error.message);
+  }
+}
+
+function newCall(fields) {
+  return { transcript: [], partials: {}, timeline: [], live: false, ...fields };
+}
+
+function note(call, kind, text) {
+  call.timeline.push({ at: Date.now() / 1000, kind, text });
+  if (state.selected === call.callSid) renderTimeline(call);
+}
+
+// ---- The call list -------------------------------------------------------------------------
+
+async function loadCalls(query = "") {
+  const body = await api(`/calls?limit=${PAGE}${query}`).catch((error) => {
+    if (error instanceof Unauthorized) signOut(error.message);
+    return null;
+  });
+  if (!body) return;
+  for (const summary of body.calls) {
+    const call = state.calls.get(summary.callSid) || newCall({});
+    Object.assign(call, summary);
+    state.calls.set(call.callSid, call);
+  }
+  state.historyNext = body.next;
+  renderList();
+}
+
+function visibleCalls() {
+  const byTime = (a, b) => (b.startedAt || 0) - (a.startedAt || 0);
+  const calls = [...state.calls.values()];
+  if (state.tab === "live") return calls.filter((c) => c.live).sort(byTime);
+  const found = state.searchResults;
+  return calls.filter((c) => !c.live && (!found || found.has(c.callSid))).sort(byTime);
+}
+
+function renderList() {
+  const list = $("call-list");
+  const calls = visibleCalls();
+  list.replaceChildren(...calls.map(row));
+  $("list-empty").hidden = calls.length > 0;
+  $("list-empty").innerHTML =
+    state.tab === "live"
+      ? "No live calls. Simulate one with <code>callrelay simulate call</code>."
+      : "No calls found.";
+  $("live-count").textContent = [...state.calls.values()].filter((c) => c.live).length;
+  $("more").hidden = state.tab !== "history" || !state.historyNext;
+}
+
+function row(call) {
+  let li = state.rows.get(call.callSid);
+  if (!li) {
+    li = document.createElement("li");
+    li.className = "call-item";
+    li.dataset.callSid = call.callSid;
+    li.innerHTML = '<span class="parties"></span><span class="when"></span><span class="sub"></span>';
+    li.addEventListener("click", () => select(call.callSid));
+    state.rows.set(call.callSid, li);
+  }
+  li.classList.toggle("selected", state.selected === call.callSid);
+  li.querySelector(".parties").textContent = `${party(call.from)} → ${party(call.to)}`;
+  li.querySelector(".when").textContent = call.live ? clock(duration(call)) : dateTime(call.startedAt);
+  const sub = li.querySelector(".sub");
+  sub.replaceChildren();
+  const badge = (text, cls = "") => {
+    const b = document.createElement("span");
+    b.className = `badge ${cls}`;
+    b.textContent = text;
+    sub.append(b);
+  };
+  if (call.live) badge("live", "live");
+  if (call.talk) badge("talk", "talk");
+  badge(call.direction || "call");
+  if (!call.live) badge(clock(call.seconds));
+  const sid = document.createElement("span");
+  sid.textContent = call.callSid.slice(0, 12) + "…";
+  sub.append(sid);
+  return li;
+}
+
+function refresh(call) {
+  if (state.rows.has(call.callSid) || (state.tab === "live") === call.live) renderList();
+  if (state.selected === call.callSid) renderHeader(call);
+}
+
+function tick() {
+  for (const call of state.calls.values()) {
+    if (call.live) state.rows.get(call.callSid)?.querySelector(".when")?.replaceChildren(clock(duration(call)));
+  }
+  const call = state.calls.get(state.selected);
+  if (call?.live) renderHeader(call);
+}
+
+for (const tab of ["live", "history"]) {
+  $(`tab-${tab}`).addEventListener("click", () => {
+    state.tab = tab;
+    for (const other of ["live", "history"]) {
+      $(`tab-${other}`).classList.toggle("active", other === tab);
+      $(`tab-${other}`).setAttribute("aria-selected", String(other === tab));
+    }
+    $("history-search").hidden = tab !== "history";
+    renderList();
+  });
+}
+
+let searchTimer;
+$("search-text").addEventListener("input", () => {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(search, 300);
+});
+
+async function search() {
+  const text = $("search-text").value.trim();
+  if (!text) {
+    state.searchResults = null;
+    renderList();
+    return;
+  }
+  const isNumber = /^[+\d\s()-]+$/.test(text);
+  const query = isNumber ? `number=${encodeURIComponent(text.replace(/[\s()-]/g, ""))}` : `q=${encodeURIComponent(text)}`;
+  const body = await api(`/calls?limit=200&${query}`);
+  state.searchResults = new Set(body.calls.map((c) => c.callSid));
+  for (const summary of body.calls) {
+    if (!state.calls.has(summary.callSid)) state.calls.set(summary.callSid, Object.assign(newCall({}), summary));
+  }
+  renderList();
+}
+
+$("more").addEventListener("click", () => loadCalls(`&before=${state.historyNext}`));
+
+// ---- One call ------------------------------------------------------------------------------
+
+async function select(callSid) {
+  const call = state.calls.get(callSid);
+  if (!call) return;
+  closeAudio();
+  state.selected = callSid;
+  renderList();
+  $("detail-empty").hidden = true;
+  $("call").hidden = false;
+  renderHeader(call);
+  renderTimeline(call);
+  $("recordings").hidden = true;
+  $("talk").hidden = !(call.live && call.talk);
+  $("meters").hidden = !call.live;
+  $("listen").hidden = !call.live;
+  $("hangup").hidden = !call.live;
+  $("delete").hidden = call.live;
+  try {
+    const full = await api(`/calls/${callSid}`);
+    Object.assign(call, { from: full.from, to: full.to, direction: full.direction });
+    call.transcript = mergeTranscript(call.transcript, full.transcript || []);
+    if (!call.live) showRecordings(full.recordings || []);
+    renderHeader(call);
+  } catch (error) {
+    if (error instanceof Unauthorized) return signOut(error.message);
+  }
+  renderTranscript(call);
+  if (call.live) openAudio(call);
+}
+
+async function loadFinished(call) {
+  if (state.selected === call.callSid) await select(call.callSid);
+}
+
+function renderHeader(call) {
+  $("call-title").textContent = `${party(call.from)} → ${party(call.to)}`;
+  const bits = [
+    call.live ? "live" : call.status || "ended",
+    call.direction,
+    call.live ? clock(duration(call)) : `${clock(call.seconds)} long`,
+    dateTime(call.startedAt),
+    call.callSid,
+  ];
+  $("call-meta").textContent = bits.filter(Boolean).join(" · ");
+}
+
+function mergeTranscript(have, fetched) {
+  const key = (l) => `${l.speaker}|${l.start}`;
+  const seen = new Set(have.map(key));
+  return [...have, ...fetched.filter((l) => !seen.has(key(l)))].sort((a, b) => a.start - b.start);
+}
+
+function addFinal(call, line) {
+  call.transcript = mergeTranscript(call.transcript, [line]);
+  delete call.partials[line.speaker];
+  if (state.selected === call.callSid) renderTranscript(call);
+}
+
+function setPartial(call, data) {
+  call.partials[data.speaker] = data;
+  if (state.selected === call.callSid) renderTranscript(call);
+}
+
+function renderTranscript(call) {
+  const list = $("transcript");
+  const lines = [...call.transcript, ...Object.values(call.partials).map((p) => ({ ...p, partial: true }))];
+  if (!lines.length) {
+    const none = document.createElement("li");
+    none.className = "none";
+    none.textContent = call.live ? "Listening for speech…" : "Nothing was transcribed.";
+    list.replaceChildren(none);
+    return;
+  }
+  list.replaceChildren(
+    ...lines.map((line) => {
+      const li = document.createElement("li");
+      li.className = `line ${line.speaker === "Caller" ? "caller" : "receiver"}${line.partial ? " partial" : ""}`;
+      li.innerHTML = '<div class="bubble"><time></time><span class="text"></span></div>';
+      li.querySelector("time").textContent = callTime(line.start || 0);
+      li.querySelector(".text").textContent = line.text;
+      return li;
+    }),
+  );
+  const detail = $("detail");
+  if (call.live) detail.scrollTop = detail.scrollHeight;
+}
+
+function renderTimeline(call) {
+  $("timeline").replaceChildren(
+    ...call.timeline.map((item) => {
+      const li = document.createElement("li");
+      li.innerHTML = "<time></time><span class='kind'></span><span class='text'></span>";
+      li.querySelector("time").textContent = new Date(item.at * 1000).toLocaleTimeString();
+      li.querySelector(".kind").textContent = item.kind;
+      li.querySelector(".text").textContent = item.text || "";
+      return li;
+    }),
+  );
+}
+
+function showRecordings(recordings) {
+  const box = $("recordings");
+  box.replaceChildren(
+    ...recordings.map((recording) => {
+      const div = document.createElement("div");
+      div.className = "recording";
+      const who = recording.name.startsWith("caller") ? "Caller" : "Receiver";
+      div.innerHTML = '<div class="name"><span></span><a download>Download</a></div><audio controls preload="metadata"></audio>';
+      div.querySelector("span").textContent = `${who} · ${clock(recording.seconds)}`;
+      div.querySelector("audio").src = recording.url;
+      div.querySelector("a").href = `${recording.url}&download`;
+      return div;
+    }),
+  );
+  box.hidden = recordings.length === 0;
+}
+
+$("hangup").addEventListener("click", async () => {
+  try {
+    await api(`/calls/${state.selected}/hangup`, { method: "POST" });
+    toast("Hanging up…");
+  } catch (error) {
+    toast(`Could not hang up: ${error.message}`);
+  }
+});
+
+$("delete").addEventListener("click", async () => {
+  const callSid = state.selected;
+  if (!confirm("Delete this call's recordings and transcript? This cannot be undone.")) return;
+  try {
+    await api(`/calls/${callSid}`, { method: "DELETE" });
+  } catch (error) {
+    return toast(`Could not delete: ${error.message}`);
+  }
+  state.calls.delete(callSid);
+  state.rows.delete(callSid);
+  state.selected = null;
+  $("call").hidden = true;
+  $("detail-empty").hidden = false;
+  renderList();
+  toast("Deleted.");
+});
+
+// ---- Hearing a live call -------------------------------------------------------------------
+
+function openAudio(call) {
+  const socket = io({
+    auth: { token: state.token, callSid: call.callSid, audioBatchMs: 100 },
+    transports: ["websocket"],
+    forceNew: true,
+  });
+  state.audioSocket = socket;
+  for (const [event, track] of [["media_in", "inbound"], ["media_out", "outbound"]]) {
+    socket.on(event, (data) => {
+      const pcm = decodePcm(data.audio);
+      state.levels[track] = level(pcm);
+      $(`meter-${track}`).style.width = `${Math.round(state.levels[track] * 100)}%`;
+      if (state.listen.node) {
+        state.listen.node.port.postMessage({ track, samples: pcm }, [pcm.buffer]);
+        state.listen.sent += pcm.length;
+      }
+    });
+  }
+}
+
+function closeAudio() {
+  state.audioSocket?.disconnect();
+  state.audioSocket = null;
+  setListen("off");
+  for (const track of ["inbound", "outbound"]) $(`meter-${track}`).style.width = "0";
+}
+
+function decodePcm(base64) {
+  const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+  const ints = new Int16Array(bytes.buffer, 0, bytes.length >> 1);
+  const floats = new Float32Array(ints.length);
+  for (let i = 0; i < ints.length; i++) floats[i] = ints[i] / 32768;
+  return floats;
+}
+
+function level(samples) {
+  let sum = 0;
+  for (let i = 0; i < samples.length; i++) sum += samples[i] * samples[i];
+  const dbfs = 10 * Math.log10(sum / Math.max(1, samples.length) + 1e-10);
+  return Math.min(1, Math.max(0, (dbfs + 60) / 60)); // -60 dBFS empty, 0 dBFS full
+}
+
+async function setListen(mode) {
+  state.listen.mode = mode;
+  for (const button of $("listen").querySelectorAll("button")) {
+    button.classList.toggle("active", button.dataset.listen === mode);
+  }
+  if (mode === "off") {
+    state.listen.node?.disconnect();
+    await state.listen.context?.close();
+    Object.assign(state.listen, { context: null, node: null });
+    return;
+  }
+  if (!state.listen.context) {
+    const context = new AudioContext({ sampleRate: 16000 });
+    await context.audioWorklet.addModule("/console/static/listen-worklet.js");
+    const node = new AudioWorkletNode(context, "callrelay-listen", { outputChannelCount: [2] });
+    node.port.onmessage = ({ data }) => Object.assign(state.listen, data);
+    node.connect(context.destination);
+    await context.resume();
+    Object.assign(state.listen, { context, node });
+  }
+  state.listen.node.port.postMessage({
+    playing: { inbound: mode !== "outbound", outbound: mode !== "inbound" },
+  });
+}
+
+for (const button of $("listen").querySelectorAll("button")) {
+  button.addEventListener("click", () => setListen(button.dataset.listen));
+}
+
+// ---- Talking into a call -------------------------------------------------------------------
+
+function play(message) {
+  state.socket.emit("play", { callSid: state.selected, ...message }, (ack) => {
+    $("talk-note").textContent = ack.ok
+      ? `Playing “${ack.name}” (${ack.seconds.toFixed(1)} s${ack.aheadSeconds ? `, after ${ack.aheadSeconds.toFixed(1)} s queued` : ""}).`
+      : ack.error;
+  });
+}
+
+$("say-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = $("say-text").value.trim();
+  if (!text) return;
+  play({ text, name: text.slice(0, 60) });
+  $("say-text").value = "";
+});
+
+$("wav").addEventListener("change", async () => {
+  const file = $("wav").files[0];
+  if (!file) return;
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  play({ wav: btoa(binary), name: file.name });
+  $("wav").value = "";
+});
+
+$("stop-talk").addEventListener("click", () => {
+  state.socket.emit("clear", { callSid: state.selected }, (ack) => {
+    $("talk-note").textContent = ack.ok ? "Stopped." : ack.error;
+  });
+});
+
+// ---- Placing calls -------------------------------------------------------------------------
+
+$("open-dial").addEventListener("click", () => {
+  $("dial-error").textContent = "";
+  $("dial").showModal();
+});
+
+$("dial-form").addEventListener("submit", async (event) => {
+  if (event.submitter?.value !== "place") return;
+  event.preventDefault();
+  const body = { to: $("dial-to").value.trim(), mode: new FormData($("dial-form")).get("mode") };
+  const bridge = $("dial-bridge").value.trim();
+  if (bridge) body.bridgeTo = bridge;
+  try {
+    const placed = await api("/make-call", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    $("dial").close();
+    toast(`Calling ${body.to}… (${placed.callSid})`);
+  } catch (error) {
+    $("dial-error").textContent = error.message;
+  }
+});
+
+$("dial-browser").addEventListener("click", async () => {
+  const to = $("dial-to").value.trim();
+  if (!$("dial-to").checkValidity()) return ($("dial-error").textContent = "Enter a number such as +14155550100.");
+  try {
+    const { token } = await api("/token?identity=console");
+    await loadScript("/console/static/vendor/twilio.min.js");
+    const device = new Twilio.Device(token, { logLevel: "warn" });
+    const connection = await device.connect({ params: { To: to } });
+    connection.on("disconnect", () => toast("Browser call ended."));
+    $("dial").close();
+    toast(`Calling ${to} from this browser…`);
+  } catch (error) {
+    $("dial-error").textContent = error.message;
+  }
+});
+
+function loadScript(src) {
+  return new Promise((resolve, reject) => {
+    if (document.querySelector(`script[src="${src}"]`)) return resolve();
+    const script = Object.assign(document.createElement("script"), { src, onload: resolve, onerror: reject });
+    document.head.append(script);
+  });
+}
+
+// ---- Start ---------------------------------------------------------------------------------
+
+if (state.token) start();
+else showSignIn();
