@@ -330,6 +330,7 @@ class CallHistory:
             **call,
             "recordings": self.recordings(call_sid),
             "transcript": self.transcript_lines(call_sid),
+            "events": read_jsonl(folder / EVENTS_FILE),
         }
 
     def recordings(self, call_sid: str) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import wave
 from collections.abc import Callable
@@ -151,6 +152,7 @@ def stream_call(
     audio: dict[msg.Track, bytes],
     options: StreamOptions,
     call_sid: str | None = None,
+    hang_up: threading.Event | None = None,
 ) -> StreamReport:
     return play_stream(
         relay.stream_target(),
@@ -158,6 +160,7 @@ def stream_call(
         call_sid=call_sid or new_sid("CA"),
         options=options,
         custom_parameters={"campaign": "e2e"},
+        hang_up=hang_up,
     )
 
 

@@ -60,6 +60,8 @@ const callTime = (seconds) => {
 const dateTime = (epoch) =>
   epoch ? new Date(epoch * 1000).toLocaleString([], { dateStyle: "medium", timeStyle: "short" }) : "";
 const party = (value) => (value || "unknown").replace(/^client:/, "browser ");
+const parties = (call) =>
+  call.from || call.to ? `${party(call.from)} → ${party(call.to)}` : `Call ${call.callSid.slice(0, 14)}…`;
 const duration = (call) =>
   call.live ? Date.now() / 1000 - (call.startedAt || Date.now() / 1000) : call.seconds || 0;
 
@@ -233,7 +235,7 @@ function row(call) {
     state.rows.set(call.callSid, li);
   }
   li.classList.toggle("selected", state.selected === call.callSid);
-  li.querySelector(".parties").textContent = `${party(call.from)} → ${party(call.to)}`;
+  li.querySelector(".parties").textContent = parties(call);
   li.querySelector(".when").textContent = call.live ? clock(duration(call)) : dateTime(call.startedAt);
   const sub = li.querySelector(".sub");
   sub.replaceChildren();
@@ -244,7 +246,7 @@ function row(call) {
     sub.append(b);
   };
   if (call.live) badge("live", "live");
-  if (call.talk) badge("talk", "talk");
+  if (call.talk) badge("talk", "badge-talk");
   badge(call.direction || "call");
   if (!call.live) badge(clock(call.seconds));
   const sid = document.createElement("span");
@@ -318,6 +320,9 @@ async function select(callSid) {
   $("recordings").hidden = true;
   $("talk").hidden = !(call.live && call.talk);
   $("meters").hidden = !call.live;
+  const oneWay = call.tracks && !call.tracks.includes("outbound");
+  $("meter-outbound").closest(".meter").hidden = Boolean(oneWay);
+  for (const mode of ["outbound", "both"]) $("listen").querySelector(`[data-listen=${mode}]`).hidden = Boolean(oneWay);
   $("listen").hidden = !call.live;
   $("hangup").hidden = !call.live;
   $("delete").hidden = call.live;
@@ -325,6 +330,8 @@ async function select(callSid) {
     const full = await api(`/calls/${callSid}`);
     Object.assign(call, { from: full.from, to: full.to, direction: full.direction });
     call.transcript = mergeTranscript(call.transcript, full.transcript || []);
+    call.timeline = (full.events || []).map(describeEvent); // what happened before we looked
+    renderTimeline(call);
     if (!call.live) showRecordings(full.recordings || []);
     renderHeader(call);
   } catch (error) {
@@ -339,7 +346,7 @@ async function loadFinished(call) {
 }
 
 function renderHeader(call) {
-  $("call-title").textContent = `${party(call.from)} → ${party(call.to)}`;
+  $("call-title").textContent = parties(call);
   const bits = [
     call.live ? "live" : call.status || "ended",
     call.direction,
@@ -389,6 +396,19 @@ function renderTranscript(call) {
   );
   const detail = $("detail");
   if (call.live) detail.scrollTop = detail.scrollHeight;
+}
+
+function describeEvent(event) {
+  const text = {
+    webhook: () => `Twilio asked for TwiML (${event.direction || "call"})`,
+    placed: () => `placed to ${event.to}${event.bridgeTo ? `, bridging ${event.bridgeTo}` : ""}`,
+    stream_started: () => (event.tracks || []).join(" + "),
+    stream_ended: () => event.reason,
+    status: () => event.callStatus,
+    transcribed: () => "every final is out",
+  }[event.event];
+  const kind = { stream_started: "started", stream_ended: "ended" }[event.event] || event.event;
+  return { at: event.at, kind, text: text ? text() : "" };
 }
 
 function renderTimeline(call) {
@@ -462,8 +482,8 @@ function openAudio(call) {
       state.levels[track] = level(pcm);
       $(`meter-${track}`).style.width = `${Math.round(state.levels[track] * 100)}%`;
       if (state.listen.node) {
+        state.listen.sent += pcm.length; // before the buffer is handed over
         state.listen.node.port.postMessage({ track, samples: pcm }, [pcm.buffer]);
-        state.listen.sent += pcm.length;
       }
     });
   }
@@ -587,11 +607,24 @@ $("dial-browser").addEventListener("click", async () => {
     const { token } = await api("/token?identity=console");
     await loadScript("/console/static/vendor/twilio.min.js");
     const device = new Twilio.Device(token, { logLevel: "warn" });
-    const connection = await device.connect({ params: { To: to } });
-    connection.on("disconnect", () => toast("Browser call ended."));
+    const failed = (error) => {
+      state.browserCall = { to, state: "failed", error: error.message || String(error) };
+      toast(`The browser call failed: ${state.browserCall.error}`);
+      device.destroy(); // no retrying in the background
+    };
+    device.on("error", failed);
+    state.browserCall = { to, state: "connecting" };
+    const call = await device.connect({ params: { To: to } });
+    call.on("accept", () => (state.browserCall.state = "in-progress"));
+    call.on("disconnect", () => {
+      state.browserCall.state = "ended";
+      toast("The browser call ended.");
+    });
+    call.on("error", failed);
     $("dial").close();
     toast(`Calling ${to} from this browser…`);
   } catch (error) {
+    state.browserCall = { to, state: "failed", error: error.message };
     $("dial-error").textContent = error.message;
   }
 });
