@@ -230,6 +230,9 @@ class CallHistory:
     def transcript(self, call: CallInfo, track: Track, transcript: Transcript) -> None:
         pass
 
+    def lagging(self, call: CallInfo, track: Track, lag: float, skipped: float) -> None:
+        pass
+
     def transcription_ended(self, call: CallInfo) -> None:
         """The transcript is complete: index its words for search."""
         self._append(call.call_sid, "transcribed", {})

@@ -47,5 +47,8 @@ class TranscriptFile:
                 error=f"{type(error).__name__}: {error.strerror or error}",
             )
 
+    def lagging(self, call: CallInfo, track: Track, lag: float, skipped: float) -> None:
+        pass
+
     def transcription_ended(self, call: CallInfo) -> None:
         pass

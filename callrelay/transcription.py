@@ -46,6 +46,10 @@ class TranscriptListener(Protocol):
 
     def transcription_ended(self, call: CallInfo) -> None: ...
 
+    def lagging(self, call: CallInfo, track: Track, lag: float, skipped: float) -> None:
+        """Recognition of `track` is `lag` seconds behind the call (at most every few
+        seconds while it lasts); `skipped` seconds of its oldest audio were given up."""
+
 
 @dataclass
 class _Skip:
@@ -298,6 +302,11 @@ class TranscriptionSink:
         if now - self._lag_logged.get(key, -LAG_LOG_INTERVAL) < LAG_LOG_INTERVAL:
             return
         self._lag_logged[key] = now
+        for listener in self._listeners:
+            try:
+                listener.lagging(transcriber.call, transcriber.track, lag, skipped)
+            except Exception:
+                logger.exception("transcript listener failed")
         log_event(
             logger,
             "asr_lag",

@@ -103,12 +103,16 @@ class LedgerEngine(SpeechEngine):
 class Listener:
     finals: list[tuple[str, str]] = field(default_factory=list)
     ended: threading.Event = field(default_factory=threading.Event)
+    lags: list[tuple[str, float, float]] = field(default_factory=list)
 
     def transcript(self, call, track, transcript):
         self.finals.append((track, transcript.text))
 
     def transcription_ended(self, call):
         self.ended.set()
+
+    def lagging(self, call, track, lag, skipped):
+        self.lags.append((track, lag, skipped))
 
 
 def chunk(track: str, index: int) -> AudioChunk:
@@ -162,6 +166,9 @@ def test_recognition_falling_behind_skips_the_oldest_audio_and_never_blocks(
     assert isinstance(skipped, float) and isinstance(lag, float)
     assert skipped >= 3.0 and 1.0 <= lag <= 2.02
     assert sum(r.getMessage() == "asr_lag" for r in caplog.records) == 1  # logged once
+    assert len(listener.lags) == 1  # and told once to the listeners (the console's timeline)
+    track, lagged, given_up = listener.lags[0]
+    assert track == "inbound" and lagged >= 1.0 and given_up > 0
     engine.gate.set()
     sink.call_ended(CALL, "stop")
     assert listener.ended.wait(10)

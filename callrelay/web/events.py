@@ -409,6 +409,18 @@ class SocketIORelay:
     def transcription_ended(self, call: CallInfo) -> None:
         self._emit("transcription_ended", call, self._ids(call))
 
+    def lagging(self, call: CallInfo, track: Track, lag: float, skipped: float) -> None:
+        self._emit(
+            "transcription_lag",
+            call,
+            {
+                **self._ids(call),
+                "speaker": SPEAKER_NAMES[track],
+                "lagSeconds": round(lag, 2),
+                "skippedSeconds": round(skipped, 2),
+            },
+        )
+
     def call_status(self, status: dict[str, Any]) -> None:
         call_sid = str(status.get("callSid", ""))
         self._socketio.emit("call_status", status, to=[ALL_CALLS, call_room(call_sid)])

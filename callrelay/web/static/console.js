@@ -139,6 +139,12 @@ function start() {
     withCall(data, (call) => note(call, "played", `${data.name}${data.interrupted ? " (cut off)" : ""}`)),
   );
   socket.on("transcription_ended", (data) => withCall(data, (call) => note(call, "transcribed", "every final is out")));
+  socket.on("transcription_lag", (data) =>
+    withCall(data, (call) =>
+      note(call, "lag", `${data.speaker}'s transcript ${data.lagSeconds.toFixed(1)} s behind` +
+        (data.skippedSeconds ? `, ${data.skippedSeconds.toFixed(1)} s skipped` : "")),
+    ),
+  );
   for (const speaker of Object.keys(SPEAKERS)) {
     socket.on(speaker, (data) => withCall(data, (call) => addFinal(call, { ...data, speaker })));
   }
@@ -350,6 +356,7 @@ function renderHeader(call) {
   const bits = [
     call.live ? "live" : call.status || "ended",
     call.direction,
+    call.tracks && (call.tracks.length === 2 ? "both sides" : "caller only"),
     call.live ? clock(duration(call)) : `${clock(call.seconds)} long`,
     dateTime(call.startedAt),
     call.callSid,
