@@ -16,6 +16,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from callrelay.call import AudioChunk, CallInfo
@@ -25,6 +26,7 @@ from callrelay.outage import Outage
 logger = logging.getLogger("callrelay.shared")
 
 PREFIX = "callrelay"
+COMMANDS_CHANNEL = f"{PREFIX}:commands"
 PROCESS_TTL_SECONDS = 15
 TIMELINE_TTL_SECONDS = 24 * 3600
 """How long a call's timeline is kept after its last stream, for a stream that resumes it."""
@@ -227,6 +229,31 @@ class RedisState:
             beats += 1
             if self._stopped.wait(ROOMS_SECONDS):
                 return
+
+    # Commands for whichever process holds a call (talking back into it).
+
+    def send_command(self, command: dict[str, Any]) -> bool:
+        """Tell every process; the one that holds the call acts. False while Redis is down."""
+        sent = self._run(lambda redis: redis.publish(COMMANDS_CHANNEL, json.dumps(command)))
+        return sent is not None
+
+    def receive_commands(self, handler: Callable[[dict[str, Any]], None]) -> None:
+        """Run `handler` for every command any process sends, until `stop`."""
+        threading.Thread(
+            target=self._listen, args=(handler,), name="redis-commands", daemon=True
+        ).start()
+
+    def _listen(self, handler: Callable[[dict[str, Any]], None]) -> None:
+        while not self._stopped.is_set():
+            try:
+                subscription = self._redis.pubsub(ignore_subscribe_messages=True)
+                subscription.subscribe(COMMANDS_CHANNEL)
+                while not self._stopped.is_set():
+                    message = subscription.get_message(timeout=TIMEOUT_SECONDS * 0.8)
+                    if message is not None:
+                        handler(json.loads(message["data"]))
+            except Exception:  # Redis went away: the heartbeat logs it; listen again later
+                self._stopped.wait(1.0)
 
     def stop(self) -> None:
         self._stopped.set()

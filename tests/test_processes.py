@@ -3,6 +3,7 @@ any call, and Redis going away costs only what crosses between processes."""
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections.abc import Iterator
@@ -15,7 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from callrelay.simulator.fake_twilio import FakeTwilio
 from callrelay.simulator.local_relay import RunningRelay, free_port, stop_relay
-from callrelay.simulator.media_client import StreamOptions, StreamReport, new_sid
+from callrelay.simulator.media_client import StreamOptions, StreamReport, new_sid, play_stream
+from callrelay.talkback import TALK_PARAMETER, clip_from_pcm
 from callrelay.tracks import MEDIA_EVENTS
 from tests.helpers import (
     ACCOUNT_SID,
@@ -301,3 +303,48 @@ def test_workers_can_share_one_recognition_process(
             assert speakers == {"Caller", "Receiver"}, call_sid
     finally:
         stop_relay(relay)
+
+
+def test_a_client_on_one_process_talks_into_a_call_held_by_another(
+    two_relays: list[RunningRelay],
+) -> None:
+    holder, other = two_relays
+    talk_sid, listen_sid = new_sid("CA"), new_sid("CA")
+    client = other.observer(call_sid=talk_sid)
+    talk, talked = in_background(
+        lambda: play_stream(
+            holder.stream_target(),
+            {"inbound": call_audio(4)["inbound"]},
+            call_sid=talk_sid,
+            custom_parameters={TALK_PARAMETER: "1"},
+            options=StreamOptions(speed=1),
+            bidirectional=True,
+        )
+    )
+    listen, _ = in_background(
+        lambda: stream_call(holder, call_audio(4), StreamOptions(speed=1), listen_sid)
+    )
+    try:
+        wait_for(lambda: {talk_sid, listen_sid} <= set(other.get("/").json()["calls"]))
+        samples = (np.sin(np.arange(6400) / 16000 * 2 * np.pi * 300) * 9000).astype("<i2")
+        audio = base64.b64encode(samples.tobytes()).decode()
+        ack = client.ask("play", {"callSid": talk_sid, "audio": audio, "name": "hello"})
+        assert ack["ok"] and ack["forwarded"] and ack["seconds"] == 0.4
+        wait_for(
+            lambda: (
+                [d for n, d in client.events if n == "played"]
+                == [{"callSid": talk_sid, "name": "hello", "interrupted": False}]
+            )
+        )
+        # A one-way call on the other process: refused there, and the refusal comes back.
+        assert client.ask("play", {"callSid": listen_sid, "audio": audio})["forwarded"]
+        wait_for(lambda: any(n == "error" for n, _ in client.events))
+        error = next(d for n, d in client.events if n == "error")
+        assert error["callSid"] == listen_sid and "one-way" in error["error"]
+        talk.join(30)
+        listen.join(30)
+    finally:
+        client.close()
+    heard = talked["report"].talkback
+    assert heard is not None and bytes(heard.audio) == clip_from_pcm(audio)
+    assert heard.marks_echoed == ["clip-1"] and talked["report"].warnings == []

@@ -13,6 +13,7 @@ from simple_websocket import Server
 
 from callrelay.asr import SpeechEngine
 from callrelay.config import Settings
+from callrelay.redis_state import RedisState
 from callrelay.relay import LOAD_FROM_SETTINGS, Relay
 from callrelay.web.console import console_routes
 from callrelay.web.events import AudioRooms, SocketIORelay, register_client_events
@@ -79,7 +80,14 @@ def create_web_relay(
         publisher.remote_audio_rooms = shared.remote_audio_rooms
     publisher.audio_rooms = AudioRooms(shared.audio_room_changed if shared is not None else None)
     talkback = TalkBackCalls(publisher.played)
-    register_client_events(socketio, relay.api_token, publisher.audio_rooms, talkback)
+    forward = None
+    if shared is not None:
+        forward = partial(_forward_to_holder, talkback, shared)
+        talkback.refuse = lambda sid, event, call_sid, error: socketio.emit(
+            "error", {"event": event, "callSid": call_sid, "error": error}, to=sid
+        )
+        shared.receive_commands(talkback.run_command)
+    register_client_events(socketio, relay.api_token, publisher.audio_rooms, talkback, forward)
     relay.metrics.frames_relayed = publisher.relayed
     relay.metrics.watch(partial(_socketio_figures, socketio, publisher))
     app.register_blueprint(
@@ -94,3 +102,16 @@ def create_web_relay(
     for path in ("/stream", "/stream/<call_sid>"):
         add_websocket_route(app, path, stream, max_message_size=MAX_MESSAGE_BYTES)
     return WebRelay(relay, app, socketio, publisher)
+
+
+def _forward_to_holder(
+    talkback: TalkBackCalls,
+    shared: RedisState,
+    call_sid: str,
+    command: dict[str, Any],
+) -> bool:
+    """A talk-back command for a call another process streams: sent its way through Redis."""
+    if talkback.holds(call_sid):
+        return False  # ours, and one-way: the refusal stands
+    live = shared.live_calls() or []
+    return any(call["callSid"] == call_sid for call in live) and shared.send_command(command)

@@ -13,6 +13,7 @@ ends with a `played` event to the call's clients.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 from collections import Counter
@@ -30,7 +31,7 @@ from callrelay.logs import log_event
 from callrelay.talkback import ClipError, clip_from_pcm, clip_from_text, clip_from_wav
 from callrelay.tracks import MEDIA_EVENTS, SPEAKER_NAMES
 from callrelay.twilio.media_stream import Track
-from callrelay.web.talkback import TalkBackCalls
+from callrelay.web.talkback import NotTalkable, TalkBackCalls
 
 logger = logging.getLogger("callrelay.socketio")
 
@@ -134,7 +135,10 @@ def register_client_events(
     api_token: ApiToken,
     audio_rooms: AudioRooms | None = None,
     talkback: TalkBackCalls | None = None,
+    forward: Callable[[str, dict[str, Any]], bool] | None = None,
 ) -> None:
+    """`forward(call_sid, command)`: hand a `play` or `clear` for a call this process does
+    not hold to the process that does (False if none does)."""
     audio_rooms = audio_rooms or AudioRooms()
 
     def refused(event: str, call_sid: str | None, error: str) -> dict[str, Any]:
@@ -161,6 +165,23 @@ def register_client_events(
             else:
                 clip = clip_from_pcm(data.get("audio"))
             ahead = talkback.play(call_sid, clip, name)
+        except NotTalkable as error:
+            command = {
+                "action": "play",
+                "callSid": call_sid,
+                "clip": base64.b64encode(clip).decode(),
+                "name": name,
+                "replyTo": getattr(request, "sid", None),
+            }
+            if forward is None or not forward(call_sid, command):
+                return refused("play", call_sid, str(error))
+            return {
+                "ok": True,
+                "callSid": call_sid,
+                "name": name,
+                "seconds": round(len(clip) / 8000, 3),
+                "forwarded": True,
+            }
         except ClipError as error:
             return refused("play", call_sid, str(error))
         return {
@@ -180,6 +201,15 @@ def register_client_events(
             return refused("clear", call_sid, "this server does not talk back")
         try:
             dropped = talkback.clear(call_sid)
+        except NotTalkable as error:
+            command = {
+                "action": "clear",
+                "callSid": call_sid,
+                "replyTo": getattr(request, "sid", None),
+            }
+            if forward is None or not forward(call_sid, command):
+                return refused("clear", call_sid, str(error))
+            return {"ok": True, "callSid": call_sid, "forwarded": True}
         except ClipError as error:
             return refused("clear", call_sid, str(error))
         return {"ok": True, "callSid": call_sid, "dropped": dropped}

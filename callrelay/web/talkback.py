@@ -6,10 +6,12 @@ stream ends; Socket.IO's `play` and `clear` and Twilio's echoed marks reach it h
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from callrelay.logs import log_event
 from callrelay.talkback import ClipError, TalkBack
@@ -34,6 +36,9 @@ class TalkBackCalls:
         """`played(call_sid, name, interrupted)`: a clip is over (for the call's clients)."""
         self._played = played
         self._calls: dict[str, _Running] = {}
+        self.refuse: Callable[[str, str, str, str], None] | None = None
+        """(client sid, event, call_sid, error): tell a client on any process its command
+        was refused."""
         self.one_way: set[str] = set()
         """Calls streaming here one-way: `play` on them is refused with a reason."""
 
@@ -80,6 +85,27 @@ class TalkBackCalls:
         if running is not None:
             with running.lock:
                 running.talkback.mark_echoed(name)
+
+    def holds(self, call_sid: str) -> bool:
+        """Whether this process streams the call (either way)."""
+        return call_sid in self._calls or call_sid in self.one_way
+
+    def run_command(self, command: dict[str, Any]) -> None:
+        """A `play` or `clear` another process received for a call this one holds; a refusal
+        goes back to the client that asked (by its Socket.IO sid, through the message queue)."""
+        call_sid = str(command.get("callSid"))
+        if not self.holds(call_sid):
+            return
+        try:
+            if command.get("action") == "play":
+                self.play(call_sid, base64.b64decode(command["clip"]), str(command["name"]))
+            elif command.get("action") == "clear":
+                self.clear(call_sid)
+        except ClipError as error:
+            if self.refuse is not None:
+                self.refuse(
+                    str(command.get("replyTo")), str(command.get("action")), call_sid, str(error)
+                )
 
     def _running(self, call_sid: str) -> _Running:
         running = self._calls.get(call_sid)
