@@ -8,6 +8,7 @@ import base64
 import io
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,6 +38,7 @@ from tests.helpers import (
     AUTH_TOKEN,
     TWILIO_NUMBER,
     call_audio,
+    callrelay,
     start_relay,
     wait_for,
 )
@@ -320,3 +322,28 @@ def test_typed_text_is_spoken_offline_and_whisper_hears_it() -> None:
     assert "order" in text and "friday" in text, text
     with pytest.raises(ClipError, match="nothing to say"):
         clip_from_text("   ")
+
+
+def test_inbound_calls_talk_when_voice_mode_says_so(tmp_path: Path) -> None:
+    relay = start_relay(tmp_path / "relay", {"ASR_ENGINE": "off", "VOICE_MODE": "talk"})
+    try:
+        result = callrelay(
+            "simulate",
+            "call",
+            "--server",
+            relay.url,
+            "--token",
+            relay.api_token,
+            "--speed",
+            "0",
+            "--json",
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr
+        lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+        summary = next(line["data"] for line in lines if line["event"] == "summary")
+        assert summary["framesSent"] == {"inbound": 1512}  # <Connect>: the caller's side only
+        assert summary["talkBack"] == {"seconds": 0.0, "marksEchoed": [], "clears": 0}
+        assert summary["warnings"] == []
+    finally:
+        stop_relay(relay)
