@@ -31,6 +31,7 @@ from callrelay.call import AudioChunk, CallInfo
 from callrelay.simulator import local_relay
 from callrelay.simulator.audio_source import frames, load_telephone_audio
 from callrelay.simulator.conversation import Conversation, build_conversation
+from callrelay.simulator.fake_twilio import FakeTwilio
 from callrelay.simulator.local_relay import RunningRelay
 from callrelay.simulator.media_client import StreamOptions, StreamReport, new_sid, play_stream
 from callrelay.twilio import media_stream as msg
@@ -334,3 +335,32 @@ class RedisServer:
             self.process.kill()
             self.process.wait(10)
             self.process = None
+
+
+def simulated_twilio(seconds: float, speed: float) -> FakeTwilio:
+    """The Twilio simulator, started, playing the first `seconds` of the synthetic call on each
+    call it is asked to place (at `speed`; 0 is flat out)."""
+    audio = call_audio(seconds)
+    return FakeTwilio(
+        account_sid=ACCOUNT_SID,
+        auth_token=AUTH_TOKEN,
+        api_key=API_KEY,
+        api_secret=API_SECRET,
+        caller_audio=audio["inbound"],
+        receiver_audio=audio["outbound"],
+        stream_options=StreamOptions(speed=speed),
+    ).start()
+
+
+def calling_settings(fake: FakeTwilio) -> dict[str, str]:
+    """A relay's environment for placing calls through `fake` (and browsers through the App)."""
+    return {
+        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "TWILIO_API_KEY": API_KEY,
+        "TWILIO_API_SECRET": API_SECRET,
+        "TWILIO_APP_SID": APP_SID,
+        "TWILIO_NUMBER": TWILIO_NUMBER,
+        "TWILIO_API_BASE": fake.base_url,
+        "PUBLIC_URL": "http://127.0.0.1:{port}",
+    }

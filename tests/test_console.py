@@ -19,13 +19,9 @@ from callrelay.simulator.fake_twilio import FakeTwilio
 from callrelay.simulator.local_relay import RunningRelay, stop_relay
 from callrelay.simulator.media_client import StreamOptions, new_sid
 from tests.helpers import (
-    ACCOUNT_SID,
-    API_KEY,
-    API_SECRET,
-    APP_SID,
-    AUTH_TOKEN,
-    TWILIO_NUMBER,
     call_audio,
+    calling_settings,
+    simulated_twilio,
     start_relay,
     stream_call,
     wait_for,
@@ -53,16 +49,7 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture(scope="module")
 def twilio() -> Iterator[FakeTwilio]:
     """Calls of the synthetic two-party conversation, 14 s, in real time."""
-    audio = call_audio(14)
-    fake = FakeTwilio(
-        account_sid=ACCOUNT_SID,
-        auth_token=AUTH_TOKEN,
-        api_key=API_KEY,
-        api_secret=API_SECRET,
-        caller_audio=audio["inbound"],
-        receiver_audio=audio["outbound"],
-        stream_options=StreamOptions(speed=1),
-    ).start()
+    fake = simulated_twilio(seconds=14, speed=1)
     yield fake
     fake.stop()
 
@@ -70,18 +57,7 @@ def twilio() -> Iterator[FakeTwilio]:
 @pytest.fixture(scope="module")
 def relay(tmp_path_factory: pytest.TempPathFactory, twilio: FakeTwilio) -> Iterator[RunningRelay]:
     running = start_relay(
-        tmp_path_factory.mktemp("console"),
-        {
-            "ASR_ENGINE": "whisper",
-            "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
-            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-            "TWILIO_API_KEY": API_KEY,
-            "TWILIO_API_SECRET": API_SECRET,
-            "TWILIO_APP_SID": APP_SID,
-            "TWILIO_NUMBER": TWILIO_NUMBER,
-            "TWILIO_API_BASE": twilio.base_url,
-            "PUBLIC_URL": "http://127.0.0.1:{port}",
-        },
+        tmp_path_factory.mktemp("console"), {"ASR_ENGINE": "whisper", **calling_settings(twilio)}
     )
     yield running
     stop_relay(running)
@@ -106,6 +82,15 @@ def signed_in(browser: Browser, relay: RunningRelay) -> Page:
     sign_in(page, relay.api_token)
     expect(page.locator("#link-text")).to_have_text("live")
     return page
+
+
+def place_call(page: Page, to: str, bridge_to: str = "", talk: bool = False) -> None:
+    page.get_by_role("button", name="Place a call").click()
+    page.get_by_label("To", exact=True).fill(to)
+    page.get_by_label("Bridge to (optional)").fill(bridge_to)
+    if talk:
+        page.get_by_label("Talk into the call").check()
+    page.get_by_role("button", name="Place call").click()
 
 
 def shot(page: Page, name: str) -> None:
@@ -138,10 +123,7 @@ def test_a_call_placed_from_the_console_is_seen_heard_and_hung_up(
     browser: Browser, relay: RunningRelay, twilio: FakeTwilio
 ) -> None:
     page = signed_in(browser, relay)
-    page.get_by_role("button", name="Place a call").click()
-    page.get_by_label("To", exact=True).fill("+14155550160")
-    page.get_by_label("Bridge to (optional)").fill("+14155550170")  # the receiver speaks too
-    page.get_by_role("button", name="Place call").click()
+    place_call(page, "+14155550160", bridge_to="+14155550170")  # the receiver speaks too
     row = page.locator("#call-list .call-item")
     expect(row).to_have_count(1, timeout=15_000)
     expect(row).to_contain_text("+15005550006 → +14155550160")
@@ -209,16 +191,21 @@ def test_typed_words_are_spoken_into_a_talk_call_and_stop_stops_them(
     browser: Browser, relay: RunningRelay, twilio: FakeTwilio
 ) -> None:
     page = signed_in(browser, relay)
-    page.get_by_role("button", name="Place a call").click()
-    page.get_by_label("To", exact=True).fill("+14155550161")
-    page.get_by_label("Talk into the call").check()
-    page.get_by_role("button", name="Place call").click()
+    place_call(page, "+14155550161", talk=True)
     page.locator("#call-list .call-item").first.click()
     expect(page.get_by_role("heading", name="Talk into the call")).to_be_visible()
     page.get_by_placeholder("Type what to say").fill("Hello, this is the relay speaking.")
     page.get_by_role("button", name="Say").click()
     expect(page.locator("#talk-note")).to_contain_text("Playing “Hello, this is the relay")
     expect(page.locator("#timeline")).to_contain_text("played", timeout=15_000)
+    page.get_by_placeholder("Type what to say").fill(
+        "This sentence is long enough to be cut off before its end by the stop button."
+    )
+    page.get_by_role("button", name="Say").click()
+    expect(page.locator("#talk-note")).to_contain_text("Playing")
+    page.get_by_role("button", name="Stop").click()
+    expect(page.locator("#talk-note")).to_have_text("Stopped.")
+    expect(page.locator("#timeline")).to_contain_text("(cut off)")
     shot(page, "4-talk")
     call_sid = page.evaluate("window.callrelayConsole.selected")
     page.get_by_role("button", name="Hang up").click()

@@ -19,7 +19,7 @@ from callrelay.audio import mulaw_decode
 from callrelay.config import load_settings
 from callrelay.simulator.fake_twilio import FakeTwilio
 from callrelay.simulator.local_relay import RunningRelay, stop_relay
-from callrelay.simulator.media_client import StreamOptions, StreamReport, TalkBackPlayer
+from callrelay.simulator.media_client import StreamReport, TalkBackPlayer
 from callrelay.simulator.observer import RelayObserver
 from callrelay.talkback import (
     FRAME_BYTES,
@@ -32,13 +32,9 @@ from callrelay.talkback import (
 )
 from callrelay.twilio import media_stream as msg
 from tests.helpers import (
-    ACCOUNT_SID,
-    API_KEY,
-    API_SECRET,
-    AUTH_TOKEN,
-    TWILIO_NUMBER,
-    call_audio,
+    calling_settings,
     callrelay,
+    simulated_twilio,
     start_relay,
     wait_for,
 )
@@ -149,16 +145,7 @@ def test_clear_drops_what_is_queued_and_reports_what_was_cut_off() -> None:
 @pytest.fixture(scope="module")
 def live_twilio() -> Iterator[FakeTwilio]:
     """Calls that last 10 s in real time, so there is time to talk into them."""
-    audio = call_audio(10)
-    fake = FakeTwilio(
-        account_sid=ACCOUNT_SID,
-        auth_token=AUTH_TOKEN,
-        api_key=API_KEY,
-        api_secret=API_SECRET,
-        caller_audio=audio["inbound"],
-        receiver_audio=audio["outbound"],
-        stream_options=StreamOptions(speed=1),
-    ).start()
+    fake = simulated_twilio(seconds=10, speed=1)
     yield fake
     fake.stop()
 
@@ -168,17 +155,7 @@ def talk_relay(
     tmp_path_factory: pytest.TempPathFactory, live_twilio: FakeTwilio
 ) -> Iterator[RunningRelay]:
     running = start_relay(
-        tmp_path_factory.mktemp("talk"),
-        {
-            "ASR_ENGINE": "off",
-            "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
-            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-            "TWILIO_API_KEY": API_KEY,
-            "TWILIO_API_SECRET": API_SECRET,
-            "TWILIO_NUMBER": TWILIO_NUMBER,
-            "TWILIO_API_BASE": live_twilio.base_url,
-            "PUBLIC_URL": "http://127.0.0.1:{port}",
-        },
+        tmp_path_factory.mktemp("talk"), {"ASR_ENGINE": "off", **calling_settings(live_twilio)}
     )
     yield running
     stop_relay(running)

@@ -147,6 +147,21 @@ def register_client_events(
         emit("error", {"event": event, "callSid": call_sid, "error": error})
         return {"ok": False, "error": error}
 
+    def elsewhere(
+        action: str, reply: dict[str, Any], error: NotTalkable, details: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A call this process does not talk into: handed to the one that holds it, if any."""
+        call_sid = reply["callSid"]
+        command = {
+            "action": action,
+            "callSid": call_sid,
+            "replyTo": getattr(request, "sid", None),
+            **details,
+        }
+        if forward is None or not forward(call_sid, command):
+            return refused(action, call_sid, str(error))
+        return {"ok": True, **reply, "forwarded": True}
+
     @socketio.on("play")  # type: ignore[untyped-decorator]
     def play(data: object = None) -> dict[str, Any]:
         call_sid = _call_sid(data)
@@ -157,6 +172,7 @@ def register_client_events(
         name = data.get("name") or "clip"
         if not isinstance(name, str) or len(name) > MAX_CLIP_NAME:
             return refused("play", call_sid, f"'name' must be text of at most {MAX_CLIP_NAME}")
+        reply: dict[str, Any] = {"callSid": call_sid, "name": name}
         try:
             if "text" in data:
                 clip = clip_from_text(data["text"])
@@ -164,33 +180,14 @@ def register_client_events(
                 clip = clip_from_wav(data["wav"])
             else:
                 clip = clip_from_pcm(data.get("audio"))
-            ahead = talkback.play(call_sid, clip, name)
+            reply["seconds"] = round(len(clip) / 8000, 3)
+            reply["aheadSeconds"] = round(talkback.play(call_sid, clip, name), 3)
         except NotTalkable as error:
-            command = {
-                "action": "play",
-                "callSid": call_sid,
-                "clip": base64.b64encode(clip).decode(),
-                "name": name,
-                "replyTo": getattr(request, "sid", None),
-            }
-            if forward is None or not forward(call_sid, command):
-                return refused("play", call_sid, str(error))
-            return {
-                "ok": True,
-                "callSid": call_sid,
-                "name": name,
-                "seconds": round(len(clip) / 8000, 3),
-                "forwarded": True,
-            }
+            clip_text = base64.b64encode(clip).decode()
+            return elsewhere("play", reply, error, {"clip": clip_text, "name": name})
         except ClipError as error:
             return refused("play", call_sid, str(error))
-        return {
-            "ok": True,
-            "callSid": call_sid,
-            "name": name,
-            "seconds": round(len(clip) / 8000, 3),
-            "aheadSeconds": round(ahead, 3),
-        }
+        return {"ok": True, **reply}
 
     @socketio.on("clear")  # type: ignore[untyped-decorator]
     def clear(data: object = None) -> dict[str, Any]:
@@ -202,14 +199,7 @@ def register_client_events(
         try:
             dropped = talkback.clear(call_sid)
         except NotTalkable as error:
-            command = {
-                "action": "clear",
-                "callSid": call_sid,
-                "replyTo": getattr(request, "sid", None),
-            }
-            if forward is None or not forward(call_sid, command):
-                return refused("clear", call_sid, str(error))
-            return {"ok": True, "callSid": call_sid, "forwarded": True}
+            return elsewhere("clear", {"callSid": call_sid}, error, {})
         except ClipError as error:
             return refused("clear", call_sid, str(error))
         return {"ok": True, "callSid": call_sid, "dropped": dropped}

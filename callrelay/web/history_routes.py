@@ -18,6 +18,7 @@ from callrelay.history import MAX_PAGE, CallQuery
 from callrelay.logs import log_event
 from callrelay.relay import Relay
 from callrelay.twilio.sids import is_call_sid
+from callrelay.web.routes import token_refused
 
 logger = logging.getLogger("callrelay.http")
 
@@ -54,19 +55,7 @@ def history_routes(relay: Relay) -> Blueprint:
                     return None
             except BadSignature:
                 pass
-        log_event(
-            logger,
-            "history_refused",
-            logging.WARNING,
-            path=request.path,
-            remote=request.remote_addr,
-            reason="missing or wrong API token or recording signature",
-        )
-        response, status = error(
-            401, "missing or wrong API token: send 'Authorization: Bearer ...'"
-        )
-        response.headers["WWW-Authenticate"] = "Bearer"
-        return response, status
+        return token_refused("history_refused", "missing or wrong API token or recording signature")
 
     @routes.url_value_preprocessor
     def check_call_sid(endpoint: str | None, values: dict[str, Any] | None) -> None:

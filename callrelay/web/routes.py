@@ -78,6 +78,16 @@ def phone_number(value: object) -> tuple[str | None, bool]:
     return None, False
 
 
+def token_refused(event: str, reason: str) -> tuple[Response, int]:
+    """401 for a request without the API token, logged as `event`."""
+    log_event(
+        logger, event, logging.WARNING, path=request.path, remote=request.remote_addr, reason=reason
+    )
+    response, status = _error(401, "missing or wrong API token: send 'Authorization: Bearer ...'")
+    response.headers["WWW-Authenticate"] = "Bearer"
+    return response, status
+
+
 def _public_base(settings: Settings) -> str:
     return public_base(
         settings.public_url,
@@ -118,19 +128,7 @@ def http_routes(relay: Relay, web_status: Callable[[], dict[str, Any]]) -> Bluep
             return None
         if relay.api_token.matches_bearer(request.headers.get("Authorization")):
             return None
-        log_event(
-            logger,
-            "control_refused",
-            logging.WARNING,
-            path=request.path,
-            remote=request.remote_addr,
-            reason="missing or wrong API token",
-        )
-        response, status = _error(
-            401, "missing or wrong API token: send 'Authorization: Bearer ...'"
-        )
-        response.headers["WWW-Authenticate"] = "Bearer"
-        return response, status
+        return token_refused("control_refused", "missing or wrong API token")
 
     @routes.get("/metrics")
     def metrics() -> Response:
@@ -277,19 +275,13 @@ def http_routes(relay: Relay, web_status: Callable[[], dict[str, Any]]) -> Bluep
         from_browser = request.form.get("From", "").startswith("client:")
         inbound = request.form.get("Direction") == "inbound" and not from_browser
         talk = request.args.get("mode") == "talk" or (inbound and settings.voice_mode == "talk")
+        url = stream_url(_public_base(settings), call_sid if is_call_sid(call_sid) else None)
+        if call_sid is not None:
+            relay.history.webhook(call_sid, request.form)
+        bridge_to: str | None = None
         if talk:
-            url = stream_url(_public_base(settings), call_sid if is_call_sid(call_sid) else None)
-            if call_sid is not None:
-                relay.history.webhook(call_sid, request.form)
-            log_event(
-                logger,
-                "voice_webhook",
-                callSid=call_sid,
-                direction=request.form.get("Direction"),
-                mode="talk",
-            )
-            return Response(talk_twiml(url, TALK_PARAMETER), mimetype="text/xml")
-        if from_browser:
+            twiml = talk_twiml(url, TALK_PARAMETER)
+        elif from_browser:
             bridge_to, refusal = browser_destination(request.form.get("To"))
             if refusal is not None:
                 return Response(say_and_hang_up(refusal), mimetype="text/xml")
@@ -297,20 +289,16 @@ def http_routes(relay: Relay, web_status: Callable[[], dict[str, Any]]) -> Bluep
             bridge_to = request.args.get("bridgeTo") or None
             if bridge_to is not None and not is_e164(bridge_to):
                 bridge_to = None
-            if bridge_to is None and request.form.get("Direction") == "inbound":
+            if bridge_to is None and inbound:
                 bridge_to = settings.forward_to
-        twiml = stream_twiml(
-            stream_url(_public_base(settings), call_sid if is_call_sid(call_sid) else None),
-            dial=bridge_to,
-            caller_id=settings.twilio_number,
-        )
-        if call_sid is not None:
-            relay.history.webhook(call_sid, request.form)
+        if not talk:
+            twiml = stream_twiml(url, dial=bridge_to, caller_id=settings.twilio_number)
         log_event(
             logger,
             "voice_webhook",
             callSid=call_sid,
             direction=request.form.get("Direction"),
+            mode="talk" if talk else "listen",
             bridged=bridge_to is not None,
             **({"fromBrowser": request.form.get("From")} if from_browser else {}),
         )

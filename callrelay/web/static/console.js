@@ -171,6 +171,7 @@ async function onCallStarted(data) {
     state.calls.set(call.callSid, call);
   }
   Object.assign(call, { live: true, status: "in-progress", tracks: data.tracks });
+  call.seenAt ??= performance.now();
   call.talk = Boolean(data.customParameters?.callrelayTalk);
   note(call, data.resumed ? "resumed" : "started", (data.tracks || []).join(" + "));
   refresh(call);
@@ -203,6 +204,7 @@ async function loadCalls(query = "") {
   for (const summary of body.calls) {
     const call = state.calls.get(summary.callSid) || newCall({});
     Object.assign(call, summary);
+    call.seenAt ??= summary.startedAt - 1e12; // live when the page opened: below those seen since
     state.calls.set(call.callSid, call);
   }
   state.historyNext = body.next;
@@ -212,7 +214,8 @@ async function loadCalls(query = "") {
 function visibleCalls() {
   const byTime = (a, b) => (b.startedAt || 0) - (a.startedAt || 0);
   const calls = [...state.calls.values()];
-  if (state.tab === "live") return calls.filter((c) => c.live).sort(byTime);
+  // Live calls keep the order they were first seen in, so a row never moves under the pointer.
+  if (state.tab === "live") return calls.filter((c) => c.live).sort((a, b) => b.seenAt - a.seenAt);
   const found = state.searchResults;
   return calls.filter((c) => !c.live && (!found || found.has(c.callSid))).sort(byTime);
 }
