@@ -136,6 +136,7 @@ def _banner(settings: Settings, token_line: str, web: object) -> str:
         [
             "",
             f"callrelay {__version__} is ready on {listening}",
+            f"  console               {base}/console",
             f"  Twilio media streams  {base.replace('http', 'ws', 1)}/stream",
             f"  public URL            {public}",
             f"  speech recognition    {engine}",

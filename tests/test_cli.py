@@ -80,6 +80,7 @@ def test_python_app_py_still_runs_the_server(tmp_path: Path) -> None:
         console = (tmp_path / "out").read_text()
         assert f"ready on http://127.0.0.1:{port}" in console
         assert "callrelay simulate call" in console  # the next step
+        assert f"http://127.0.0.1:{port}/console" in console
         assert RELAY_TOKEN not in console  # a configured token is never shown
     finally:
         server.terminate()
