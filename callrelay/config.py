@@ -97,8 +97,8 @@ class Settings(BaseSettings):
     asr_workers: Annotated[int, Field(ge=1, le=64)] = 2
     asr_max_lag_seconds: Annotated[float, Field(ge=1, le=3600)] = 30.0
     asr_recycle_calls: Annotated[int, Field(ge=0, le=1_000_000)] = 500
-    """After this many calls the recognition process is replaced, the next moment it is idle
-    (0: never)."""
+    """After this many calls the recognition process is replaced: a fresh one takes new calls,
+    the old one finishes those it serves, then stops (0: never)."""
     asr_processes: str = "per-worker"
     """Recognition processes: `per-worker` (each server process has its own), or a number
     below `WORKERS` of processes that all server processes share."""

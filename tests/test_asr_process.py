@@ -173,7 +173,7 @@ def test_a_dead_engine_process_is_replaced_and_tracks_go_on_at_their_place(
     assert engine.describe()["restarts"] == 1
 
 
-def test_the_engine_process_is_replaced_once_idle_after_its_limit(
+def test_past_its_limit_the_engine_process_is_replaced_while_busy_losing_nothing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="callrelay")
@@ -182,17 +182,19 @@ def test_the_engine_process_is_replaced_once_idle_after_its_limit(
     try:
         first_pid = engine.pid
         caller, receiver = engine.new_recogniser(), engine.new_recogniser()
+        assert receiver.accept(np.ones(8000, np.int16)).result() == []  # half a second heard
         assert caller.accept(np.ones(16000, np.int16)).result() == [Transcript("one second", 0, 0)]
-        caller.finish().result()
-        receiver.accept(np.ones(100, np.int16)).result()
-        assert engine.pid == first_pid and engine.recycled == 0  # the receiver is still in use
-        receiver.finish().result()
-        wait_for(lambda: engine.recycled == 1, timeout=60)  # idle: replaced
-        assert engine.pid != first_pid
-        later = engine.new_recogniser()
+        caller.finish().result()  # the limit: a fresh process takes over, the receiver in use
+        wait_for(lambda: engine.recycled == 1, timeout=60)
+        assert engine.pid != first_pid and engine.describe()["draining"] == 1
+        # The receiver goes on in the old process with what it had heard: its first whole
+        # second ends now (a new recogniser made at its place would have lost that half).
+        assert receiver.accept(np.ones(8000, np.int16)).result() == [Transcript("one second", 0, 0)]
+        later = engine.new_recogniser()  # made in the new process
         assert later.accept(np.ones(16000, np.int16)).result() == [Transcript("one second", 0, 0)]
-        described = engine.describe()
-        assert described["recycled"] == 1 and described["restarts"] == 0
+        receiver.finish().result()  # the old process's last recogniser: it stops
+        wait_for(lambda: not Path(f"/proc/{first_pid}").exists(), timeout=30)
+        assert engine.describe()["draining"] == 0 and engine.describe()["recycled"] == 1
         messages = [r.getMessage() for r in caplog.records]
         assert messages.count("asr_process_recycled") == 1 and "asr_process_died" not in messages
     finally:

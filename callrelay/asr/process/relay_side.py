@@ -19,6 +19,7 @@ import os
 import select
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
@@ -203,6 +204,10 @@ class ProcessSpeechEngine(SpeechEngine):
     If the process dies (a crash, the OOM killer), the relay logs it, starts another and the
     tracks in flight carry on in it from where they are: the utterance being spoken when it
     died is lost, the rest of the call is not.
+
+    Recycling (`recycle_after`) drains instead: a fresh process takes every recogniser made
+    from then on, the old one serves those it has until they finish, then stops. Nothing is
+    lost, and it happens under any load.
     """
 
     def __init__(
@@ -214,28 +219,29 @@ class ProcessSpeechEngine(SpeechEngine):
         """`open_link` starts (or reaches) a process again after one died or was recycled."""
         self.name = link.name
         self.sample_rate = link.sample_rate
-        self._link = link
         self._open_link = open_link
-        self._send_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self.generation = 0
+        """Which process is current: +1 each time one is started again or recycled."""
+        self._links: dict[int, RecognitionLink] = {0: link}
+        """The current process, and recycled ones still serving their recognisers."""
         self._outbox: list[tuple[int, Request]] = []
         """(generation, request): what the sender thread sends next, in order."""
         self._outbox_ready = threading.Condition()
-        self._pending_lock = threading.Lock()
-        self._pending: dict[int, Future[Any]] = {}
+        self._pending: dict[int, tuple[int, Future[Any]]] = {}
+        """request id -> (generation it went to, its answer)."""
         self._request_ids = itertools.count()
         self._recogniser_keys = itertools.count()
         self.alive = True
-        self.generation = 0
-        """How many times the process was started again; a recogniser made in an older one is
-        made again (at its place on the timeline) before its next call."""
         self._stopping = False
         self._recycle_after = recycle_after
         self._made = 0
         """Recognisers made in the current process."""
-        self._in_use = 0
+        self._in_use: Counter[int] = Counter()
+        """Recognisers not finished, by the generation that serves them."""
         self._recycling = False
         self.recycled = 0
-        threading.Thread(target=self._read_replies, name="asr-process-reader", daemon=True).start()
+        self._start_reader(0, link)
         self._sender = threading.Thread(
             target=self._send_batches, name="asr-process-sender", daemon=True
         )
@@ -243,30 +249,42 @@ class ProcessSpeechEngine(SpeechEngine):
 
     @property
     def pid(self) -> int:
-        return self._link.pid
+        return self._links[self.generation].pid
+
+    def serves(self, generation: int) -> bool:
+        """Whether the process of `generation` still runs (current, or draining)."""
+        return generation in self._links
 
     def new_recogniser(self) -> TrackRecogniser:
         key = next(self._recogniser_keys)
-        self._made += 1
-        self._in_use += 1
-        recogniser = RemoteRecogniser(self, key, self.generation)
+        with self._lock:
+            generation = self.generation
+            self._made += 1
+            self._in_use[generation] += 1
+        recogniser = RemoteRecogniser(self, key, generation)
         if self.alive:
-            self._send(NewRecogniser(key))
+            self._send(NewRecogniser(key), generation)
         return recogniser
 
-    def renew(self, key: int, position: int) -> None:
-        """Make recogniser `key` again in a new process, `position` samples into its track."""
-        self._send(NewRecogniser(key))
+    def renew(self, key: int, position: int, previous: int) -> int:
+        """Make recogniser `key` again in the current process, `position` samples into its
+        track (its own process died); the generation that serves it now."""
+        with self._lock:
+            generation = self.generation
+            self._in_use[previous] -= 1
+            self._in_use[generation] += 1
+        self._send(NewRecogniser(key), generation)
         if position:
-            self._send(RecogniserCall(next(self._request_ids), key, "skip", position))
+            self._send(RecogniserCall(next(self._request_ids), key, "skip", position), generation)
+        return generation
 
-    def call(self, key: int, method: RecogniserMethod, argument: Any) -> Answer:
+    def call(self, key: int, method: RecogniserMethod, argument: Any, generation: int) -> Answer:
         """Run one recogniser method in the child. Nothing comes of it while there is no
         child, or if the child dies before answering; a call that raised there fails with
         `RecogniserError`."""
         answer: Answer = Future()
         request = self._request(
-            lambda request_id: RecogniserCall(request_id, key, method, argument)
+            lambda request_id: RecogniserCall(request_id, key, method, argument), generation
         )
         if request is None:
             answer.set_result([])
@@ -283,16 +301,23 @@ class ProcessSpeechEngine(SpeechEngine):
         request.add_done_callback(settle)
         return answer
 
-    def finished(self) -> None:
-        """A recogniser is done; time to recycle the process if it is due and idle."""
-        self._in_use -= 1
-        due = self._recycle_after is not None and self._made >= self._recycle_after
-        if due and self._in_use == 0 and self.alive and not self._recycling:
-            self._recycling = True
+    def finished(self, generation: int) -> None:
+        """A recogniser is done: a draining process with none left stops; a current one past
+        its limit is replaced."""
+        with self._lock:
+            self._in_use[generation] -= 1
+            drained = generation != self.generation and self._in_use[generation] <= 0
+            due = self._recycle_after is not None and self._made >= self._recycle_after
+            recycle = due and self.alive and not self._recycling and not self._stopping
+            if recycle:
+                self._recycling = True
+        if drained:
+            self._retire(generation)
+        if recycle:
             threading.Thread(target=self._recycle, name="asr-recycle", daemon=True).start()
 
     def _recycle(self) -> None:
-        """Start a fresh process, send the next requests to it, then stop the old one."""
+        """Start a fresh process and make it current; the old one drains."""
         try:
             link = self._open_link()
         except Exception as error:
@@ -302,17 +327,34 @@ class ProcessSpeechEngine(SpeechEngine):
         if link is None:
             self._recycling = False
             return
-        old = self._link
-        with self._send_lock:
-            self._link = link
+        with self._lock:
+            old = self.generation
             self.generation += 1
-            self._made = self._in_use
-        self.recycled += 1
-        log_event(logger, "asr_process_recycled", process=self.pid, previous=old.pid)
-        with contextlib.suppress(OSError, ValueError):
-            old.connection.send(Batch([Stop()]))
-        old.stop()
+            self._links[self.generation] = link
+            self._made = 0
+            idle = self._in_use[old] <= 0
+            self.recycled += 1
+        self._start_reader(self.generation, link)
+        log_event(
+            logger,
+            "asr_process_recycled",
+            process=link.pid,
+            previous=self._links[old].pid if old in self._links else None,
+            draining=max(0, self._in_use[old]),
+        )
+        if idle:
+            self._retire(old)
         self._recycling = False
+
+    def _retire(self, generation: int) -> None:
+        """Stop a recycled process that has no recogniser left."""
+        with self._lock:
+            link = self._links.pop(generation, None)
+        if link is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            link.connection.send(Batch([Stop()]))
+        threading.Thread(target=link.stop, name="asr-retire", daemon=True).start()
 
     def describe(self) -> dict[str, object]:
         described: dict[str, object] = {
@@ -320,8 +362,9 @@ class ProcessSpeechEngine(SpeechEngine):
             "process": self.pid,
             "restarts": self.generation - self.recycled,
             "recycled": self.recycled,
+            "draining": len(self._links) - 1,
         }
-        future = self._request(Describe)
+        future = self._request(Describe, self.generation)
         if future is None:
             return {**described, "state": "restarting"}
         try:
@@ -331,28 +374,30 @@ class ProcessSpeechEngine(SpeechEngine):
         return {**remote, **described}
 
     def close(self) -> None:
-        """Stop the child (after the relay has finished every transcription)."""
+        """Stop the children (after the relay has finished every transcription)."""
         self._stopping = True
-        self._send(Stop())
+        self._send(Stop(), None)
         self._sender.join(STOP_TIMEOUT_SECONDS)  # it returns once it has sent `Stop`
-        self._link.stop()
+        for link in list(self._links.values()):
+            link.stop()
 
-    def _request(self, make: Callable[[int], Request]) -> Future[Any] | None:
+    def _request(self, make: Callable[[int], Request], generation: int) -> Future[Any] | None:
         """Send the request `make(request_id)`; its reply settles the future returned."""
-        if not self.alive:
+        if not self.alive and generation == self.generation:
             return None
         future: Future[Any] = Future()
         request_id = next(self._request_ids)
-        with self._pending_lock:
-            self._pending[request_id] = future
-        self._send(make(request_id))
+        with self._lock:
+            self._pending[request_id] = (generation, future)
+        self._send(make(request_id), generation)
         return future
 
-    def _send(self, request: Request) -> None:
-        """Queue `request` for the sender thread: never blocks, even when the child is stuck
-        (the queue stays small: each track has one call in flight at most)."""
+    def _send(self, request: Request, generation: int | None) -> None:
+        """Queue `request` for the sender thread (for every process when `generation` is
+        None): never blocks, even when a child is stuck (the queue stays small: each track
+        has one call in flight at most)."""
         with self._outbox_ready:
-            self._outbox.append((self.generation, request))
+            self._outbox.append((-1 if generation is None else generation, request))
             self._outbox_ready.notify()
 
     def _send_batches(self) -> None:
@@ -364,51 +409,66 @@ class ProcessSpeechEngine(SpeechEngine):
             time.sleep(max(0.0, last_sent + SEND_INTERVAL - time.monotonic()))
             with self._outbox_ready:
                 batch, self._outbox = self._outbox, []
-            with self._send_lock:
-                connection, generation = self._link.connection, self.generation
-            current = [request for made_in, request in batch if made_in == generation]
-            stale = [request for made_in, request in batch if made_in != generation]
-            try:
-                connection.send(Batch(current))
-            except (OSError, ValueError):  # the process is gone: the reader restarts it
-                stale, current = stale + current, []
+            with self._lock:
+                links = dict(self._links)
+            stopping = False
+            unsent: list[Request] = []
+            for generation, link in links.items():
+                requests = [r for made_for, r in batch if made_for in (generation, -1)]
+                if not requests:
+                    continue
+                try:
+                    link.connection.send(Batch(requests))
+                except (OSError, ValueError):  # the process is gone: its reader handles it
+                    unsent += requests
+                stopping = stopping or any(isinstance(r, Stop) for r in requests)
+            unsent += [r for made_for, r in batch if made_for not in links and made_for != -1]
             last_sent = time.monotonic()
-            self._forget(stale)
-            if any(isinstance(request, Stop) for request in current):
+            self._forget(unsent)
+            if stopping and self._stopping:
                 return
 
     def _forget(self, unsent: list[Request]) -> None:
         """Requests that never reached a live process get no answer: say so."""
         for request in unsent:
             if isinstance(request, RecogniserCall | Describe):
-                with self._pending_lock:
-                    future = self._pending.pop(request.request_id, None)
-                if future is not None:
-                    future.set_exception(EngineProcessGone())
+                with self._lock:
+                    pending = self._pending.pop(request.request_id, None)
+                if pending is not None:
+                    pending[1].set_exception(EngineProcessGone())
 
-    def _read_replies(self) -> None:
-        while True:
-            link = self._link
-            self._relay_replies(link.connection)
-            if link is not self._link and not self._stopping:
-                continue  # recycled: the old process has gone, read the new one
+    def _start_reader(self, generation: int, link: RecognitionLink) -> None:
+        threading.Thread(
+            target=self._read_replies,
+            args=(generation, link),
+            name="asr-process-reader",
+            daemon=True,
+        ).start()
+
+    def _read_replies(self, generation: int, link: RecognitionLink) -> None:
+        self._relay_replies(link.connection)
+        exit_code = link.exit_code()
+        with self._lock:
+            unanswered = [
+                rid for rid, (served_by, _) in self._pending.items() if served_by == generation
+            ]
+            gone = [self._pending.pop(request_id)[1] for request_id in unanswered]
+            unexpected = self._links.pop(generation, None) is not None and not self._stopping
+            current = generation == self.generation
+        for future in gone:
+            future.set_exception(EngineProcessGone())
+        if not unexpected:
+            return  # stopped or retired, as asked
+        log_event(
+            logger,
+            "asr_process_died",
+            logging.ERROR,
+            exitCode=exit_code,
+            detail="calls go on being relayed and recorded; recognition is restarting",
+        )
+        if current:
             self.alive = False
-            exit_code = link.exit_code()
-            with self._pending_lock:
-                pending, self._pending = self._pending, {}
-            for future in pending.values():
-                future.set_exception(EngineProcessGone())
-            if self._stopping:
-                return
-            log_event(
-                logger,
-                "asr_process_died",
-                logging.ERROR,
-                exitCode=exit_code,
-                detail="calls go on being relayed and recorded; recognition is restarting",
-            )
-            if not self._restart():
-                return
+            self._restart()
 
     def _relay_replies(self, connection: Connection) -> None:
         while True:
@@ -422,34 +482,35 @@ class ProcessSpeechEngine(SpeechEngine):
                 continue
             assert isinstance(message, Replies)
             for reply in message.replies:
-                with self._pending_lock:
-                    future = self._pending.pop(reply.request_id, None)
-                if future is None:
+                with self._lock:
+                    pending = self._pending.pop(reply.request_id, None)
+                if pending is None:
                     continue
                 if reply.ok:
-                    future.set_result(reply.value)
+                    pending[1].set_result(reply.value)
                 else:
-                    future.set_exception(RecogniserError(reply.value))
+                    pending[1].set_exception(RecogniserError(reply.value))
 
-    def _restart(self) -> bool:
+    def _restart(self) -> None:
         for wait in RESTART_BACKOFF_SECONDS:
             time.sleep(wait)
             if self._stopping:
-                return False
+                return
             try:
                 link = self._open_link()
             except Exception as error:
                 log_event(logger, "asr_restart_failed", logging.ERROR, error=str(error))
                 continue
             if link is None:
-                return False
-            with self._send_lock:
-                self._link = link
-            self.generation += 1
+                return
+            with self._lock:
+                self.generation += 1
+                self._links[self.generation] = link
+                self._made = 0
+            self._start_reader(self.generation, link)
             self.alive = True
-            log_event(logger, "asr_process_restarted", process=self.pid, restarts=self.generation)
-            return True
-        return False
+            log_event(logger, "asr_process_restarted", process=link.pid, restarts=self.generation)
+            return
 
 
 def _readable(connection: Connection, timeout: float | None) -> bool:
@@ -463,6 +524,7 @@ class RemoteRecogniser(TrackRecogniser):
         self._engine = engine
         self._key = key
         self._generation = generation
+        """The process that serves it (a recycled one serves it until it finishes)."""
         self._position = 0
         """Samples of its track it has been given or told to skip: where a new one starts."""
 
@@ -478,14 +540,14 @@ class RemoteRecogniser(TrackRecogniser):
 
     def finish(self) -> Answer:
         answer = self._call("finish", None)
-        answer.add_done_callback(lambda _: self._engine.finished())
+        generation = self._generation
+        answer.add_done_callback(lambda _: self._engine.finished(generation))
         return answer
 
     def _call(self, method: RecogniserMethod, argument: Any) -> Answer:
-        if self._generation != self._engine.generation and self._engine.alive:
-            self._generation = self._engine.generation
-            self._engine.renew(self._key, self._position)
-        return self._engine.call(self._key, method, argument)
+        if not self._engine.serves(self._generation) and self._engine.alive:
+            self._generation = self._engine.renew(self._key, self._position, self._generation)
+        return self._engine.call(self._key, method, argument, self._generation)
 
 
 class EngineProcessGone(Exception):
