@@ -174,6 +174,14 @@ class TalkBack:
             self._played(name, True)
         return dropped
 
+    def ended(self) -> None:
+        """The stream ended: every clip not heard to its end was cut off."""
+        unheard = [clip.name for clip in self._queue] + [n for n, _ in self._awaiting.values()]
+        self._queue.clear()
+        self._awaiting.clear()
+        for name in unheard:
+            self._played(name, True)
+
     def mark_echoed(self, mark: str) -> None:
         """Twilio reached `mark` (or dropped the audio before it, after a `clear`)."""
         clip = self._awaiting.pop(mark, None)

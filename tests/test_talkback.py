@@ -139,6 +139,17 @@ def test_clear_drops_what_is_queued_and_reports_what_was_cut_off() -> None:
     assert talkback.pump(now=1.0) is None
 
 
+def test_when_the_stream_ends_every_clip_not_heard_is_reported_cut_off() -> None:
+    talkback, sent = new_talkback()
+    talkback.play(b"\x01" * 800, "sent")  # sent whole with its mark, not yet echoed
+    talkback.play(b"\x02" * 8000, "queued")
+    talkback.pump(now=0.0)
+    talkback.ended()
+    assert sent.played == [("queued", True), ("sent", True)]
+    talkback.mark_echoed("clip-1")  # too late: nothing is reported twice
+    assert len(sent.played) == 2 and not talkback.busy
+
+
 # Talk-mode calls through the relay and the Twilio simulator.
 
 

@@ -53,9 +53,12 @@ class TalkBackCalls:
         ).start()
 
     def close(self, call_sid: str) -> None:
+        """The call's stream ended; its clips not yet heard are reported cut off."""
         running = self._calls.pop(call_sid, None)
         if running is not None:
             running.closed = True
+            with running.lock:
+                running.talkback.ended()
             running.wake.set()
 
     def play(self, call_sid: str, mulaw: bytes, name: str) -> float:
