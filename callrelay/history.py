@@ -265,7 +265,7 @@ class CallHistory:
         started = call.get("startedAt") or call.get("createdAt")
         if started is None:  # recordings from before the history was kept
             started = _folder_time(self._folder_of(call_sid))
-        seconds = self._seconds(call_sid, call)
+        seconds = _seconds(self.recordings(call_sid), call)
         words = " ".join(
             str(line.get("text", "")) for line in read_jsonl(self._transcript_path(call_sid))
         )
@@ -325,16 +325,22 @@ class CallHistory:
         folder = self._folder_of(call_sid)
         if not folder.is_dir():
             return None
-        call = fold(read_jsonl(folder / EVENTS_FILE))
+        events = read_jsonl(folder / EVENTS_FILE)
+        recordings = self.recordings(call_sid)
+        call = fold(events)
         call.setdefault("startedAt", call.get("createdAt") or _folder_time(folder))
-        call["seconds"] = self._seconds(call_sid, call)
+        call["seconds"] = _seconds(recordings, call)
         return {
             "callSid": call_sid,
             **call,
-            "recordings": self.recordings(call_sid),
+            "recordings": recordings,
             "transcript": self.transcript_lines(call_sid),
-            "events": read_jsonl(folder / EVENTS_FILE),
+            "events": events,
         }
+
+    def has(self, call_sid: str) -> bool:
+        """Whether the call left anything here."""
+        return self._folder_of(call_sid).is_dir()
 
     def recordings(self, call_sid: str) -> list[dict[str, Any]]:
         folder = self._folder_of(call_sid)
@@ -351,12 +357,6 @@ class CallHistory:
                         }
                     )
         return found
-
-    def _seconds(self, call_sid: str, call: Mapping[str, Any]) -> float | None:
-        """How long the call lasted: its longest recording (what was heard), else the time
-        between its first stream's start and its last stream's end."""
-        recorded = [r["seconds"] for r in self.recordings(call_sid)]
-        return max(recorded) if recorded else call.get("seconds")
 
     def recording_path(self, call_sid: str, name: str) -> Path | None:
         """The file of recording `name` of a call, if it is one of its recordings."""
@@ -406,6 +406,13 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 if isinstance(value, dict):
                     lines.append(value)
     return lines
+
+
+def _seconds(recordings: list[dict[str, Any]], call: Mapping[str, Any]) -> float | None:
+    """How long the call lasted: its longest recording (what was heard), else the time between
+    its first stream's start and its last stream's end."""
+    recorded = [r["seconds"] for r in recordings]
+    return max(recorded) if recorded else call.get("seconds")
 
 
 def _folder_time(folder: Path) -> float:

@@ -102,7 +102,7 @@ def history_routes(relay: Relay) -> Blueprint:
 
     @routes.get("/calls/<call_sid>/transcript")
     def transcript(call_sid: str) -> tuple[Response, int]:
-        if relay.history.call(call_sid) is None:
+        if not relay.history.has(call_sid):
             return error(404, f"no call {call_sid} here")
         lines = relay.history.transcript_lines(call_sid)
         if request.args.get("format") == "txt":
