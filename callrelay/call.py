@@ -20,9 +20,10 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from callrelay.audio import MULAW_SILENCE, Int16Array, Upsampler2x, mulaw_decode
+from callrelay.close_codes import CloseCode
 from callrelay.logs import log_event
 from callrelay.twilio.media_stream import (
     Connected,
@@ -36,9 +37,6 @@ from callrelay.twilio.media_stream import (
     UnknownEvent,
     parse_message,
 )
-
-if TYPE_CHECKING:
-    from callrelay.live_calls import LiveCalls
 
 logger = logging.getLogger("callrelay.call")
 
@@ -68,6 +66,11 @@ class CallInfo:
     resumed: bool = False
     """An earlier stream of this call has ended and this one carries the call on."""
 
+    @property
+    def ids(self) -> dict[str, str]:
+        """The call's and stream's SIDs, as Twilio names them, for events and log lines."""
+        return {"callSid": self.call_sid, "streamSid": self.stream_sid}
+
 
 @dataclass(frozen=True)
 class AudioChunk:
@@ -96,16 +99,34 @@ class AudioChunk:
         return mulaw_decode(self.mulaw)
 
 
-class CallSink(Protocol):
-    """Where a call's events go. Called on the stream's thread: return quickly."""
+class CallSink:
+    """Where a call's events go; a sink overrides the events it wants (the rest do nothing).
 
-    def call_started(self, call: CallInfo) -> None: ...
+    Called on the stream's greenlet, in the event loop: return quickly, and leave any I/O
+    that can wait (a network round trip) to a background task."""
 
-    def audio(self, call: CallInfo, chunk: AudioChunk) -> None: ...
+    def call_started(self, call: CallInfo) -> None:
+        pass
 
-    def dtmf(self, call: CallInfo, digit: str) -> None: ...
+    def audio(self, call: CallInfo, chunk: AudioChunk) -> None:
+        pass
 
-    def call_ended(self, call: CallInfo, reason: str) -> None: ...
+    def dtmf(self, call: CallInfo, digit: str) -> None:
+        pass
+
+    def call_ended(self, call: CallInfo, reason: str) -> None:
+        pass
+
+
+class CallRegistry(Protocol):
+    """Where a session's stream is counted while it lasts, and placed on its call's timeline
+    (a later stream of a known call carries on where the call is). Answers at once: no I/O."""
+
+    def add(self, call: CallInfo) -> CallInfo:
+        """The stream taken in, placed on its call's timeline (`offset_ms`, `resumed`)."""
+
+    def remove(self, stream_sid: str, end_ms: int) -> None:
+        """The stream has ended, having reached `end_ms` on its call's timeline."""
 
 
 class LateFrame(Exception):
@@ -190,12 +211,6 @@ class StreamProtocolError(Exception):
         self.reason = reason
 
 
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_UNSUPPORTED_DATA = 1003
-CLOSE_INVALID_PAYLOAD = 1007
-CLOSE_POLICY_VIOLATION = 1008
-
-
 @dataclass
 class FrameProblems:
     """Counts of frames dropped for each reason, logged once each and summed at the end."""
@@ -219,7 +234,7 @@ class MediaStreamSession:
     def __init__(
         self,
         sinks: Sequence[CallSink],
-        registry: LiveCalls,
+        registry: CallRegistry,
         clock: Callable[[], float] = time.time,
         call_sid: str | None = None,
     ) -> None:
@@ -244,7 +259,7 @@ class MediaStreamSession:
             self._bad_message(text, error)
             return
         if self.state is StreamState.ENDED:
-            raise StreamProtocolError(CLOSE_PROTOCOL_ERROR, "message after stop")
+            raise StreamProtocolError(CloseCode.PROTOCOL_ERROR, "message after stop")
         match message:
             case Media():
                 self._media(message)
@@ -252,7 +267,7 @@ class MediaStreamSession:
                 self._start(message)
             case Connected():
                 if self.state is not StreamState.AWAITING_START:
-                    raise StreamProtocolError(CLOSE_PROTOCOL_ERROR, "connected after start")
+                    raise StreamProtocolError(CloseCode.PROTOCOL_ERROR, "connected after start")
             case Stop():
                 self._require_streaming("stop")
                 self.close("stop")
@@ -268,7 +283,7 @@ class MediaStreamSession:
                 if message.event not in self.unknown_events and len(self.unknown_events) < 16:
                     self.unknown_events.add(message.event)
                     log_event(
-                        logger, "unknown_event", logging.WARNING, event=message.event, **self._ids()
+                        logger, "unknown_event", logging.WARNING, event=message.event, **self.ids
                     )
 
     def close(self, reason: str) -> None:
@@ -293,41 +308,41 @@ class MediaStreamSession:
             frames={track: p.frames for track, p in self._tracks.items()},
             gap_ms={track: p.gap_samples * 1000 // INPUT_RATE for track, p in self._tracks.items()},
             dropped=dict(self.problems.counts),
-            **self._ids(),
+            **self.ids,
         )
         for sink in self._sinks:
             sink.call_ended(call, reason)
 
-    def _ids(self) -> dict[str, str]:
-        if self.call is None:
-            return {}
-        return {"callSid": self.call.call_sid, "streamSid": self.call.stream_sid}
+    @property
+    def ids(self) -> dict[str, str]:
+        """The SIDs for a log line: none before `start`."""
+        return {} if self.call is None else self.call.ids
 
     def _bad_message(self, text: str | bytes, error: InvalidMediaMessage) -> None:
         if isinstance(text, bytes):
-            raise StreamProtocolError(CLOSE_UNSUPPORTED_DATA, str(error))
+            raise StreamProtocolError(CloseCode.UNSUPPORTED_DATA, str(error))
         if self.state is StreamState.STREAMING and error.event == "media":
             self._drop_frame("invalid_media", str(error))
             return
-        raise StreamProtocolError(CLOSE_INVALID_PAYLOAD, str(error))
+        raise StreamProtocolError(CloseCode.INVALID_PAYLOAD, str(error))
 
     def _drop_frame(self, kind: str, detail: str) -> None:
         if self.problems.add(kind):
             log_event(
-                logger, "frame_dropped", logging.WARNING, kind=kind, detail=detail, **self._ids()
+                logger, "frame_dropped", logging.WARNING, kind=kind, detail=detail, **self.ids
             )
 
     def _require_streaming(self, event: str) -> CallInfo:
         if self.state is not StreamState.STREAMING or self.call is None:
-            raise StreamProtocolError(CLOSE_PROTOCOL_ERROR, f"{event} before start")
+            raise StreamProtocolError(CloseCode.PROTOCOL_ERROR, f"{event} before start")
         return self.call
 
     def _start(self, start: Start) -> None:
         if self.state is not StreamState.AWAITING_START:
-            raise StreamProtocolError(CLOSE_PROTOCOL_ERROR, "second start on one stream")
+            raise StreamProtocolError(CloseCode.PROTOCOL_ERROR, "second start on one stream")
         if self._expected_call_sid not in (None, start.call_sid):
             raise StreamProtocolError(
-                CLOSE_POLICY_VIOLATION,
+                CloseCode.POLICY_VIOLATION,
                 f"start is for {start.call_sid}, the stream URL for {self._expected_call_sid}",
             )
         self.call = self._registry.add(
@@ -349,7 +364,7 @@ class MediaStreamSession:
             customParameters=dict(start.custom_parameters),
             **({"offsetMs": self.call.offset_ms} if self.call.offset_ms else {}),
             **({"resumed": True} if self.call.resumed else {}),
-            **self._ids(),
+            **self.ids,
         )
         for sink in self._sinks:
             sink.call_started(self.call)

@@ -22,12 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from callrelay.asr.base import Transcript
-from callrelay.call import OUTPUT_RATE, AudioChunk, CallInfo
+from callrelay.call import OUTPUT_RATE, CallInfo, CallSink
 from callrelay.logs import log_event
 from callrelay.recording import HEADER_BYTES
 from callrelay.tracks import FILE_STEMS
-from callrelay.twilio.media_stream import Track
+from callrelay.transcription import TranscriptListener
 from callrelay.twilio.sids import is_call_sid
 
 logger = logging.getLogger("callrelay.history")
@@ -131,7 +130,7 @@ def fold(events: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     return call
 
 
-class CallHistory:
+class CallHistory(CallSink, TranscriptListener):
     """The history sink and listener (it hears each call start and end, and its transcripts
     end), and the queries `GET /calls` answers."""
 
@@ -216,22 +215,10 @@ class CallHistory:
             at=call.started_at,
         )
 
-    def audio(self, call: CallInfo, chunk: AudioChunk) -> None:
-        pass
-
-    def dtmf(self, call: CallInfo, digit: str) -> None:
-        pass
-
     def call_ended(self, call: CallInfo, reason: str) -> None:
         self._append(
             call.call_sid, "stream_ended", {"streamSid": call.stream_sid, "reason": reason}
         )
-
-    def transcript(self, call: CallInfo, track: Track, transcript: Transcript) -> None:
-        pass
-
-    def lagging(self, call: CallInfo, track: Track, lag: float, skipped: float) -> None:
-        pass
 
     def transcription_ended(self, call: CallInfo) -> None:
         """The transcript is complete: index its words for search."""

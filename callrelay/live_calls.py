@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from callrelay.call import CallInfo
+from callrelay.close_codes import CloseCode
 
 
 class SharedTimelines(Protocol):
@@ -33,10 +34,6 @@ class CallTimeline:
 
 REMEMBERED_CALLS = 10_000
 """Calls whose timeline is kept after their streams end, so that a new stream can resume them."""
-
-
-CLOSE_GOING_AWAY = 1001
-CLOSE_TRY_AGAIN_LATER = 1013
 
 
 class StreamRefused(Exception):
@@ -83,9 +80,9 @@ class LiveCalls:
         a process that takes more calls than it can carry degrades every call at once."""
         with self._lock:
             if not self.accepting:
-                raise StreamRefused(CLOSE_GOING_AWAY, "server shutting down", "shutting_down")
+                raise StreamRefused(CloseCode.GOING_AWAY, "server shutting down", "shutting_down")
             if not self.has_room_locked():
-                raise StreamRefused(CLOSE_TRY_AGAIN_LATER, "over capacity", "over_capacity")
+                raise StreamRefused(CloseCode.TRY_AGAIN_LATER, "over capacity", "over_capacity")
             connection = StreamConnection(close)
             self._connections.add(connection)
             return connection
@@ -117,7 +114,7 @@ class LiveCalls:
             for connection in connections:
                 connection.closing_reason = reason
         for connection in connections:
-            connection.close(CLOSE_GOING_AWAY, reason)
+            connection.close(CloseCode.GOING_AWAY, reason)
         return len(connections)
 
     def wait_empty(self, timeout: float) -> bool:

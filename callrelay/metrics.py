@@ -26,7 +26,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from callrelay.call import AudioChunk, CallInfo
+from callrelay.call import AudioChunk, CallInfo, CallSink
 
 UPDATE_SECONDS = 1.0
 LATENCY_SAMPLE_EVERY = 10
@@ -81,7 +81,7 @@ QUEUE_UP = Gauge(
 )
 
 
-class RelayMetrics:
+class RelayMetrics(CallSink):
     """This process's figures: a sink for frames and calls, and the place they are carried
     into Prometheus from the counters the relay keeps anyway."""
 
@@ -97,18 +97,9 @@ class RelayMetrics:
 
     # The hot path.
 
-    def call_started(self, call: CallInfo) -> None:
-        pass
-
     def audio(self, call: CallInfo, chunk: AudioChunk) -> None:
         if not chunk.is_gap:
             self.frames_in[chunk.track] += 1
-
-    def dtmf(self, call: CallInfo, digit: str) -> None:
-        pass
-
-    def call_ended(self, call: CallInfo, reason: str) -> None:
-        pass
 
     def message_handled(self, seconds: float) -> None:
         self._messages += 1

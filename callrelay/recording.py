@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from callrelay.audio import Int16Array
-from callrelay.call import OUTPUT_RATE, AudioChunk, CallInfo
+from callrelay.call import OUTPUT_RATE, AudioChunk, CallInfo, CallSink
 from callrelay.logs import log_event
 from callrelay.tracks import FILE_STEMS
 from callrelay.twilio.media_stream import Track
@@ -178,7 +178,7 @@ class TrackRecording:
             self._writer.close()
 
 
-class CallRecorder:
+class CallRecorder(CallSink):
     """The recording sink: one `TrackRecording` per track of every call in flight."""
 
     def __init__(self, captures_dir: Path) -> None:
@@ -249,9 +249,6 @@ class CallRecorder:
         elif recording.error is not None:
             self.write_errors += 1
             self._warn(call, recording.error)
-
-    def dtmf(self, call: CallInfo, digit: str) -> None:
-        pass
 
     def call_ended(self, call: CallInfo, reason: str) -> None:
         with self._lock:

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from callrelay.call import AudioChunk, CallInfo
+from callrelay.call import CallInfo, CallSink
 from callrelay.live_calls import CallTimeline
 from callrelay.outage import Outage
 
@@ -55,7 +55,7 @@ def redis_client(url: str) -> Any:
     )
 
 
-class RedisState:
+class RedisState(CallSink):
     """This process's view of the shared state; every method answers even when Redis is gone
     (with None, for the caller to fall back on its own figures)."""
 
@@ -119,12 +119,6 @@ class RedisState:
 
         self._run(announce)
         self.refresh_remote_audio_rooms()  # a listener that came before the call hears it all
-
-    def audio(self, call: CallInfo, chunk: AudioChunk) -> None:
-        pass
-
-    def dtmf(self, call: CallInfo, digit: str) -> None:
-        pass
 
     def call_ended(self, call: CallInfo, reason: str) -> None:
         self._own_calls.pop(call.stream_sid, None)

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from functools import partial
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from callrelay import __version__
 from callrelay.access import ApiToken, RateLimit, generate_token
@@ -36,10 +36,11 @@ logger = logging.getLogger("callrelay.relay")
 LOAD_FROM_SETTINGS: Literal["load"] = "load"
 
 
-class CallPublisher(CallSink, TranscriptListener, Protocol):
+class CallPublisher(CallSink, TranscriptListener):
     """Where a call's events go to the outside world (Socket.IO, in the server)."""
 
-    def call_status(self, status: dict[str, Any]) -> None: ...
+    def call_status(self, status: dict[str, Any]) -> None:
+        """Twilio's status callback for a call."""
 
 
 class Relay:

@@ -10,12 +10,13 @@ from callrelay.call import CallInfo
 from callrelay.logs import log_event
 from callrelay.recording import CallRecorder
 from callrelay.tracks import SPEAKER_NAMES
+from callrelay.transcription import TranscriptListener
 from callrelay.twilio.media_stream import Track
 
 logger = logging.getLogger("callrelay.recording")
 
 
-class TranscriptFile:
+class TranscriptFile(TranscriptListener):
     """`captures/<CallSid>/transcript.jsonl`: each final, one JSON object per line."""
 
     def __init__(self, recorder: CallRecorder) -> None:
@@ -46,9 +47,3 @@ class TranscriptFile:
                 callSid=call.call_sid,
                 error=f"{type(error).__name__}: {error.strerror or error}",
             )
-
-    def lagging(self, call: CallInfo, track: Track, lag: float, skipped: float) -> None:
-        pass
-
-    def transcription_ended(self, call: CallInfo) -> None:
-        pass

@@ -18,14 +18,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from callrelay.asr import SpeechEngine, TrackRecogniser, Transcript
 from callrelay.asr.base import Answer, RecogniserMethod
 from callrelay.audio import Int16Array
-from callrelay.call import AudioChunk, CallInfo
+from callrelay.call import AudioChunk, CallInfo, CallSink
 from callrelay.logs import log_event
 from callrelay.metrics import TRANSCRIPT_SECONDS
 from callrelay.tracks import SPEAKER_NAMES
@@ -41,10 +41,15 @@ LAG_WARNING_SECONDS = 2.0
 LAG_LOG_INTERVAL = 10.0
 
 
-class TranscriptListener(Protocol):
-    def transcript(self, call: CallInfo, track: Track, transcript: Transcript) -> None: ...
+class TranscriptListener:
+    """Where a call's transcripts go; a listener overrides the events it wants. Called from
+    the transcription's reader: return quickly."""
 
-    def transcription_ended(self, call: CallInfo) -> None: ...
+    def transcript(self, call: CallInfo, track: Track, transcript: Transcript) -> None:
+        """A final, or the words so far (`transcript.is_final` says which)."""
+
+    def transcription_ended(self, call: CallInfo) -> None:
+        """Every final of the call is out."""
 
     def lagging(self, call: CallInfo, track: Track, lag: float, skipped: float) -> None:
         """Recognition of `track` is `lag` seconds behind the call (at most every few
@@ -191,7 +196,7 @@ class TrackTranscriber:
             self._sink.deliver(self, transcript)
 
 
-class TranscriptionSink:
+class TranscriptionSink(CallSink):
     def __init__(
         self,
         engine: SpeechEngine,
@@ -235,9 +240,6 @@ class TranscriptionSink:
         lag = transcriber.lag
         if lag >= LAG_WARNING_SECONDS:
             self._log_lag(transcriber, lag)
-
-    def dtmf(self, call: CallInfo, digit: str) -> None:
-        pass
 
     def call_ended(self, call: CallInfo, reason: str) -> None:
         tracks = self._calls.get(call.stream_sid, {})

@@ -27,7 +27,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Event, Request
 
 from callrelay.audio import Upsampler2x
-from callrelay.call import AudioChunk, CallInfo
+from callrelay.call import AudioChunk, CallInfo, CallSink
 from callrelay.simulator import local_relay
 from callrelay.simulator.audio_source import frames, load_telephone_audio
 from callrelay.simulator.conversation import Conversation, build_conversation
@@ -70,6 +70,20 @@ def wait_until_recorded(relay: RunningRelay, call_sid: str, seconds: float) -> N
             return False
 
     wait_for(recorded, timeout=seconds + 30)
+
+
+def wait_until_ended(relay: RunningRelay, call_sid: str, timeout: float = 30.0) -> None:
+    """Wait until the relay has ended the call's stream: its recordings are final and its
+    history says so (`stream_ended` in `call.jsonl`), however long a busy machine takes."""
+    log = relay.captures / call_sid / "call.jsonl"
+
+    def ended() -> bool:
+        try:
+            return '"event": "stream_ended"' in log.read_text()
+        except OSError:
+            return False
+
+    wait_for(ended, timeout=timeout)
 
 
 def callrelay(
@@ -259,7 +273,7 @@ class RawClient:
 
 
 @dataclass
-class RememberingSink:
+class RememberingSink(CallSink):
     """A sink that keeps what it hears."""
 
     started: list[CallInfo] = field(default_factory=list)

@@ -3,15 +3,13 @@ import pytest
 
 from callrelay.audio import Upsampler2x
 from callrelay.call import (
-    CLOSE_INVALID_PAYLOAD,
-    CLOSE_PROTOCOL_ERROR,
-    CLOSE_UNSUPPORTED_DATA,
     LateFrame,
     MediaStreamSession,
     StreamProtocolError,
     StreamState,
     TrackPipeline,
 )
+from callrelay.close_codes import CloseCode
 from callrelay.live_calls import LiveCalls
 from callrelay.twilio import media_stream as msg
 from tests.helpers import RememberingSink
@@ -162,10 +160,10 @@ def test_close_is_reported_to_sinks_once() -> None:
 @pytest.mark.parametrize(
     ("first", "code"),
     [
-        (media_text("inbound", 0), CLOSE_PROTOCOL_ERROR),
-        (stop_text(), CLOSE_PROTOCOL_ERROR),
-        ("{oops", CLOSE_INVALID_PAYLOAD),
-        (b"\x00\x01", CLOSE_UNSUPPORTED_DATA),
+        (media_text("inbound", 0), CloseCode.PROTOCOL_ERROR),
+        (stop_text(), CloseCode.PROTOCOL_ERROR),
+        ("{oops", CloseCode.INVALID_PAYLOAD),
+        (b"\x00\x01", CloseCode.UNSUPPORTED_DATA),
     ],
 )
 def test_protocol_breaks_before_start_close_the_stream(first: str | bytes, code: int) -> None:

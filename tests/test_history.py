@@ -17,7 +17,14 @@ from callrelay.recording import CallRecorder
 from callrelay.simulator.fake_twilio import FakeTwilio
 from callrelay.simulator.local_relay import RunningRelay, stop_relay
 from callrelay.simulator.media_client import StreamOptions, new_sid
-from tests.helpers import TWILIO_NUMBER, call_audio, start_relay, stream_call, wait_for
+from tests.helpers import (
+    TWILIO_NUMBER,
+    call_audio,
+    start_relay,
+    stream_call,
+    wait_for,
+    wait_until_ended,
+)
 
 AUTH = "Authorization"
 
@@ -204,7 +211,7 @@ def test_the_history_outlives_the_server(tmp_path: Path) -> None:
     call_sid = new_sid("CA")
     try:
         stream_call(first, call_audio(2), StreamOptions(speed=0), call_sid)
-        wait_for(lambda: (first.captures / call_sid / "call.jsonl").exists())
+        wait_until_ended(first, call_sid)
     finally:
         stop_relay(first)
     (first.captures / INDEX_FILE).unlink()  # lost too: rebuilt from the call folders

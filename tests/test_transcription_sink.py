@@ -13,7 +13,7 @@ import pytest
 from callrelay.asr import SpeechEngine, TrackRecogniser, Transcript
 from callrelay.asr.base import answered
 from callrelay.call import AudioChunk, CallInfo
-from callrelay.transcription import TranscriptionSink
+from callrelay.transcription import TranscriptionSink, TranscriptListener
 
 RATE = 16000
 CALL = CallInfo("CA" + "1" * 32, "MZ" + "2" * 32, "AC" + "3" * 32, ("inbound", "outbound"), {}, 0.0)
@@ -100,7 +100,7 @@ class LedgerEngine(SpeechEngine):
 
 
 @dataclass
-class Listener:
+class Listener(TranscriptListener):
     finals: list[tuple[str, str]] = field(default_factory=list)
     ended: threading.Event = field(default_factory=threading.Event)
     lags: list[tuple[str, float, float]] = field(default_factory=list)

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 from simple_websocket import Client, ConnectionClosed
 
+from callrelay.close_codes import CloseCode
 from callrelay.simulator.media_client import (
-    CLOSE_ABNORMAL,
     StreamTarget,
     handshake_headers,
     new_sid,
@@ -144,7 +144,7 @@ def fuzz_streams(
             except ConnectionClosed:
                 code = int(ws.close_reason)
             except OSError:
-                code = CLOSE_ABNORMAL
+                code = CloseCode.ABNORMAL
             finally:
                 with contextlib.suppress(ConnectionClosed, OSError):
                     ws.close()

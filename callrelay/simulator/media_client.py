@@ -19,6 +19,7 @@ from typing import Literal
 
 from simple_websocket import Client, ConnectionClosed
 
+from callrelay.close_codes import CloseCode
 from callrelay.simulator.audio_source import FRAME_MS, frames, is_silent
 from callrelay.twilio import media_stream as msg
 from callrelay.twilio.media_stream import Track
@@ -52,8 +53,6 @@ class StreamOptions:
     seed: int = 1
 
 
-CLOSE_NORMAL = 1000
-CLOSE_ABNORMAL = 1006
 """What a WebSocket peer reports when the connection died without a close frame."""
 
 
@@ -273,10 +272,10 @@ def play_stream(
         )
         hear_server()
     except ConnectionClosed:
-        if not (stop_sent and ws.close_reason == CLOSE_NORMAL):  # after `stop`, the normal end
+        if not (stop_sent and ws.close_reason == CloseCode.NORMAL):  # after `stop`, the normal end
             report.server_closed = (int(ws.close_reason), str(ws.close_message or ""))
     except OSError as error:  # the server vanished mid-write: no close frame at all
-        report.server_closed = (CLOSE_ABNORMAL, f"{type(error).__name__}: {error}")
+        report.server_closed = (CloseCode.ABNORMAL, f"{type(error).__name__}: {error}")
     finally:
         report.seconds = time.monotonic() - started
         with contextlib.suppress(ConnectionClosed, OSError):  # already closed by the server

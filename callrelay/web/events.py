@@ -28,6 +28,7 @@ from callrelay.access import ApiToken
 from callrelay.asr import Transcript
 from callrelay.call import AudioChunk, CallInfo, pcm_bytes
 from callrelay.logs import log_event
+from callrelay.relay import CallPublisher
 from callrelay.talkback import ClipError, clip_from_pcm, clip_from_text, clip_from_wav
 from callrelay.tracks import MEDIA_EVENTS, SPEAKER_NAMES
 from callrelay.twilio.media_stream import Track
@@ -255,7 +256,7 @@ def _is_audio(packet: Any) -> bool:
     return isinstance(data, str) and data.startswith(_AUDIO_PACKET_PREFIXES)
 
 
-class SocketIORelay:
+class SocketIORelay(CallPublisher):
     """The sink that puts a call on Socket.IO: audio, start and end, DTMF.
 
     python-engineio queues every packet for every client without limit, so one client that
@@ -305,15 +306,12 @@ class SocketIORelay:
     def _emit(self, event: str, call: CallInfo, payload: dict[str, Any]) -> None:
         self._socketio.emit(event, payload, to=[ALL_CALLS, call_room(call.call_sid)])
 
-    def _ids(self, call: CallInfo) -> dict[str, Any]:
-        return {"callSid": call.call_sid, "streamSid": call.stream_sid}
-
     def call_started(self, call: CallInfo) -> None:
         self._emit(
             "call_started",
             call,
             {
-                **self._ids(call),
+                **call.ids,
                 "tracks": list(call.tracks),
                 "customParameters": dict(call.custom_parameters),
                 "resumed": call.resumed,
@@ -351,7 +349,7 @@ class SocketIORelay:
         self, call: CallInfo, chunks: list[AudioChunk], rooms: list[str], remote: bool
     ) -> None:
         payload: dict[str, Any] = {
-            **self._ids(call),
+            **call.ids,
             "timestamp": chunks[0].timestamp_ms,
             "audio": pybase64.b64encode_as_string(b"".join(pcm_bytes(c.pcm) for c in chunks)),
         }
@@ -395,7 +393,7 @@ class SocketIORelay:
             self._send_audio(call, gathered, rooms, remote)
 
     def dtmf(self, call: CallInfo, digit: str) -> None:
-        self._emit("dtmf", call, {**self._ids(call), "digit": digit})
+        self._emit("dtmf", call, {**call.ids, "digit": digit})
 
     def call_ended(self, call: CallInfo, reason: str) -> None:
         remote_rooms, _ = self._remote_rooms()
@@ -405,7 +403,7 @@ class SocketIORelay:
             "call_ended",
             call,
             {
-                **self._ids(call),
+                **call.ids,
                 "tracks": list(call.tracks),
                 "reason": reason,
                 "customParameters": dict(call.custom_parameters),
@@ -414,7 +412,7 @@ class SocketIORelay:
 
     def transcript(self, call: CallInfo, track: Track, transcript: Transcript) -> None:
         payload: dict[str, Any] = {
-            **self._ids(call),
+            **call.ids,
             "text": transcript.text,
             "start": round(transcript.start, 3),
             "end": round(transcript.end, 3),
@@ -427,14 +425,14 @@ class SocketIORelay:
             self._emit("partial", call, {**payload, "speaker": SPEAKER_NAMES[track]})
 
     def transcription_ended(self, call: CallInfo) -> None:
-        self._emit("transcription_ended", call, self._ids(call))
+        self._emit("transcription_ended", call, call.ids)
 
     def lagging(self, call: CallInfo, track: Track, lag: float, skipped: float) -> None:
         self._emit(
             "transcription_lag",
             call,
             {
-                **self._ids(call),
+                **call.ids,
                 "speaker": SPEAKER_NAMES[track],
                 "lagSeconds": round(lag, 2),
                 "skippedSeconds": round(skipped, 2),

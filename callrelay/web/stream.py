@@ -12,6 +12,7 @@ from typing import Any
 from simple_websocket import ConnectionClosed
 
 from callrelay.call import CallInfo, MediaStreamSession, StreamProtocolError, StreamState
+from callrelay.close_codes import CloseCode
 from callrelay.live_calls import StreamConnection, StreamRefused
 from callrelay.logs import log_event
 from callrelay.metrics import RelayMetrics
@@ -26,8 +27,6 @@ MAX_MESSAGE_BYTES = 64 * 1024
 
 
 CONNECTION_CHECK_SECONDS = 1.0
-CLOSE_MESSAGE_TOO_BIG = 1009
-CLOSE_INTERNAL_ERROR = 1011
 
 YIELD_EVERY_MESSAGES = 8
 """A stream read from its buffer (a burst, a flood) gives the event loop a turn this often, so
@@ -154,7 +153,7 @@ def _serve(
                     logging.WARNING,
                     remote=remote,
                     seconds=idle_timeout,
-                    **_ids(session),
+                    **session.ids,
                 )
                 ws.close(1000, "idle timeout")
                 break
@@ -176,7 +175,7 @@ def _serve(
                         logging.WARNING,
                         remote=remote,
                         maxMessagesPerSecond=throttle.rate,
-                        **_ids(session),
+                        **session.ids,
                     )
                 time.sleep(pause)
         else:
@@ -187,14 +186,14 @@ def _serve(
         _close_quietly(ws, error.close_code, error.reason[:120])
     except ConnectionClosed:
         reason = connection.closing_reason or reason
-        if getattr(ws, "close_reason", None) == CLOSE_MESSAGE_TOO_BIG:
+        if getattr(ws, "close_reason", None) == CloseCode.MESSAGE_TOO_BIG:
             reason = "protocol_error"
             too_big = f"message larger than {MAX_MESSAGE_BYTES} bytes"
-            _refused(session, remote, CLOSE_MESSAGE_TOO_BIG, too_big)
+            _refused(session, remote, CloseCode.MESSAGE_TOO_BIG, too_big)
     except Exception:
         reason = "server_error"
         logger.exception("stream handler failed")
-        _close_quietly(ws, CLOSE_INTERNAL_ERROR, "internal error")
+        _close_quietly(ws, CloseCode.INTERNAL_ERROR, "internal error")
     finally:
         session.close(reason)
 
@@ -207,14 +206,8 @@ def _refused(session: MediaStreamSession, remote: str, code: int, error: str) ->
         remote=remote,
         closeCode=code,
         error=error,
-        **_ids(session),
+        **session.ids,
     )
-
-
-def _ids(session: MediaStreamSession) -> dict[str, str]:
-    if session.call is None:
-        return {}
-    return {"callSid": session.call.call_sid, "streamSid": session.call.stream_sid}
 
 
 def _close_quietly(ws: Any, code: int, reason: str) -> None:
