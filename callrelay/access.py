@@ -39,11 +39,15 @@ def read_token_file(path: Path = TOKEN_FILE) -> str | None:
 
 
 class ApiToken:
-    def __init__(self, token: str) -> None:
-        self._token = token.encode()
+    """The token that places calls and listens. None is a locked door: nothing matches it
+    (a relay built without one; `callrelay serve` always makes one it can print)."""
+
+    def __init__(self, token: str | None) -> None:
+        self._token = token.encode() if token else None
+        self._key = self._token or secrets.token_bytes(32)
 
     def matches(self, candidate: object) -> bool:
-        if not isinstance(candidate, str) or not candidate:
+        if self._token is None or not isinstance(candidate, str) or not candidate:
             return False
         return hmac.compare_digest(candidate.encode(), self._token)
 
@@ -53,7 +57,7 @@ class ApiToken:
 
     def signer(self, purpose: str) -> URLSafeTimedSerializer:
         """Signs values (a recording's URL) that only this token's holder could have made."""
-        return URLSafeTimedSerializer(self._token, salt=f"callrelay-{purpose}")
+        return URLSafeTimedSerializer(self._key, salt=f"callrelay-{purpose}")
 
 
 class RateLimit:

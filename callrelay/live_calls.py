@@ -14,13 +14,15 @@ from callrelay.close_codes import CloseCode
 
 
 class SharedTimelines(Protocol):
-    """Call timelines kept where every process sees them (Redis)."""
+    """Call timelines every process sees (Redis). `known` answers from what this process has
+    heard, without I/O; the others tell the other processes in the background."""
 
-    def place(self, call_sid: str, started_at: float) -> CallTimeline | None:
-        """Count a new stream of the call; the timeline as it was before it (a first stream:
-        `started_at` as given, no open streams), or None if the store cannot be reached."""
+    def known(self, call_sid: str) -> CallTimeline | None:
+        """The call's timeline as every process's streams left it, if any process has one."""
 
-    def ended(self, call_sid: str, end_ms: int) -> None: ...
+    def stream_started(self, call_sid: str, started_at: float) -> None: ...
+
+    def stream_ended(self, call_sid: str, end_ms: int) -> None: ...
 
 
 @dataclass
@@ -61,12 +63,15 @@ class LiveCalls:
     later streams)."""
 
     def __init__(
-        self, max_streams: int | None = None, remembered_calls: int = REMEMBERED_CALLS
+        self,
+        max_streams: int | None = None,
+        shared: SharedTimelines | None = None,
+        remembered_calls: int = REMEMBERED_CALLS,
     ) -> None:
         self.max_streams = max_streams
-        self.shared: SharedTimelines | None = None
-        """Where every process's streams of a call are placed, when they share one."""
         """Sockets served at most at once (`MAX_CALLS`); None for no limit."""
+        self.shared = shared
+        """Where every process's streams of a call are placed, when they share one."""
         self._lock = threading.Lock()
         self._connections: set[StreamConnection] = set()
         self._calls: dict[str, CallInfo] = {}
@@ -125,7 +130,7 @@ class LiveCalls:
     def add(self, call: CallInfo) -> CallInfo:
         """Take a stream in; a later stream of a known call comes back placed on its timeline
         (the one `shared` keeps, when processes share one, else this process's)."""
-        shared = self.shared.place(call.call_sid, call.started_at) if self.shared else None
+        shared = self.shared.known(call.call_sid) if self.shared else None
         with self._lock:
             timeline = self._timelines.get(call.call_sid)
             if timeline is None:
@@ -136,8 +141,8 @@ class LiveCalls:
                 self._timelines.move_to_end(call.call_sid)
                 known = True
             if shared is not None:
-                known = shared.open_streams > 0 or shared.started_at < call.started_at
-                timeline = shared
+                timeline = _merged(timeline if known else None, shared)
+                known = known or shared.open_streams > 0 or shared.started_at < call.started_at
             if known:
                 since_first_start = round((call.started_at - timeline.started_at) * 1000)
                 call = replace(
@@ -147,7 +152,9 @@ class LiveCalls:
                 )
             self._timelines[call.call_sid].open_streams += 1
             self._calls[call.stream_sid] = call
-            return call
+        if self.shared is not None:
+            self.shared.stream_started(call.call_sid, call.started_at)
+        return call
 
     def remove(self, stream_sid: str, end_ms: int = 0) -> None:
         """The stream has ended, having reached `end_ms` on its call's timeline."""
@@ -158,7 +165,7 @@ class LiveCalls:
                 timeline.open_streams -= 1
                 timeline.end_ms = max(timeline.end_ms, end_ms)
         if call is not None and self.shared is not None:
-            self.shared.ended(call.call_sid, end_ms)
+            self.shared.stream_ended(call.call_sid, end_ms)
 
     def _forget_old_calls(self) -> None:
         excess = len(self._timelines) - self._remembered_calls
@@ -172,3 +179,14 @@ class LiveCalls:
     def active(self) -> list[CallInfo]:
         with self._lock:
             return list(self._calls.values())
+
+
+def _merged(own: CallTimeline | None, shared: CallTimeline) -> CallTimeline:
+    """A call's timeline from this process's own streams and what every process published:
+    the earliest start and the furthest end; the open streams this process counts itself when
+    it has streamed the call (the published count may not have caught up with its own)."""
+    if own is None:
+        return shared
+    return CallTimeline(
+        min(own.started_at, shared.started_at), own.open_streams, max(own.end_ms, shared.end_ms)
+    )

@@ -87,7 +87,6 @@ class RelayMetrics(CallSink):
 
     def __init__(self) -> None:
         self.frames_in: Tally[str] = Tally()
-        self.frames_relayed: Tally[str] = Tally()
         self.frames_dropped: Tally[str] = Tally()
         self.streams_refused: Tally[str] = Tally()
         self._messages = 0
@@ -109,7 +108,8 @@ class RelayMetrics(CallSink):
     # Carrying figures into Prometheus.
 
     def watch(self, source: Callable[[], dict[str, Any]]) -> None:
-        """`source()` gives current figures by name (see `update`)."""
+        """`source()` gives current figures by name (see `update`); `framesRelayed` maps a
+        track to the frames emitted for it."""
         self._sources.append(source)
 
     def update(self) -> None:
@@ -119,7 +119,7 @@ class RelayMetrics(CallSink):
         with self._lock:
             for track, count in self.frames_in.items():
                 self._carry(FRAMES_IN.labels(track), ("in", track), count)
-            for track, count in self.frames_relayed.items():
+            for track, count in figures.get("framesRelayed", {}).items():
                 self._carry(FRAMES_OUT.labels(track), ("out", track), count)
             for reason, count in self.frames_dropped.items():
                 self._carry(FRAMES_DROPPED.labels(reason), ("dropped", reason), count)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
 from callrelay import __version__
-from callrelay.access import ApiToken, RateLimit, generate_token
+from callrelay.access import ApiToken, RateLimit
 from callrelay.asr import SpeechEngine, load_engine
 from callrelay.asr.process import start_engine_process
 from callrelay.call import CallSink, MediaStreamSession
@@ -43,12 +44,49 @@ class CallPublisher(CallSink, TranscriptListener):
         """Twilio's status callback for a call."""
 
 
+@dataclass(frozen=True)
+class RelayParts:
+    """What a relay is made of. `RelayParts.from_settings` makes the usual ones; a test may
+    swap any. Building them does no I/O: `Relay.start` does."""
+
+    api_token: ApiToken
+    live_calls: LiveCalls
+    recorder: CallRecorder
+    history: CallHistory
+    calls: TwilioCalls
+    signatures: TwilioSignatures | None
+    """None without TWILIO_AUTH_TOKEN: requests are not checked (local development)."""
+    call_rate: RateLimit
+    metrics: RelayMetrics
+    shared: RedisState | None
+    """What the processes share, when there are several (REDIS_URL)."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RelayParts:
+        token = settings.relay_api_token
+        shared = RedisState(settings.redis_url) if settings.redis_url else None
+        recorder = CallRecorder(settings.captures_dir)
+        auth_token = settings.twilio_auth_token
+        return cls(
+            api_token=ApiToken(token.get_secret_value() if token else None),
+            live_calls=LiveCalls(max_streams=settings.max_calls, shared=shared),
+            recorder=recorder,
+            history=CallHistory(settings.captures_dir, recorder.call_folder),
+            calls=TwilioCalls(settings),
+            signatures=TwilioSignatures(auth_token.get_secret_value()) if auth_token else None,
+            call_rate=RateLimit(settings.make_call_limit, 60.0),
+            metrics=RelayMetrics(),
+            shared=shared,
+        )
+
+
 class Relay:
     """One relay: its calls, recordings, transcription and Twilio client."""
 
     def __init__(
         self,
         settings: Settings,
+        parts: RelayParts,
         publisher: CallPublisher | None = None,
         speech_engine: SpeechEngine | Literal["load"] | None = LOAD_FROM_SETTINGS,
     ) -> None:
@@ -56,24 +94,16 @@ class Relay:
         settings name in a recognition process of its own (at `start`)."""
         self.settings = settings
         self.publisher = publisher
-        token = settings.relay_api_token.get_secret_value() if settings.relay_api_token else None
-        # Secure by default: no configured token means one nobody knows, not an open door.
-        self.api_token = ApiToken(token or generate_token())
-        self.live_calls = LiveCalls(max_streams=settings.max_calls)
-        self.recorder = CallRecorder(settings.captures_dir)
-        self.history = CallHistory(settings.captures_dir, self.recorder.call_folder)
-        self.calls = TwilioCalls(settings)
-        self.signatures = (
-            TwilioSignatures(settings.twilio_auth_token.get_secret_value())
-            if settings.twilio_auth_token
-            else None
-        )
-        self.call_rate = RateLimit(settings.make_call_limit, 60.0)
-        self.shared = RedisState(settings.redis_url) if settings.redis_url else None
-        """What the processes share, when there are several (REDIS_URL)."""
-        self.live_calls.shared = self.shared
+        self.api_token = parts.api_token
+        self.live_calls = parts.live_calls
+        self.recorder = parts.recorder
+        self.history = parts.history
+        self.calls = parts.calls
+        self.signatures = parts.signatures
+        self.call_rate = parts.call_rate
+        self.metrics = parts.metrics
+        self.shared = parts.shared
         self.transcription: TranscriptionSink | None = None
-        self.metrics = RelayMetrics()
         self._speech_engine = speech_engine
         self._sinks: list[CallSink] = []
 
@@ -91,21 +121,15 @@ class Relay:
             if self._speech_engine == LOAD_FROM_SETTINGS
             else self._speech_engine
         )
-        listeners: list[TranscriptListener] = [TranscriptFile(self.recorder), self.history]
-        if self.publisher is not None:
-            listeners.insert(0, self.publisher)
         if isinstance(engine, SpeechEngine):
             self.transcription = TranscriptionSink(
-                engine, listeners, max_lag_seconds=self.settings.asr_max_lag_seconds
+                engine,
+                self._transcript_listeners(),
+                max_lag_seconds=self.settings.asr_max_lag_seconds,
             )
-        self._sinks = [
-            self.metrics,
-            *([self.publisher] if self.publisher is not None else []),
-            self.recorder,
-            self.history,
-            *([self.transcription] if self.transcription is not None else []),
-            *([self.shared] if self.shared is not None else []),
-        ]
+        self._sinks = self._sinks_in_order()
+        if self.shared is not None:
+            self.shared.start()
         self.metrics.watch(self._figures)
         self.metrics.start()
         if self.signatures is None:
@@ -116,6 +140,28 @@ class Relay:
                 detail="TWILIO_AUTH_TOKEN is not set: /voice, /call-status and /stream accept "
                 "requests from anyone (fine for local development, never in production)",
             )
+
+    def _transcript_listeners(self) -> list[TranscriptListener]:
+        """The listeners hear each final in this order: clients first (they are waiting),
+        then the transcript file, then the history, whose `transcribed` line says that the
+        file is complete."""
+        publisher = [self.publisher] if self.publisher is not None else []
+        return [*publisher, TranscriptFile(self.recorder), self.history]
+
+    def _sinks_in_order(self) -> list[CallSink]:
+        """Every sink hears each event in this order, and the order is the point: the metrics
+        count a frame first; clients get it before anything touches the disk; the recorder
+        closes a call's files before the history writes `stream_ended` (so a call the history
+        calls ended has final recordings); transcription follows; what other processes are
+        told (Redis, in the background) comes last."""
+        return [
+            self.metrics,
+            *([self.publisher] if self.publisher is not None else []),
+            self.recorder,
+            self.history,
+            *([self.transcription] if self.transcription is not None else []),
+            *([self.shared] if self.shared is not None else []),
+        ]
 
     def stop(self, timeout: float) -> bool:
         """Stop taking streams, end every call, finish its transcripts, flush the logs.
@@ -177,8 +223,17 @@ class Relay:
                 return wait
         return self.call_rate.allow()
 
+    def live_call_sids(self) -> set[str]:
+        """The calls streaming now: this process's, and with REDIS_URL every process's (as of
+        the last second). Cheap: no I/O, for any route to ask."""
+        every = self.shared.live_calls() if self.shared is not None else None
+        if every is None:
+            return {call.call_sid for call in self.live_calls.active()}
+        return {call["callSid"] for call in every}
+
     def status(self) -> dict[str, Any]:
-        """What `GET /` shows: this process's calls, and with REDIS_URL every process's."""
+        """What `GET /` shows: this process's calls, and with REDIS_URL every process's; and
+        the speech engine's state, which asks the recognition process (up to 2 s)."""
         own = [call.call_sid for call in self.live_calls.active()]
         every = self.shared.live_calls() if self.shared is not None else None
         calls = sorted({c["callSid"] for c in every}) if every is not None else sorted(set(own))

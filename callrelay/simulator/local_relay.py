@@ -18,6 +18,11 @@ from callrelay.access import generate_token
 from callrelay.simulator.media_client import StreamTarget, handshake_headers
 from callrelay.simulator.observer import RelayObserver
 
+READY_BANNER = " is ready on "
+"""What `callrelay serve` prints once it takes calls (its speech model loaded)."""
+START_TIMEOUT_SECONDS = 180.0
+"""Only for a relay that hangs: loading the speech model on a busy machine takes a while."""
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -103,15 +108,13 @@ def start_relay(
         extra_env.get("TWILIO_AUTH_TOKEN"),
         env["RELAY_API_TOKEN"],
     )
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError("relay exited at start:\n" + relay.server_output())
-        try:
-            if relay.get("/").status_code == 200:
-                return relay
-        except requests.ConnectionError:
-            time.sleep(0.05)
+        if READY_BANNER in relay.server_output():
+            return relay
+        time.sleep(0.05)
     process.kill()
     raise RuntimeError("relay did not start:\n" + relay.server_output())
 

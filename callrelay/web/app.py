@@ -14,8 +14,9 @@ from simple_websocket import Server
 from callrelay.asr import SpeechEngine
 from callrelay.config import Settings
 from callrelay.redis_state import RedisState
-from callrelay.relay import LOAD_FROM_SETTINGS, Relay
+from callrelay.relay import LOAD_FROM_SETTINGS, Relay, RelayParts
 from callrelay.web.console import console_routes
+from callrelay.web.engineio_queues import engineio_clients, queued_packets
 from callrelay.web.events import AudioRooms, SocketIORelay, register_client_events
 from callrelay.web.fast_json import OrjsonForSocketIO
 from callrelay.web.history_routes import history_routes
@@ -27,12 +28,13 @@ from callrelay.web.websocket_route import add_websocket_route
 
 
 def _socketio_figures(socketio: SocketIO, publisher: SocketIORelay) -> dict[str, Any]:
-    clients = list(socketio.server.eio.sockets.values())
+    clients = engineio_clients(socketio.server.eio)
     manager = socketio.server.manager
     return {
         "socketioClients": len(clients),
-        "socketioQueueMax": max((c.queue.qsize() for c in clients), default=0),
+        "socketioQueueMax": max((queued_packets(c) for c in clients), default=0),
         "socketioDropped": publisher.dropped_audio,
+        "framesRelayed": dict(publisher.relayed),
         "queueUp": int(manager.up) if isinstance(manager, GuardedRedisManager) else -1,
     }
 
@@ -48,47 +50,28 @@ class WebRelay:
 def create_web_relay(
     settings: Settings,
     speech_engine: SpeechEngine | Literal["load"] | None = LOAD_FROM_SETTINGS,
+    parts: RelayParts | None = None,
 ) -> WebRelay:
-    """A started relay for `settings`, served by a new Flask app; pass a loaded
-    `speech_engine` (or None) to skip loading the one the settings name."""
+    """The one place a relay is put together: a started relay for `settings`, served by a
+    new Flask app. Pass a loaded `speech_engine` (or None) to skip loading the one the settings
+    name, or `parts` to swap what the relay is made of."""
+    parts = parts or RelayParts.from_settings(settings)
+    shared = parts.shared
     app = Flask("callrelay")
     app.url_map.merge_slashes = False  # `//etc` is a 404, not a redirect to somewhere else
-    origins = settings.cors_allowed_origins
-    queue: dict[str, Any] = {}
-    if settings.redis_url:
-        queue["client_manager"] = GuardedRedisManager(settings.redis_url)
-    if settings.worker_count > 1:
-        # Long-polling spreads one session over many requests, which need the process that
-        # holds it; the processes share one port, so a client must use the WebSocket.
-        queue["transports"] = ["websocket"]
-    socketio = SocketIO(
-        app,
-        **queue,
-        # The server is gunicorn's gevent worker (see server.py); explicit, since
-        # auto-detection would pick eventlet when it happens to be installed.
-        async_mode="gevent",
-        cors_allowed_origins="*" if origins == "*" else [o.strip() for o in origins.split(",")],
-        json=OrjsonForSocketIO,
-        logger=False,
-        engineio_logger=False,
+    socketio = _socketio(app, settings)
+    audio_rooms = AudioRooms(shared.audio_room_changed if shared is not None else None)
+    publisher = SocketIORelay(
+        socketio, audio_rooms, shared.remote_audio_rooms if shared is not None else None
     )
-    publisher = SocketIORelay(socketio)
-    relay = Relay(settings, publisher, speech_engine)
-    relay.start()
-    shared = relay.shared
-    if shared is not None:
-        publisher.remote_audio_rooms = shared.remote_audio_rooms
-    publisher.audio_rooms = AudioRooms(shared.audio_room_changed if shared is not None else None)
-    talkback = TalkBackCalls(publisher.played)
+    relay = Relay(settings, parts, publisher, speech_engine)
+    talkback = TalkBackCalls(publisher.played, partial(_refuse, socketio))
     forward = None
     if shared is not None:
         forward = partial(_forward_to_holder, talkback, shared)
-        talkback.refuse = lambda sid, event, call_sid, error: socketio.emit(
-            "error", {"event": event, "callSid": call_sid, "error": error}, to=sid
-        )
         shared.receive_commands(talkback.run_command)
-    register_client_events(socketio, relay.api_token, publisher.audio_rooms, talkback, forward)
-    relay.metrics.frames_relayed = publisher.relayed
+    relay.start()
+    register_client_events(socketio, relay.api_token, audio_rooms, talkback, forward)
     relay.metrics.watch(partial(_socketio_figures, socketio, publisher))
     app.register_blueprint(
         http_routes(relay, lambda: {"socketio": {"droppedAudio": publisher.dropped_audio}})
@@ -104,6 +87,33 @@ def create_web_relay(
     return WebRelay(relay, app, socketio, publisher)
 
 
+def _socketio(app: Flask, settings: Settings) -> SocketIO:
+    origins = settings.cors_allowed_origins
+    queue: dict[str, Any] = {}
+    if settings.redis_url:
+        queue["client_manager"] = GuardedRedisManager(settings.redis_url)
+    if settings.worker_count > 1:
+        # Long-polling spreads one session over many requests, which need the process that
+        # holds it; the processes share one port, so a client must use the WebSocket.
+        queue["transports"] = ["websocket"]
+    return SocketIO(
+        app,
+        **queue,
+        # The server is gunicorn's gevent worker (see server.py); explicit, since
+        # auto-detection would pick eventlet when it happens to be installed.
+        async_mode="gevent",
+        cors_allowed_origins="*" if origins == "*" else [o.strip() for o in origins.split(",")],
+        json=OrjsonForSocketIO,
+        logger=False,
+        engineio_logger=False,
+    )
+
+
+def _refuse(socketio: SocketIO, sid: str, event: str, call_sid: str, error: str) -> None:
+    """Tell a client (on whichever process it is) that its forwarded command was refused."""
+    socketio.emit("error", {"event": event, "callSid": call_sid, "error": error}, to=sid)
+
+
 def _forward_to_holder(
     talkback: TalkBackCalls,
     shared: RedisState,
@@ -113,5 +123,4 @@ def _forward_to_holder(
     """A talk-back command for a call another process streams: sent its way through Redis."""
     if talkback.holds(call_sid):
         return False  # ours, and one-way: the refusal stands
-    live = shared.live_calls() or []
-    return any(call["callSid"] == call_sid for call in live) and shared.send_command(command)
+    return shared.holds_elsewhere(call_sid) and shared.send_command(command)

@@ -14,7 +14,6 @@ ends with a `played` event to the call's clients.
 from __future__ import annotations
 
 import base64
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -32,6 +31,7 @@ from callrelay.relay import CallPublisher
 from callrelay.talkback import ClipError, clip_from_pcm, clip_from_text, clip_from_wav
 from callrelay.tracks import MEDIA_EVENTS, SPEAKER_NAMES
 from callrelay.twilio.media_stream import Track
+from callrelay.web.engineio_queues import client_queue, drop_oldest_audio
 from callrelay.web.talkback import NotTalkable, TalkBackCalls
 
 logger = logging.getLogger("callrelay.socketio")
@@ -248,12 +248,6 @@ def register_client_events(
 
 MAX_QUEUED_PACKETS = 500
 """About 2.5 s of one call's audio waiting for one client: past it, that client is slow."""
-_AUDIO_PACKET_PREFIXES = tuple(f'2["{name}"' for name in MEDIA_EVENTS.values())
-
-
-def _is_audio(packet: Any) -> bool:
-    data = getattr(packet, "data", None)
-    return isinstance(data, str) and data.startswith(_AUDIO_PACKET_PREFIXES)
 
 
 class SocketIORelay(CallPublisher):
@@ -265,12 +259,17 @@ class SocketIORelay(CallPublisher):
     queued audio (never transcripts or call events) down to half that; drops are counted.
     """
 
-    def __init__(self, socketio: SocketIO) -> None:
+    def __init__(
+        self,
+        socketio: SocketIO,
+        audio_rooms: AudioRooms,
+        remote_audio_rooms: Callable[[], frozenset[str]] | None = None,
+    ) -> None:
+        """`audio_rooms`: this process's listeners' audio rooms (batch sizes among them);
+        `remote_audio_rooms`, with other processes: the audio rooms they have listeners in."""
         self._socketio = socketio
-        self.remote_audio_rooms: Callable[[], frozenset[str]] | None = None
-        """With other processes (a message queue): the audio rooms they have listeners in."""
-        self.audio_rooms = AudioRooms()
-        """This process's listeners' audio rooms (batch sizes among them)."""
+        self.audio_rooms = audio_rooms
+        self.remote_audio_rooms = remote_audio_rooms
         self._batches: dict[tuple[str, Track, int], list[AudioChunk]] = {}
         self._remote_seen: frozenset[str] = frozenset()
         self._remote_sizes: set[int] = set()
@@ -284,11 +283,10 @@ class SocketIORelay(CallPublisher):
         server = self._socketio.server
         listeners = list(server.manager.get_participants("/", rooms))
         for sid, eio_sid in listeners:
-            eio_socket = server.eio.sockets.get(eio_sid)
-            waiting = getattr(eio_socket, "queue", None)
+            waiting = client_queue(server.eio, eio_sid)
             if waiting is None or waiting.qsize() <= MAX_QUEUED_PACKETS:
                 continue
-            dropped = _drop_oldest_audio(waiting, MAX_QUEUED_PACKETS // 2)
+            dropped = drop_oldest_audio(waiting, MAX_QUEUED_PACKETS // 2)
             self.dropped_audio += dropped
             if sid not in self._slow_clients:
                 self._slow_clients.add(sid)
@@ -447,25 +445,3 @@ class SocketIORelay(CallPublisher):
         """A talk-back clip is over: played to its end, or cut off by `clear`."""
         payload = {"callSid": call_sid, "name": name, "interrupted": interrupted}
         self._socketio.emit("played", payload, to=[ALL_CALLS, call_room(call_sid)])
-
-
-def _drop_oldest_audio(waiting: Any, keep: int) -> int:
-    """Remove audio packets from the front of an engine.io queue until `keep` packets remain.
-
-    The queue is gevent's (or, in a threaded server, the standard library's); either way its
-    items sit in the `queue` deque, and each one taken out is marked done, as a writer would."""
-    with getattr(waiting, "mutex", contextlib.nullcontext()):
-        packets = waiting.queue
-        excess = len(packets) - keep
-        kept = []
-        dropped = 0
-        while packets and dropped < excess:
-            packet = packets.popleft()
-            if _is_audio(packet):
-                dropped += 1
-            else:
-                kept.append(packet)
-        packets.extendleft(reversed(kept))
-    for _ in range(dropped):
-        waiting.task_done()
-    return dropped

@@ -38,8 +38,7 @@ def history_routes(relay: Relay) -> Blueprint:
     def error(status: int, message: str) -> tuple[Response, int]:
         return jsonify({"error": message}), status
 
-    def live_calls() -> set[str]:
-        return set(relay.status()["calls"])
+    live_calls = relay.live_call_sids
 
     def signed(path: str) -> str:
         return f"{path}?sig={signer.dumps(path)}"

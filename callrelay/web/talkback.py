@@ -32,13 +32,17 @@ class _Running:
 
 
 class TalkBackCalls:
-    def __init__(self, played: Callable[[str, str, bool], None]) -> None:
-        """`played(call_sid, name, interrupted)`: a clip is over (for the call's clients)."""
+    def __init__(
+        self,
+        played: Callable[[str, str, bool], None],
+        refuse: Callable[[str, str, str, str], None] | None = None,
+    ) -> None:
+        """`played(call_sid, name, interrupted)`: a clip is over (for the call's clients).
+        `refuse(client sid, event, call_sid, error)`: tell a client on any process that its
+        forwarded command was refused."""
         self._played = played
+        self._refuse = refuse
         self._calls: dict[str, _Running] = {}
-        self.refuse: Callable[[str, str, str, str], None] | None = None
-        """(client sid, event, call_sid, error): tell a client on any process its command
-        was refused."""
         self.one_way: set[str] = set()
         """Calls streaming here one-way: `play` on them is refused with a reason."""
 
@@ -105,8 +109,8 @@ class TalkBackCalls:
             elif command.get("action") == "clear":
                 self.clear(call_sid)
         except ClipError as error:
-            if self.refuse is not None:
-                self.refuse(
+            if self._refuse is not None:
+                self._refuse(
                     str(command.get("replyTo")), str(command.get("action")), call_sid, str(error)
                 )
 
