@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from callrelay import __version__
-from callrelay.simulator.local_relay import free_port
+from callrelay.simulator.local_relay import READY_BANNER, START_TIMEOUT_SECONDS, free_port
 from tests.helpers import RELAY_TOKEN, callrelay, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,14 +69,12 @@ def test_python_app_py_still_runs_the_server(tmp_path: Path) -> None:
         )
     try:
 
-        def answers() -> bool:
-            try:
-                return requests.get(f"http://127.0.0.1:{port}/", timeout=1).ok
-            except requests.ConnectionError:
-                return server.poll() is not None
+        def ready_or_gone() -> bool:
+            return READY_BANNER in (tmp_path / "out").read_text() or server.poll() is not None
 
-        wait_for(answers, timeout=30)
+        wait_for(ready_or_gone, timeout=START_TIMEOUT_SECONDS)
         assert server.poll() is None, (tmp_path / "out").read_text()
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).ok
         console = (tmp_path / "out").read_text()
         assert f"ready on http://127.0.0.1:{port}" in console
         assert "callrelay simulate call" in console  # the next step

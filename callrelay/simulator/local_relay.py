@@ -116,6 +116,7 @@ def start_relay(
             return relay
         time.sleep(0.05)
     process.kill()
+    process.wait()
     raise RuntimeError("relay did not start:\n" + relay.server_output())
 
 
