@@ -1,8 +1,9 @@
 """Who may place calls and listen to them: one API token, allow-listed destinations, a rate.
 
 Secure by default, the way Jupyter is: without RELAY_API_TOKEN the server makes a random token
-at start, prints it once on the console (never into media.log) and writes it to
-`.callrelay-token` (readable by its owner only) so the simulator on the same machine finds it.
+at start, prints it once on the console (never into media.log) and, once the server listens,
+writes it to `.callrelay-token` (readable by its owner only; `.callrelay-token-PORT` for any
+port but 6000, so two relays in one folder keep their own) for the simulator to find.
 """
 
 from __future__ import annotations
@@ -17,21 +18,26 @@ from pathlib import Path
 
 from itsdangerous import URLSafeTimedSerializer
 
-TOKEN_FILE = Path(".callrelay-token")
+DEFAULT_PORT = 6000
+
+
+def token_file(port: int) -> Path:
+    """Where the token of a relay on `port` is saved."""
+    return Path(".callrelay-token" if port == DEFAULT_PORT else f".callrelay-token-{port}")
 
 
 def generate_token() -> str:
     return secrets.token_urlsafe(24)
 
 
-def write_token_file(token: str, path: Path = TOKEN_FILE) -> None:
+def write_token_file(token: str, path: Path) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as file:
         file.write(token + "\n")
     os.chmod(path, 0o600)
 
 
-def read_token_file(path: Path = TOKEN_FILE) -> str | None:
+def read_token_file(path: Path) -> str | None:
     try:
         return path.read_text().strip() or None
     except OSError:

@@ -11,8 +11,11 @@ import argparse
 import errno
 import importlib
 import os
+import shutil
 import socket
 import sys
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from callrelay import __version__
@@ -34,7 +37,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from pydantic import SecretStr
 
-    from callrelay.access import TOKEN_FILE, generate_token, write_token_file
+    from callrelay.access import generate_token, token_file, write_token_file
     from callrelay.config import ConfigError, load_settings
     from callrelay.logs import configure_logging, log_event
 
@@ -49,32 +52,35 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"callrelay: {error}", file=sys.stderr)
         return 2
+    for name, folder in (
+        ("CAPTURES_DIR", settings.captures_dir),
+        ("LOG_FILE", settings.log_file.parent),
+    ):
+        problem = _unwritable(folder)
+        if problem:
+            print(f"callrelay: invalid configuration: {name}: {problem}", file=sys.stderr)
+            return 2
     if settings.worker_count > 1:
         # prometheus-client's multiprocess mode: set before it is first imported, and fresh
         # at every start (the files of an earlier run would count again).
-        import tempfile
-
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="callrelay-metrics-")
-    in_use = _port_in_use(settings.host, settings.port)
-    if in_use:
-        print(
-            f"callrelay: cannot listen on {settings.host}:{settings.port}: {in_use}. Another "
-            "callrelay may be running there: stop it, or pick another port with PORT=6001 "
-            "(or --port 6001).",
-            file=sys.stderr,
-        )
-        return 1
-    token_line = "the one in RELAY_API_TOKEN"
+    for port in (settings.port, settings.browser_port):
+        in_use = _port_in_use(settings.host, port) if port else None
+        if in_use:
+            print(
+                f"callrelay: cannot listen on {settings.host}:{port}: {in_use}. Another "
+                "callrelay may be running there: stop it, or pick another port with "
+                "PORT=6001 (or --port 6001)"
+                + (", or CONSOLE_PORT for the console's" if port != settings.port else "")
+                + ".",
+                file=sys.stderr,
+            )
+            return 1
+    made_token = None
     if settings.relay_api_token is None:
-        token = generate_token()
-        settings = settings.model_copy(update={"relay_api_token": SecretStr(token)})
-        token_line = f"{token}\n{'':24}(made for this run"
-        try:
-            write_token_file(token)
-            token_line += f", saved to {TOKEN_FILE}, readable by you only"
-        except OSError:
-            pass
-        token_line += "; set RELAY_API_TOKEN to choose your own)"
+        # The one place a token is made: the relay itself only ever checks the one it is given.
+        made_token = generate_token()
+        settings = settings.model_copy(update={"relay_api_token": SecretStr(made_token)})
     configure_logging(
         settings.log_file, settings.log_level, settings.secrets(), settings.worker_count
     )
@@ -90,10 +96,33 @@ def serve(args: argparse.Namespace) -> int:
     from callrelay.web.server import run_server
 
     def ready(web: object) -> None:
+        """Once the relay listens: save a token made for this run (a relay that failed to
+        start leaves the running one's file alone), then say where everything is."""
+        token_line = "the one in RELAY_API_TOKEN"
+        if made_token is not None:
+            saved = token_file(settings.port)
+            token_line = f"{made_token}\n{'':24}(made for this run"
+            try:
+                write_token_file(made_token, saved)
+                token_line += f", saved to {saved}, readable by you only"
+            except OSError:
+                pass
+            token_line += "; set RELAY_API_TOKEN to choose your own)"
         print(_banner(settings, token_line, web), file=sys.stderr, flush=True)
 
     run_server(settings, ready)
     return 0
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why the relay could not write files in `folder`, or None when it can."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        return f"cannot write to {folder} ({error.strerror or error})"
+    return None
 
 
 def _port_in_use(host: str, port: int) -> str | None:
@@ -110,6 +139,21 @@ def _port_in_use(host: str, port: int) -> str | None:
     return None
 
 
+def command_name() -> str:
+    """How to type `callrelay` here: the bare name when the shell finds this one, else its
+    path (a venv that is not activated: `.venv/bin/callrelay`)."""
+    script = Path(sys.executable).parent / "callrelay"
+    found = shutil.which("callrelay")
+    if found and Path(found).resolve() == script.resolve():
+        return "callrelay"
+    if script.exists():
+        try:
+            return str(script.relative_to(Path.cwd()))
+        except ValueError:
+            return str(script)
+    return f"{sys.executable} -m callrelay"
+
+
 def _banner(settings: Settings, token_line: str, web: object) -> str:
     """What the console says once the relay takes calls: where, the token, what next.
     A token made for this run is printed here only (never into the log file); a configured one
@@ -120,6 +164,9 @@ def _banner(settings: Settings, token_line: str, web: object) -> str:
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     base = f"http://{host}:{settings.port}"
     listening = f"{base}" + (" (all interfaces)" if host != settings.host else "")
+    console = f"http://{host}:{settings.console_base_port}/console"
+    if settings.browser_port:
+        console += f" (port {settings.port} is one browsers refuse)"
     asr = web.relay.transcription.status() if web.relay.transcription else {"engine": "off"}
     engine = str(asr.get("engine"))
     if "model" in asr:
@@ -136,7 +183,7 @@ def _banner(settings: Settings, token_line: str, web: object) -> str:
         [
             "",
             f"callrelay {__version__} is ready on {listening}",
-            f"  console               {base}/console",
+            f"  console               {console}",
             f"  Twilio media streams  {base.replace('http', 'ws', 1)}/stream",
             f"  public URL            {public}",
             f"  speech recognition    {engine}",
@@ -145,7 +192,7 @@ def _banner(settings: Settings, token_line: str, web: object) -> str:
             f"  API token             {token_line}",
             "",
             "Next, in another terminal: simulate a call and watch its events",
-            "    callrelay simulate call",
+            f"    {command_name()} simulate call",
             "Ctrl-C stops the relay (calls in progress are ended and saved first).",
             "",
         ]
@@ -215,8 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(arguments)
     if args.command is None:
-        parser.print_help()
-        return 0
+        parser.print_help(sys.stderr)
+        return 2
     return int(args.run(args))
 
 

@@ -33,6 +33,18 @@ def is_e164(number: str) -> bool:
     return bool(E164.match(number))
 
 
+BROWSER_BLOCKED_PORTS = frozenset(
+    # The Fetch standard's "bad ports": every browser refuses to open these (ERR_UNSAFE_PORT).
+    # 6000, the relay's default, is X11's.
+    (1, 7, 9, 11, 13, 15, 17, 19, 20, 21, 22, 23, 25, 37, 42, 43, 53, 69, 77, 79, 87, 95, 101,
+     102, 103, 104, 109, 110, 111, 113, 115, 117, 119, 123, 135, 137, 139, 143, 161, 179, 389,
+     427, 465, 512, 513, 514, 515, 526, 530, 531, 532, 540, 548, 554, 556, 563, 587, 601, 636,
+     989, 990, 993, 995, 1719, 1720, 1723, 2049, 3659, 4045, 4190, 5060, 5061, 6000, 6566,
+     6665, 6666, 6667, 6668, 6669, 6679, 6697, 10080)
+)  # fmt: skip
+CONSOLE_PORT_OFFSET = 80
+"""With CONSOLE_PORT=auto and a PORT browsers refuse, the console's port is PORT + 80."""
+
 DEFAULT_MAX_CALLS = 120
 """Streams one server process takes at once; past it a stream is refused, so that the calls it
 carries keep their latency (`callrelay bench relay --ramp` measures what a machine carries)."""
@@ -73,6 +85,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     host: str = "0.0.0.0"
     port: Annotated[int, Field(ge=1, le=65535)] = 6000
+    console_port: str = "auto"
+    """A second port the same server listens on, for browsers: `auto` (PORT + 80 when PORT is
+    one browsers refuse, as 6000 is; else none), a port number, or 0 for none."""
     cors_allowed_origins: str = "*"
     relay_api_token: SecretStr | None = None
     allowed_destinations: str = ""
@@ -167,6 +182,31 @@ class Settings(BaseSettings):
             return None
         count = int(self.asr_processes)
         return count if count < self.worker_count else None
+
+    @field_validator("console_port")
+    @classmethod
+    def _console_port(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value != "auto" and not (value.isdigit() and 0 <= int(value) <= 65535):
+            raise ValueError("must be 'auto', a port number, or 0 for none")
+        if value.isdigit() and int(value) in BROWSER_BLOCKED_PORTS:
+            raise ValueError(f"browsers refuse port {value}: choose another")
+        return value
+
+    @property
+    def browser_port(self) -> int | None:
+        """The second port browsers use (the console), or None when PORT itself serves them."""
+        if self.console_port == "auto":
+            if self.port not in BROWSER_BLOCKED_PORTS:
+                return None
+            return self.port + CONSOLE_PORT_OFFSET
+        port = int(self.console_port)
+        return None if port in (0, self.port) else port
+
+    @property
+    def console_base_port(self) -> int:
+        """Where a browser reaches the console and Socket.IO."""
+        return self.browser_port or self.port
 
     @field_validator("asr_processes")
     @classmethod

@@ -5,16 +5,17 @@ from __future__ import annotations
 import re
 import stat
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 import socketio
 
 from callrelay.config import load_settings
-from callrelay.simulator.local_relay import RunningRelay, stop_relay
+from callrelay.simulator.local_relay import RunningRelay, free_port, stop_relay
 from callrelay.simulator.observer import RelayObserver
 from callrelay.web.app import create_web_relay
-from tests.helpers import RELAY_TOKEN, start_relay
+from tests.helpers import RELAY_TOKEN, callrelay, start_relay
 
 
 @pytest.mark.parametrize("token", ["", "wrong-token-wrong-token"])
@@ -67,13 +68,13 @@ def test_placing_calls_is_rate_limited(tmp_path: Path) -> None:
 def test_without_a_configured_token_one_is_made_and_shown_once_on_the_console(
     tmp_path: Path,
 ) -> None:
-    relay = start_relay(tmp_path, {"RELAY_API_TOKEN": ""})
+    relay = start_relay(tmp_path, {"RELAY_API_TOKEN": "", "ASR_ENGINE": "off"})
     try:
         console = relay.server_output()
         found = re.search(r"API token +(\S+)", console)
         assert found, console
         token = found.group(1)
-        saved = tmp_path / ".callrelay-token"
+        saved = tmp_path / f".callrelay-token-{urlsplit(relay.url).port}"  # one per port
         assert saved.read_text().strip() == token
         assert stat.S_IMODE(saved.stat().st_mode) == 0o600
         assert relay.post("/make-call", token="", json={"to": "+14155550123"}).status_code == 401
@@ -84,6 +85,30 @@ def test_without_a_configured_token_one_is_made_and_shown_once_on_the_console(
         stop_relay(relay)
     assert token not in relay.log_file.read_text()
     assert console.count(token) == 1
+
+
+def test_a_relay_that_fails_to_start_leaves_the_running_ones_token_alone(
+    tmp_path: Path,
+) -> None:
+    running = start_relay(tmp_path, {"RELAY_API_TOKEN": "", "ASR_ENGINE": "off"}, port=6000)
+    saved = tmp_path / ".callrelay-token"  # the default port's
+    try:
+        token = saved.read_text()
+        (tmp_path / "a-file").write_text("")  # no folder can be made under it, even by root
+        failed = callrelay(
+            "serve",
+            "--port",
+            str(free_port()),
+            cwd=tmp_path,
+            env={"RELAY_API_TOKEN": "", "CAPTURES_DIR": str(tmp_path / "a-file" / "captures")},
+        )
+        assert failed.returncode == 2
+        assert failed.stderr.count("\n") == 1, failed.stderr  # one line, no traceback
+        assert "CAPTURES_DIR" in failed.stderr and "cannot write" in failed.stderr
+        assert saved.read_text() == token
+        assert running.post("/make-call", token=token.strip(), json={"to": "+1"}).status_code == 400
+    finally:
+        stop_relay(running)
 
 
 def test_socketio_only_opens_to_the_allowed_web_origins(tmp_path: Path) -> None:

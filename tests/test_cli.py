@@ -12,7 +12,12 @@ import pytest
 import requests
 
 from callrelay import __version__
-from callrelay.simulator.local_relay import READY_BANNER, START_TIMEOUT_SECONDS, free_port
+from callrelay.simulator.local_relay import (
+    READY_BANNER,
+    START_TIMEOUT_SECONDS,
+    RunningRelay,
+    free_port,
+)
 from tests.helpers import RELAY_TOKEN, callrelay, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,3 +94,27 @@ def test_several_workers_without_redis_refuse_to_start(tmp_path: Path) -> None:
     result = callrelay("serve", cwd=tmp_path, env={"WORKERS": "2", "REDIS_URL": ""})
     assert result.returncode == 2
     assert "WORKERS=2 needs REDIS_URL" in result.stderr
+
+
+def test_no_command_is_a_usage_error(tmp_path: Path) -> None:
+    result = callrelay(cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.startswith("usage: callrelay")
+
+
+def test_a_simulated_call_checks_its_audio_and_token_before_the_relay_hears_of_it(
+    relay: RunningRelay, tmp_path: Path
+) -> None:
+    calls_before = relay.get_with_token("/calls").json()["calls"]
+    missing = callrelay(
+        *("simulate", "call", "--server", relay.url, "--token", relay.api_token),
+        *("--caller", str(tmp_path / "nonexistent.wav")),
+        cwd=tmp_path,
+    )
+    assert missing.returncode == 1
+    assert "cannot read" in missing.stderr and "nonexistent.wav" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    wrong = callrelay(
+        "simulate", "call", "--server", relay.url, "--token", "not-the-token-0123456789"
+    )
+    assert wrong.returncode == 1 and "wrong API token" in wrong.stderr, wrong.stderr
+    assert relay.get_with_token("/calls").json()["calls"] == calls_before  # no call left behind

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
 
 from callrelay.simulator.fake_twilio import FakeTwilio
 from callrelay.simulator.local_relay import RunningRelay, stop_relay
@@ -270,3 +272,25 @@ def test_fifty_live_calls_are_listed_and_each_can_be_opened(
         for player in players:
             player.join(30)
         stop_relay(busy)
+
+
+def test_the_console_opens_at_the_address_the_relay_prints_with_the_default_port(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """Browsers refuse port 6000 (X11's, on the Fetch standard's list of bad ports), the
+    relay's default: the same server also listens on the console's port, and says so."""
+    relay = start_relay(tmp_path, {"ASR_ENGINE": "off"}, port=6000)
+    try:
+        printed = re.search(r"console +(http://\S+)", relay.server_output())
+        assert printed, relay.server_output()
+        assert printed.group(1) == "http://127.0.0.1:6080/console"
+        page = browser.new_page()
+        with pytest.raises(PlaywrightError, match="ERR_UNSAFE_PORT"):
+            page.goto(relay.url + "/console")
+        page.goto(printed.group(1))
+        sign_in(page, relay.api_token)
+        expect(page.locator("#link-text")).to_have_text("live")
+        assert relay.get("/").json()["status"] == "ok"  # and 6000 serves everything else
+        page.close()
+    finally:
+        stop_relay(relay)

@@ -21,9 +21,16 @@ def default_call_audio() -> tuple[Path, Path]:
     return Path(str(data / "caller.flac")), Path(str(data / "receiver.flac"))
 
 
+class UnreadableAudio(ValueError):
+    """An audio file that is missing or in no format soundfile reads; says which file."""
+
+
 def load_telephone_audio(path: Path) -> bytes:
     """Any file soundfile reads (WAV, FLAC, OGG...), mixed to mono, resampled to 8 kHz, mu-law."""
-    samples, rate = soundfile.read(str(path), dtype="float64", always_2d=True)
+    try:
+        samples, rate = soundfile.read(str(path), dtype="float64", always_2d=True)
+    except (OSError, soundfile.LibsndfileError) as error:
+        raise UnreadableAudio(f"cannot read {path}: {error}") from None
     mono = samples.mean(axis=1)
     if rate != 8000:
         mono = soxr.resample(mono, rate, 8000, quality="VHQ")

@@ -14,12 +14,17 @@ import argparse
 import sys
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
-from callrelay.access import read_token_file
+from callrelay.access import read_token_file, token_file
 from callrelay.config import Settings, load_settings
-from callrelay.simulator.audio_source import default_call_audio, load_telephone_audio
+from callrelay.simulator.audio_source import (
+    UnreadableAudio,
+    default_call_audio,
+    load_telephone_audio,
+)
 from callrelay.simulator.call_report import CallPrinter, print_summary
 from callrelay.simulator.fake_twilio import FakeTwilio
 from callrelay.simulator.fuzz import fuzz_streams
@@ -29,8 +34,8 @@ from callrelay.simulator.media_client import (
     new_sid,
     play_stream,
 )
-from callrelay.simulator.observer import RelayObserver
-from callrelay.simulator.twiml_reader import read_twiml
+from callrelay.simulator.observer import RelayObserver, RelayRefused
+from callrelay.simulator.twiml_reader import CallScript, TwimlError, read_twiml
 from callrelay.twilio.signatures import sign
 
 DEFAULT_SERVER = "http://127.0.0.1:6000"
@@ -89,24 +94,20 @@ def _add_audio_options(parser: argparse.ArgumentParser) -> None:
     delivery.add_argument("--seed", type=int, default=1, help="for --drop and --jitter")
 
 
-def _api_token(args: argparse.Namespace, settings: Settings) -> str | None:
+def _api_token(args: argparse.Namespace, settings: Settings, server: str) -> str | None:
+    """--token, else RELAY_API_TOKEN, else the file the relay on `server`'s port saved here."""
     if args.token:
         return str(args.token)
     if settings.relay_api_token is not None:
         return settings.relay_api_token.get_secret_value()
-    return read_token_file()
+    return read_token_file(token_file(urlsplit(server).port or 80))
 
 
-def run_call(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
-    server = args.server.rstrip("/")
-    public = (args.public_url or settings.public_url or server).rstrip("/")
-    call_sid = new_sid("CA")
-    account_sid = settings.twilio_account_sid or "AC" + "0" * 32
+def _voice_params(args: argparse.Namespace, settings: Settings, call_sid: str) -> dict[str, str]:
+    """What Twilio posts to `/voice` for this call: an inbound call, or a browser's."""
     number = settings.twilio_number or "+15005550006"
     params = {
-        "AccountSid": account_sid,
+        "AccountSid": settings.twilio_account_sid or "AC" + "0" * 32,
         "ApiVersion": "2010-04-01",
         "CallSid": call_sid,
         "CallStatus": "ringing",
@@ -126,31 +127,87 @@ def run_call(args: argparse.Namespace) -> int:
             From=client,
             To=args.to,
         )
-    printer = CallPrinter(as_json=args.json)
+    return params
+
+
+class _CallFailed(Exception):
+    """`simulate call` cannot go on; the message says why and what to do."""
+
+
+def _watch(
+    args: argparse.Namespace, settings: Settings, server: str, call_sid: str, printer: CallPrinter
+) -> RelayObserver | None:
+    """The Socket.IO client that prints the call's events (None with --quiet)."""
+    if args.quiet:
+        return None
+    try:
+        observer = RelayObserver(
+            server, printer.event, call_sid=call_sid, token=_api_token(args, settings, server)
+        )
+    except RelayRefused as refused:
+        raise _CallFailed(
+            f"wrong API token: the relay at {server} refused it ({refused}). Pass the one "
+            "`callrelay serve` printed with --token, or set RELAY_API_TOKEN"
+        ) from None
+    except Exception as error:
+        raise _CallFailed(f"cannot watch Socket.IO ({error})") from None
+    printer.media = observer.counts
+    return observer
+
+
+def _ask_for_twiml(
+    args: argparse.Namespace, settings: Settings, server: str, params: dict[str, str]
+) -> CallScript:
+    """Post the signed `/voice` webhook, as Twilio does when the call comes in."""
+    token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
+    public = (args.public_url or settings.public_url or server).rstrip("/")
     voice = "/voice?mode=talk" if args.talk else "/voice"
     headers = {"X-Twilio-Signature": sign(token, f"{public}{voice}", params)} if token else {}
-    printer.say(f"call {call_sid} from {params['From']}: POST {server}/voice")
     try:
         response = requests.post(f"{server}{voice}", data=params, headers=headers, timeout=10)
     except requests.ConnectionError:
-        print(
-            f"callrelay simulate: no relay answers at {server}; start one with "
-            "`callrelay serve` (or pass --server)",
-            file=sys.stderr,
-        )
-        return 1
+        raise _CallFailed(
+            f"no relay answers at {server}; start one with `callrelay serve` (or pass --server)"
+        ) from None
     if response.status_code != 200:
-        print(f"/voice answered {response.status_code}: {response.text[:200]}", file=sys.stderr)
-        return 1
-    script = read_twiml(response.text)
+        raise _CallFailed(f"/voice answered {response.status_code}: {response.text[:200]}")
+    try:
+        script = read_twiml(response.text)
+    except TwimlError as error:
+        raise _CallFailed(f"Twilio would refuse the relay's TwiML: {error}") from None
     if script.stream is None:
         said = " ".join(script.said)
-        print(
+        raise _CallFailed(
             "the TwiML starts no <Stream>; nothing to play"
-            + (f" (it says: {said})" if said else ""),
-            file=sys.stderr,
+            + (f" (it says: {said})" if said else "")
         )
+    return script
+
+
+def run_call(args: argparse.Namespace) -> int:
+    """One call: its audio and the relay's token checked first, then the webhook, then the
+    stream, then the summary. Nothing reaches the relay before the inputs are good."""
+    settings = load_settings()
+    server = args.server.rstrip("/")
+    call_sid = new_sid("CA")
+    printer = CallPrinter(as_json=args.json)
+    observer = None
+    try:
+        audio = {
+            "inbound": load_telephone_audio(args.caller),
+            "outbound": load_telephone_audio(args.receiver),
+        }
+        transcribing = _relay_transcribes(server)
+        observer = _watch(args, settings, server, call_sid, printer)
+        params = _voice_params(args, settings, call_sid)
+        printer.say(f"call {call_sid} from {params['From']}: POST {server}/voice")
+        script = _ask_for_twiml(args, settings, server, params)
+    except (UnreadableAudio, _CallFailed) as error:
+        if observer is not None:
+            observer.close()
+        print(f"callrelay simulate: {error}", file=sys.stderr)
         return 1
+    assert script.stream is not None
     if script.dial:
         printer.say(f"TwiML dials {script.dial} (caller ID {script.caller_id or 'unset'})")
     stream_url = script.stream.url
@@ -158,21 +215,6 @@ def run_call(args: argparse.Namespace) -> int:
     # itself, at the same /stream path (with the call's SID, when the TwiML carries it).
     connect_url = server.replace("http", "ws", 1) + "/stream" + stream_url.rsplit("/stream", 1)[1]
     printer.say(f"TwiML streams {' and '.join(script.stream.tracks)} to {stream_url}")
-    transcribing = _relay_transcribes(server)
-    observer = None
-    if not args.quiet:
-        try:
-            observer = RelayObserver(
-                server, printer.event, call_sid=call_sid, token=_api_token(args, settings)
-            )
-        except Exception as error:
-            print(f"callrelay simulate: cannot watch Socket.IO ({error})", file=sys.stderr)
-            return 1
-        printer.media = observer.counts
-    audio = {
-        "inbound": load_telephone_audio(args.caller),
-        "outbound": load_telephone_audio(args.receiver),
-    }
 
     def progress(done: float, total: float) -> None:
         if done and observer is not None:
@@ -181,11 +223,12 @@ def run_call(args: argparse.Namespace) -> int:
                 + printer.media_counts()
             )
 
+    token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
     report = play_stream(
         StreamTarget(connect_url, stream_url, token),
         {track: audio[track] for track in script.stream.tracks},
         call_sid=call_sid,
-        account_sid=account_sid,
+        account_sid=params["AccountSid"],
         custom_parameters=script.stream.parameters,
         options=_stream_options(args),
         progress=progress,
@@ -204,8 +247,13 @@ def run_call(args: argparse.Namespace) -> int:
 
 
 def _relay_transcribes(server: str) -> bool:
+    """Whether the relay at `server` transcribes (its `GET /`); `_CallFailed` if none answers."""
     try:
-        health = requests.get(f"{server}/", timeout=5).json()
+        health = requests.get(f"{server}/", timeout=10).json()
+    except requests.ConnectionError:
+        raise _CallFailed(
+            f"no relay answers at {server}; start one with `callrelay serve` (or pass --server)"
+        ) from None
     except (requests.RequestException, ValueError):
         return False
     return bool(isinstance(health, dict) and health.get("asr", {}).get("engine", "off") != "off")

@@ -73,12 +73,12 @@ class RunningRelay:
 
 
 def start_relay(
-    tmp: Path, extra_env: dict[str, str], *, api_token: str | None = None
+    tmp: Path, extra_env: dict[str, str], *, api_token: str | None = None, port: int | None = None
 ) -> RunningRelay:
     """Start the relay with its files under `tmp`; `api_token` (a new one if not given) is the
-    token its clients must present."""
+    token its clients must present; `port` a free one unless given."""
     tmp.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWILIO_")}
     env.update(
         HOST="127.0.0.1",

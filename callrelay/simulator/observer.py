@@ -25,6 +25,10 @@ WATCHED_EVENTS = (
 )
 
 
+class RelayRefused(Exception):
+    """The relay refused the Socket.IO connection; the message is the relay's reason."""
+
+
 class RelayObserver:
     def __init__(
         self,
@@ -57,12 +61,19 @@ class RelayObserver:
             auth["token"] = token
         if call_sid:
             auth["callSid"] = call_sid
-        self._client.connect(
-            server_url,
-            auth=auth,
-            transports=["websocket"],
-            wait_timeout=10,
-        )
+        refusals: list[str] = []
+        self._client.on("connect_error", lambda data: refusals.append(_reason(data)))
+        try:
+            self._client.connect(
+                server_url,
+                auth=auth,
+                transports=["websocket"],
+                wait_timeout=10,
+            )
+        except socketio.exceptions.ConnectionError:
+            if refusals:
+                raise RelayRefused(refusals[0]) from None
+            raise
 
     def _handler(self, name: str) -> Callable[[Any], None]:
         def handle(data: Any) -> None:
@@ -87,3 +98,10 @@ class RelayObserver:
 
     def close(self) -> None:
         self._client.disconnect()
+
+
+def _reason(data: object) -> str:
+    """What a Socket.IO server said when it refused a connection."""
+    if isinstance(data, dict):
+        return str(data.get("message", data))
+    return str(data)

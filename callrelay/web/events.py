@@ -215,7 +215,10 @@ def register_client_events(
                 remote=request.remote_addr,
                 reason="missing or wrong token",
             )
-            raise ConnectionRefusedError("unauthorized: connect with auth={'token': ...}")
+            raise ConnectionRefusedError(
+                "unauthorized: missing or wrong API token (send it as 'token' in the auth "
+                "object of the Socket.IO connection)"
+            )
         call_sid = _call_sid(auth)
         _follow(call_sid, auth, audio_rooms)
         log_event(

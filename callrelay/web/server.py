@@ -53,8 +53,11 @@ class RelayServer(BaseApplication):  # type: ignore[misc]
 
     def load_config(self) -> None:
         s = self.settings
+        ports = [s.port] + ([s.browser_port] if s.browser_port else [])
         options: dict[str, Any] = {
-            "bind": f"[{s.host}]:{s.port}" if ":" in s.host else f"{s.host}:{s.port}",
+            # The same app on each: PORT for Twilio and API clients, and the console's port
+            # when browsers refuse PORT.
+            "bind": [f"[{s.host}]:{p}" if ":" in s.host else f"{s.host}:{p}" for p in ports],
             "workers": s.worker_count,
             # Each worker listens on the port itself and the kernel spreads connections over
             # them; a WebSocket stays on the process it reached.
