@@ -97,8 +97,8 @@ def test_hang_up_ends_the_call_and_its_stream(
         ({"to": "4155550123"}, 400, "E.164"),
         ({}, 400, "E.164"),
         ({"to": "+14155550123", "bridgeTo": "bob"}, 400, "bridgeTo"),
-        ({"to": "+15005550001"}, 502, "not a valid phone number"),
-        ({"to": "+15005550002"}, 502, "not currently reachable"),
+        ({"to": "+15005550001"}, 502, "does not appear to be valid"),
+        ({"to": "+15005550002"}, 502, "cannot be reached"),
     ],
 )
 def test_make_call_errors_are_json_with_a_clear_message(
@@ -108,7 +108,15 @@ def test_make_call_errors_are_json_with_a_clear_message(
     assert answer.status_code == status
     assert says in answer.json()["error"]
     if status == 502:
-        assert answer.json()["twilioCode"] in (21211, 21612)
+        assert answer.json()["twilioCode"] in (21217, 21214)
+
+
+def test_a_body_that_is_not_json_is_told_so(relay: RunningRelay) -> None:
+    answer = relay.post(
+        "/make-call", data='{"to": "+14155550123",', headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == 400
+    assert answer.json()["error"].startswith("the body is not valid JSON")
 
 
 def test_a_form_number_whose_plus_arrived_as_a_space_is_repaired_and_logged(

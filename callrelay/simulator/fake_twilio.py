@@ -4,7 +4,8 @@
 thread: status callbacks, a signed webhook to the call's `Url`, the TwiML's `<Stream>` opened and
 fed with the configured audio, `stop` and the `completed` callback. `POST .../Calls/{Sid}.json`
 with `Status=completed` hangs up. Errors carry Twilio's codes and JSON shape, and Twilio's magic
-test numbers fail as they do on a test account (+15005550001 invalid, +15005550002 unroutable).
+test numbers fail as they do on a test account (+15005550001 invalid, +15005550002 unreachable,
++15005550003 not permitted, +15005550004 blocked).
 """
 
 from __future__ import annotations
@@ -39,12 +40,16 @@ logger = logging.getLogger("callrelay.simulator")
 
 API_VERSION = "2010-04-01"
 MAGIC_NUMBERS = {
-    "+15005550001": (400, 21211, "The 'To' number +15005550001 is not a valid phone number."),
-    "+15005550002": (
+    # The calls table of Twilio's test credentials: what each magic 'To' number answers.
+    "+15005550001": (400, 21217, "Phone number +15005550001 does not appear to be valid."),
+    "+15005550002": (400, 21214, "'To' phone number +15005550002 cannot be reached."),
+    "+15005550003": (
         400,
-        21612,
-        "The 'To' phone number is not currently reachable using the 'From' phone number via SMS.",
+        21215,
+        "Account not authorized to call +15005550003. Perhaps you need to enable some "
+        "international permissions.",
     ),
+    "+15005550004": (400, 21216, "Call blocked by Twilio blocklist: +15005550004."),
 }
 
 

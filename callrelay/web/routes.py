@@ -55,11 +55,19 @@ def _error(status: int, message: str, **extra: Any) -> tuple[Response, int]:
     return jsonify({"error": message, **extra}), status
 
 
+class BadBody(ValueError):
+    """A request body that cannot be read; the message says why."""
+
+
 def _fields() -> dict[str, Any]:
     """Form or JSON body, whichever the client sent."""
     if request.is_json:
         body = request.get_json(silent=True)
-        return body if isinstance(body, dict) else {}
+        if body is None:
+            raise BadBody("the body is not valid JSON (Content-Type says it is)")
+        if not isinstance(body, dict):
+            raise BadBody('the body must be a JSON object such as {"to": "+14155550100"}')
+        return body
     return request.form.to_dict()
 
 
@@ -108,6 +116,10 @@ def http_routes(relay: Relay, web_status: Callable[[], dict[str, Any]]) -> Bluep
         if status == 405 and error.get_response().headers.get("Allow"):
             response.headers["Allow"] = error.get_response().headers["Allow"]
         return response, status
+
+    @routes.app_errorhandler(BadBody)
+    def bad_body(error: BadBody) -> tuple[Response, int]:
+        return _error(400, str(error))
 
     @routes.app_errorhandler(Exception)
     def server_error(error: Exception) -> tuple[Response, int]:
