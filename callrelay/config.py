@@ -163,6 +163,20 @@ class Settings(BaseSettings):
             raise ValueError("must not carry a query string or fragment")
         return value.rstrip("/")
 
+    @field_validator("whisper_model")
+    @classmethod
+    def _whisper_model(cls, value: str | None) -> str | None:
+        """A folder must be a CTranslate2 model; a name (`base.en`, `Systran/...`) is the
+        hub's. Anything written as a path is a folder that must be there."""
+        if value is None:
+            return None
+        folder = Path(value).expanduser()
+        as_path = value.startswith(("/", ".", "~")) or value.count("/") > 1
+        if (folder.exists() or as_path) and not (folder / "model.bin").is_file():
+            problem = "is not" if folder.exists() else "does not exist, and is not"
+            raise ValueError(f"{value} {problem} a CTranslate2 Whisper model folder")
+        return value
+
     @field_validator("workers")
     @classmethod
     def _workers(cls, value: str) -> str:

@@ -202,7 +202,7 @@ class Relay:
 
     def _figures(self) -> dict[str, Any]:
         """What the metrics carry from the relay's own counters."""
-        transcription = self.transcription.status() if self.transcription else {}
+        transcription = self.transcription.figures() if self.transcription else {}
         return {
             "callsActive": len(self.live_calls.active()),
             "streamsOpen": self.live_calls.streams,

@@ -321,16 +321,21 @@ class TranscriptionSink(CallSink):
             detail="recognition is behind the call; oldest audio is skipped past the limit",
         )
 
-    def status(self) -> dict[str, object]:
+    def figures(self) -> dict[str, Any]:
+        """This process's transcription figures, without asking the engine (no waiting)."""
         with self._lock:
             transcribers = [t for tracks in self._calls.values() for t in tracks.values()]
         return {
-            **self.engine.describe(),
             "activeTracks": len(transcribers),
             "maxLagSeconds": round(max((t.lag for t in transcribers), default=0.0), 2),
             "skippedSeconds": round(self.skipped_seconds, 2),
             "transcripts": self.transcripts,
         }
+
+    def status(self) -> dict[str, object]:
+        """The figures and the engine's own description (which may ask its process, up to
+        2 s)."""
+        return {**self.engine.describe(), **self.figures()}
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until every ended call's transcripts are out (for shutdown)."""

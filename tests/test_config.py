@@ -57,6 +57,8 @@ def test_a_redis_password_is_a_secret_too() -> None:
         ("TWILIO_NUMBER", "415-555-0100"),
         ("PUBLIC_URL", "abc.ngrok.app"),
         ("TWILIO_API_KEY", "key"),
+        ("WHISPER_MODEL", "/nonexistent"),
+        ("CONSOLE_PORT", "6000"),
     ],
 )
 def test_a_wrong_value_fails_at_start_naming_the_variable(
@@ -82,3 +84,14 @@ def test_api_key_and_secret_stand_in_for_the_auth_token(monkeypatch: pytest.Monk
     ):
         monkeypatch.setenv(name, value)
     assert load_settings().calling_missing() == []
+
+
+def test_the_console_gets_a_port_browsers_open_beside_one_they_refuse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("PORT", "CONSOLE_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    assert load_settings().port == 6000 and load_settings().browser_port == 6080
+    assert load_settings(port=6001).browser_port is None  # 6001 opens in a browser itself
+    assert load_settings(console_port="0").browser_port is None
+    assert load_settings(console_port="8443").browser_port == 8443

@@ -38,8 +38,11 @@ def test_stopping_the_server_ends_calls_and_transcribes_what_was_pending(
     streamer.start()
     # Stop in the middle of the first sentence ("and mister john dashwood had then leisure...").
     wait_until_recorded(relay, call_sid, conversation.turns[0].start + 2.5)
-    relay.process.send_signal(signum)
-    relay.process.wait(30)
+    if signum == signal.SIGINT:
+        os.killpg(relay.process.pid, signum)  # Ctrl-C: every process of the terminal's group
+    else:
+        relay.process.send_signal(signum)
+    assert relay.process.wait(30) == 0
     streamer.join(10)
     assert result["report"].server_closed == (1001, "shutdown")
 
@@ -57,6 +60,8 @@ def test_stopping_the_server_ends_calls_and_transcribes_what_was_pending(
         samples, _ = read_wav(path)
         assert path.stat().st_size == HEADER_BYTES + 2 * len(samples)  # header finalised
         assert len(samples) >= 16000 * 2  # the seconds streamed before the stop
+    assert "Traceback" not in relay.server_output()
+    assert "asr_process_died" not in relay.server_output()
 
 
 def test_killed_server_leaves_valid_recordings_of_all_but_the_last_second(

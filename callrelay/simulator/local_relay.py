@@ -97,6 +97,7 @@ def start_relay(
             env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # a group of its own, as a terminal's: Ctrl-C reaches all
         )
     relay = RunningRelay(
         f"http://127.0.0.1:{port}",

@@ -69,7 +69,8 @@ class RelayServer(BaseApplication):  # type: ignore[misc]
             "post_worker_init": self._worker_ready,
             "keepalive": 5,
             "accesslog": None,
-            "errorlog": "-",
+            # gunicorn's own messages go through callrelay's log handlers (logs.py), once.
+            "errorlog": "/dev/null",
             "loglevel": "warning",
             "proc_name": "callrelay",
         }
@@ -97,10 +98,16 @@ class RelayServer(BaseApplication):  # type: ignore[misc]
             self._recognition.check()
 
     def load(self) -> Any:
+        """In a worker: build and start its relay. A relay that cannot start says why in one
+        line and stops the server (gunicorn's worker boot error), with no traceback."""
         engine: SpeechEngine | Literal["load"] | None = LOAD_FROM_SETTINGS
-        if self._recognition_socket is not None:
-            engine = connect_engine_process(self._recognition_socket)
-        self.web = create_web_relay(self.settings, engine)
+        try:
+            if self._recognition_socket is not None:
+                engine = connect_engine_process(self._recognition_socket)
+            self.web = create_web_relay(self.settings, engine)
+        except Exception as error:
+            print(f"callrelay: cannot start: {error}", file=sys.stderr, flush=True)
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
         return self.web.app
 
     def _give_recognition_socket(self, server: Any, worker: Any) -> None:

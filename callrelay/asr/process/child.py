@@ -9,6 +9,7 @@ import contextlib
 import itertools
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -39,8 +40,15 @@ UNSENT_LOG_LINES = 100
 PARENT_CHECK_SECONDS = 1.0
 
 
+def _leave_signals_to_the_relay() -> None:
+    """Ctrl-C reaches every process of the terminal's group: the relay stops this one (its
+    pipe closes, or it is told to) once it has finished every transcription."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def serve_engine(connection: Connection, factory: EngineFactory) -> None:
     """The main of a relay's own recognition process, which serves that relay over a pipe."""
+    _leave_signals_to_the_relay()
     with contextlib.suppress(OSError):
         os.nice(RECOGNITION_NICE)  # before any thread exists: the engine's threads inherit it
     send = _sender(connection)
@@ -56,6 +64,7 @@ def serve_engine_socket(path: str, factory: EngineFactory) -> None:
     """The main of a recognition process shared by several server processes: each connects
     to the Unix socket at `path` and is served on a thread of its own. Its log lines go to the
     relay that connected first and is still connected."""
+    _leave_signals_to_the_relay()
     with contextlib.suppress(OSError):
         os.nice(RECOGNITION_NICE)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()

@@ -248,8 +248,10 @@ class ProcessSpeechEngine(SpeechEngine):
         self._sender.start()
 
     @property
-    def pid(self) -> int:
-        return self._links[self.generation].pid
+    def pid(self) -> int | None:
+        """The current recognition process; None once closed."""
+        link = self._links.get(self.generation)
+        return None if link is None else link.pid
 
     def serves(self, generation: int) -> bool:
         """Whether the process of `generation` still runs (current, or draining)."""
