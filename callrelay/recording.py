@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import struct
 import threading
 import time
@@ -24,6 +23,7 @@ import numpy as np
 from callrelay.audio import Int16Array
 from callrelay.call import OUTPUT_RATE, AudioChunk, CallInfo, CallSink
 from callrelay.logs import log_event
+from callrelay.storage.files import LocalCallFiles
 from callrelay.tracks import FILE_STEMS
 from callrelay.twilio.media_stream import Track
 
@@ -31,7 +31,6 @@ logger = logging.getLogger("callrelay.recording")
 
 HEADER_BYTES = 44
 RETRY_SECONDS = 1.0
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def wav_header(data_bytes: int, rate: int = OUTPUT_RATE) -> bytes:
@@ -181,8 +180,8 @@ class TrackRecording:
 class CallRecorder(CallSink):
     """The recording sink: one `TrackRecording` per track of every call in flight."""
 
-    def __init__(self, captures_dir: Path) -> None:
-        self.captures_dir = captures_dir
+    def __init__(self, files: LocalCallFiles) -> None:
+        self._files = files
         self._lock = threading.Lock()
         self._calls: dict[str, dict[Track, TrackRecording]] = {}
         self._warned: set[str] = set()
@@ -190,16 +189,13 @@ class CallRecorder(CallSink):
         self.bytes_written = 0
         self.write_errors = 0
 
-    def call_folder(self, call_sid: str) -> Path:
-        return self.captures_dir / (_SAFE_NAME.sub("_", call_sid)[:64] or "call")
-
     def call_started(self, call: CallInfo) -> None:
         """A call's files; a stream that resumes the call carries on the files it left.
 
         Any other stream of a call that already has files (one running alongside, or one the
         server cannot place because it restarted) gets files of its own: `caller-2.wav`.
         """
-        folder = self.call_folder(call.call_sid)
+        folder = self._files.folder(call.call_sid)
         suffix = ""
         try:
             folder.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,8 @@ from callrelay.logs import log_event
 from callrelay.metrics import RelayMetrics
 from callrelay.recording import CallRecorder, repair_captures
 from callrelay.redis_state import RedisState
+from callrelay.storage.files import LocalCallFiles
+from callrelay.storage.sqlite_index import INDEX_FILE, SqliteHistoryIndex
 from callrelay.transcript_file import TranscriptFile
 from callrelay.transcription import TranscriptionSink, TranscriptListener
 from callrelay.twilio.calls import TwilioCalls
@@ -51,6 +53,8 @@ class RelayParts:
 
     api_token: ApiToken
     live_calls: LiveCalls
+    files: LocalCallFiles
+    """Each call's files, which the recorder writes live."""
     recorder: CallRecorder
     history: CallHistory
     calls: TwilioCalls
@@ -65,13 +69,15 @@ class RelayParts:
     def from_settings(cls, settings: Settings) -> RelayParts:
         token = settings.relay_api_token
         shared = RedisState(settings.redis_url) if settings.redis_url else None
-        recorder = CallRecorder(settings.captures_dir)
+        files = LocalCallFiles(settings.captures_dir)
+        index = SqliteHistoryIndex(settings.captures_dir / INDEX_FILE)
         auth_token = settings.twilio_auth_token
         return cls(
             api_token=ApiToken(token.get_secret_value() if token else None),
             live_calls=LiveCalls(max_streams=settings.max_calls, shared=shared),
-            recorder=recorder,
-            history=CallHistory(settings.captures_dir, recorder.call_folder),
+            files=files,
+            recorder=CallRecorder(files),
+            history=CallHistory(files, index),
             calls=TwilioCalls(settings),
             signatures=TwilioSignatures(auth_token.get_secret_value()) if auth_token else None,
             call_rate=RateLimit(settings.make_call_limit, 60.0),
@@ -96,6 +102,7 @@ class Relay:
         self.publisher = publisher
         self.api_token = parts.api_token
         self.live_calls = parts.live_calls
+        self.files = parts.files
         self.recorder = parts.recorder
         self.history = parts.history
         self.calls = parts.calls
@@ -146,7 +153,7 @@ class Relay:
         then the transcript file, then the history, whose `transcribed` line says that the
         file is complete."""
         publisher = [self.publisher] if self.publisher is not None else []
-        return [*publisher, TranscriptFile(self.recorder), self.history]
+        return [*publisher, TranscriptFile(self.files), self.history]
 
     def _sinks_in_order(self) -> list[CallSink]:
         """Every sink hears each event in this order, and the order is the point: the metrics

@@ -1,14 +1,13 @@
-"""`captures/<CallSid>/transcript.jsonl`: every final of a call, one JSON object per line."""
+"""`transcript.jsonl` among a call's files: every final of a call, one JSON object per line."""
 
 from __future__ import annotations
 
-import json
 import logging
 
 from callrelay.asr.base import Transcript
 from callrelay.call import CallInfo
 from callrelay.logs import log_event
-from callrelay.recording import CallRecorder
+from callrelay.storage.files import TRANSCRIPT_FILE, CallFiles
 from callrelay.tracks import SPEAKER_NAMES
 from callrelay.transcription import TranscriptListener
 from callrelay.twilio.media_stream import Track
@@ -17,10 +16,10 @@ logger = logging.getLogger("callrelay.recording")
 
 
 class TranscriptFile(TranscriptListener):
-    """`captures/<CallSid>/transcript.jsonl`: each final, one JSON object per line."""
+    """Each final, appended to the call's `transcript.jsonl` as one JSON object."""
 
-    def __init__(self, recorder: CallRecorder) -> None:
-        self._recorder = recorder
+    def __init__(self, files: CallFiles) -> None:
+        self._files = files
 
     def transcript(self, call: CallInfo, track: Track, transcript: Transcript) -> None:
         if not transcript.is_final:
@@ -34,11 +33,8 @@ class TranscriptFile(TranscriptListener):
             "end": round(transcript.end, 3),
             "confidence": transcript.confidence,
         }
-        folder = self._recorder.call_folder(call.call_sid)
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with (folder / "transcript.jsonl").open("a", encoding="utf-8") as file:
-                file.write(json.dumps(line, ensure_ascii=False) + "\n")
+            self._files.append_line(call.call_sid, TRANSCRIPT_FILE, line)
         except OSError as error:
             log_event(
                 logger,

@@ -12,11 +12,13 @@ import pytest
 import requests
 
 from callrelay.call import CallInfo
-from callrelay.history import INDEX_FILE, CallHistory, CallQuery
-from callrelay.recording import CallRecorder
+from callrelay.history import CallHistory
 from callrelay.simulator.fake_twilio import FakeTwilio
 from callrelay.simulator.local_relay import RunningRelay, stop_relay
 from callrelay.simulator.media_client import StreamOptions, new_sid
+from callrelay.storage.files import LocalCallFiles
+from callrelay.storage.index import CallQuery
+from callrelay.storage.sqlite_index import INDEX_FILE, SqliteHistoryIndex
 from tests.helpers import (
     TWILIO_NUMBER,
     call_audio,
@@ -228,7 +230,7 @@ def test_the_history_outlives_the_server(tmp_path: Path) -> None:
 
 
 def new_history(tmp_path: Path) -> CallHistory:
-    history = CallHistory(tmp_path, CallRecorder(tmp_path).call_folder)
+    history = CallHistory(LocalCallFiles(tmp_path), SqliteHistoryIndex(tmp_path / INDEX_FILE))
     history.open()
     return history
 
@@ -247,7 +249,8 @@ def a_call(history: CallHistory, started_at: float, to: str, words: str) -> str:
 
 
 def tmp_path_of(history: CallHistory) -> Path:
-    return history.captures_dir
+    assert isinstance(history.files, LocalCallFiles)
+    return history.files.root
 
 
 def test_calls_are_listed_newest_first_in_pages_and_found_by_number_text_and_date(
@@ -297,4 +300,28 @@ def test_a_torn_last_line_from_a_crash_costs_only_that_line(tmp_path: Path) -> N
         file.write('{"event": "status", "callSt')
     call = history.call(call_sid)
     assert call is not None and call["to"] == "+14155550112" and call["status"] == "ended"
+    history.close()
+
+
+def test_a_call_whose_stream_never_came_says_so(tmp_path: Path) -> None:
+    history = new_history(tmp_path)
+    call_sid = new_sid("CA")
+    history.webhook(call_sid, {"From": "+14155550100", "To": "+14155550101"})
+    [listed] = history.calls(CallQuery())
+    assert listed["callSid"] == call_sid and listed["status"] == "no-stream"
+    history.close()
+
+
+def test_an_append_reads_only_what_the_log_gained_even_from_another_writer(
+    tmp_path: Path,
+) -> None:
+    history = new_history(tmp_path)
+    call_sid = a_call(history, time.time(), "+14155550113", "hello")
+    files = LocalCallFiles(tmp_path)  # another process's writer, on the same folder
+    files.append_line(call_sid, "call.jsonl", {"event": "status", "callStatus": "completed"})
+    history.call_status({"callSid": call_sid, "callDuration": "7"})
+    call = history.call(call_sid)
+    assert call is not None and call["status"] == "completed" and call["twilioDuration"] == 7
+    assert [e["event"] for e in call["events"]].count("status") == 2
+    assert history.calls(CallQuery(text="hello"))[0]["status"] == "completed"
     history.close()

@@ -10,6 +10,7 @@ import numpy as np
 
 from callrelay.call import AudioChunk, CallInfo
 from callrelay.recording import CallRecorder, WavWriter, repair_captures, repair_wav, wav_header
+from callrelay.storage.files import LocalCallFiles
 from tests.helpers import read_wav, wait_for
 
 CALL = CallInfo("CA" + "1" * 32, "MZ" + "2" * 32, "AC" + "3" * 32, ("inbound", "outbound"), {}, 0.0)
@@ -38,7 +39,7 @@ def test_a_file_being_written_is_a_valid_wav_at_most_a_second_behind(tmp_path: P
 
 
 def test_recorder_writes_both_tracks_aligned_and_padded(tmp_path: Path) -> None:
-    recorder = CallRecorder(tmp_path)
+    recorder = CallRecorder(LocalCallFiles(tmp_path))
     recorder.call_started(CALL)
     recorder.audio(CALL, chunk("inbound", 0, np.full(320, 100)))
     recorder.audio(CALL, chunk("outbound", 640, np.full(320, -100)))  # begins 40 ms later
@@ -53,7 +54,7 @@ def test_recorder_writes_both_tracks_aligned_and_padded(tmp_path: Path) -> None:
 
 def test_second_stream_for_a_call_does_not_overwrite_the_first(tmp_path: Path) -> None:
     for _ in range(2):
-        recorder = CallRecorder(tmp_path)
+        recorder = CallRecorder(LocalCallFiles(tmp_path))
         recorder.call_started(CALL)
         recorder.audio(CALL, chunk("inbound", 0, np.ones(320)))
         recorder.call_ended(CALL, "stop")
@@ -62,13 +63,13 @@ def test_second_stream_for_a_call_does_not_overwrite_the_first(tmp_path: Path) -
 
 
 def test_a_stream_that_resumes_a_call_carries_on_its_recordings(tmp_path: Path) -> None:
-    recorder = CallRecorder(tmp_path)
+    recorder = CallRecorder(LocalCallFiles(tmp_path))
     recorder.call_started(CALL)
     recorder.audio(CALL, chunk("inbound", 0, np.full(320, 1)))
     recorder.call_ended(CALL, "stop")
     # A later stream of the same call, started 3 s into the call's timeline.
     resumed = replace(CALL, stream_sid="MZ" + "9" * 32, offset_ms=3000, resumed=True)
-    recorder = CallRecorder(tmp_path)
+    recorder = CallRecorder(LocalCallFiles(tmp_path))
     recorder.call_started(resumed)
     recorder.audio(resumed, chunk("outbound", 48000, np.full(320, 2)))
     recorder.call_ended(resumed, "stop")
@@ -89,7 +90,7 @@ def test_unwritable_folder_is_reported_once_and_recording_resumes(
     monkeypatch.setattr("callrelay.recording.RETRY_SECONDS", 0.0)
     blocker = tmp_path / "captures"
     blocker.write_text("a file where the folder should be")
-    recorder = CallRecorder(blocker)
+    recorder = CallRecorder(LocalCallFiles(blocker))
     recorder.call_started(CALL)
     for i in range(5):
         recorder.audio(CALL, chunk("inbound", 320 * i, np.ones(320)))

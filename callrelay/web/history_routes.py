@@ -8,15 +8,17 @@ names one file for an hour leaks less than the token would in a query string.
 from __future__ import annotations
 
 import logging
+import os
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, BinaryIO
 
-from flask import Blueprint, Response, jsonify, request, send_file
+from flask import Blueprint, Response, jsonify, request
 from itsdangerous import BadSignature
+from werkzeug.wsgi import wrap_file
 
-from callrelay.history import MAX_PAGE, CallQuery
 from callrelay.logs import log_event
 from callrelay.relay import Relay
+from callrelay.storage.index import MAX_PAGE, CallQuery
 from callrelay.twilio.sids import is_call_sid
 from callrelay.web.routes import token_refused
 
@@ -115,20 +117,12 @@ def history_routes(relay: Relay) -> Blueprint:
     @routes.get("/calls/<call_sid>/<stem>.wav")
     def recording(call_sid: str, stem: str) -> Response | tuple[Response, int]:
         name = f"{stem}.wav"
-        path = relay.history.recording_path(call_sid, name)
-        if path is None:
-            return error(404, f"no recording {name} of {call_sid}")
-        download = request.args.get("download") is not None
-        response = send_file(
-            path.resolve(),
-            mimetype="audio/wav",
-            conditional=True,  # Range requests: 206 with the part asked for
-            as_attachment=download,
-            download_name=f"{call_sid}-{name}",
-            max_age=0,
+        opened = (
+            relay.files.open(call_sid, name) if relay.history.is_recording(call_sid, name) else None
         )
-        response.headers["Accept-Ranges"] = "bytes"
-        return response
+        if opened is None:
+            return error(404, f"no recording {name} of {call_sid}")
+        return _file_response(opened, name, f"{call_sid}-{name}", request.args.get("download"))
 
     @routes.delete("/calls/<call_sid>")
     def delete_call(call_sid: str) -> tuple[Response, int] | tuple[str, int]:
@@ -144,6 +138,22 @@ def history_routes(relay: Relay) -> Blueprint:
 
 class _NotACallSid(Exception):
     pass
+
+
+def _file_response(file: BinaryIO, name: str, download_name: str, download: str | None) -> Response:
+    """A stored file with byte ranges (`206` with the part asked for), so that an `<audio>`
+    element can seek; `?download` makes it an attachment."""
+    size = file.seek(0, os.SEEK_END)
+    file.seek(0)
+    response = Response(
+        wrap_file(request.environ, file), mimetype="audio/wav", direct_passthrough=True
+    )
+    response.content_length = size
+    response.cache_control.no_cache = True
+    if download is not None:
+        response.headers["Content-Disposition"] = f'attachment; filename="{download_name}"'
+    response.make_conditional(request.environ, accept_ranges=True, complete_length=size)
+    return response
 
 
 def _with_liveness(call: dict[str, Any], live: set[str]) -> dict[str, Any]:
