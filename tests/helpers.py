@@ -48,6 +48,11 @@ start_relay = partial(local_relay.start_relay, api_token=RELAY_TOKEN)
 """The relay as `callrelay serve`, with the token the tests know."""
 
 
+HUNG_SECONDS = 180.0
+"""How long a test waits for an event before it calls the relay hung: transcription on a busy
+2-core machine takes many times longer than on a quiet one, and a test waits on the event."""
+
+
 def wait_for(predicate: Callable[[], object], timeout: float = 15.0) -> None:
     """Check `predicate()` until it holds, for state kept in another process (a file, a log);
     fail the test when `timeout` passes first."""

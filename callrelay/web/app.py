@@ -21,7 +21,7 @@ from callrelay.web.events import AudioRooms, SocketIORelay, register_client_even
 from callrelay.web.fast_json import OrjsonForSocketIO
 from callrelay.web.history_routes import history_routes
 from callrelay.web.message_queue import GuardedRedisManager
-from callrelay.web.routes import http_routes
+from callrelay.web.routes import add_http_routes
 from callrelay.web.stream import MAX_MESSAGE_BYTES, serve_stream
 from callrelay.web.talkback import TalkBackCalls
 from callrelay.web.websocket_route import add_websocket_route
@@ -73,9 +73,7 @@ def create_web_relay(
     relay.start()
     register_client_events(socketio, relay.api_token, audio_rooms, talkback, forward)
     relay.metrics.watch(partial(_socketio_figures, socketio, publisher))
-    app.register_blueprint(
-        http_routes(relay, lambda: {"socketio": {"droppedAudio": publisher.dropped_audio}})
-    )
+    add_http_routes(app, relay, lambda: {"socketio": {"droppedAudio": publisher.dropped_audio}})
     app.register_blueprint(history_routes(relay))
     app.register_blueprint(console_routes())
 

@@ -20,7 +20,7 @@ from callrelay.logs import log_event
 from callrelay.relay import Relay
 from callrelay.storage.index import MAX_PAGE, CallQuery
 from callrelay.twilio.sids import is_call_sid
-from callrelay.web.routes import token_refused
+from callrelay.web.http_errors import token_refused
 
 logger = logging.getLogger("callrelay.http")
 
