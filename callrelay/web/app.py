@@ -15,12 +15,14 @@ from callrelay.asr import SpeechEngine
 from callrelay.config import Settings
 from callrelay.redis_state import RedisState
 from callrelay.relay import LOAD_FROM_SETTINGS, Relay, RelayParts
+from callrelay.web.client_events import ClientEvents
 from callrelay.web.console import console_routes
 from callrelay.web.engineio_queues import engineio_clients, queued_packets
-from callrelay.web.events import AudioRooms, SocketIORelay, register_client_events
 from callrelay.web.fast_json import OrjsonForSocketIO
 from callrelay.web.history_routes import history_routes
 from callrelay.web.message_queue import GuardedRedisManager
+from callrelay.web.publisher import SocketIORelay
+from callrelay.web.rooms import AudioRooms
 from callrelay.web.routes import add_http_routes
 from callrelay.web.stream import MAX_MESSAGE_BYTES, serve_stream
 from callrelay.web.talkback import TalkBackCalls
@@ -71,7 +73,7 @@ def create_web_relay(
         forward = partial(_forward_to_holder, talkback, shared)
         shared.receive_commands(talkback.run_command)
     relay.start()
-    register_client_events(socketio, relay.api_token, audio_rooms, talkback, forward)
+    ClientEvents(relay.api_token, audio_rooms, talkback, forward).register(socketio)
     relay.metrics.watch(partial(_socketio_figures, socketio, publisher))
     add_http_routes(app, relay, lambda: {"socketio": {"droppedAudio": publisher.dropped_audio}})
     app.register_blueprint(history_routes(relay))
