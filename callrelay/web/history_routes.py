@@ -10,17 +10,18 @@ from __future__ import annotations
 import logging
 import os
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, BinaryIO
 
 from flask import Blueprint, Response, jsonify, request
-from itsdangerous import BadSignature
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.wsgi import wrap_file
 
 from callrelay.logs import log_event
 from callrelay.relay import Relay
 from callrelay.storage.index import MAX_PAGE, CallQuery
 from callrelay.twilio.sids import is_call_sid
-from callrelay.web.http_errors import token_refused
+from callrelay.web.http_errors import Refused, token_refused
 
 logger = logging.getLogger("callrelay.http")
 
@@ -28,119 +29,108 @@ RECORDING_URL_SECONDS = 3600
 """How long a recording URL handed out by `GET /calls/<CallSid>` works."""
 
 
-class BadQuery(ValueError):
-    pass
-
-
 def history_routes(relay: Relay) -> Blueprint:
     routes = Blueprint("history", __name__)
-    token = relay.api_token
-    signer = token.signer("recording")
-
-    def error(status: int, message: str) -> tuple[Response, int]:
-        return jsonify({"error": message}), status
-
-    live_calls = relay.live_call_sids
-
-    def signed(path: str) -> str:
-        return f"{path}?sig={signer.dumps(path)}"
-
-    @routes.before_request
-    def require_token_or_signed_url() -> tuple[Response, int] | None:
-        if token.matches_bearer(request.headers.get("Authorization")):
-            return None
-        signature = request.args.get("sig")
-        if signature and request.method == "GET" and request.path.endswith(".wav"):
-            try:
-                if signer.loads(signature, max_age=RECORDING_URL_SECONDS) == request.path:
-                    return None
-            except BadSignature:
-                pass
-        return token_refused("history_refused", "missing or wrong API token or recording signature")
-
-    @routes.url_value_preprocessor
-    def check_call_sid(endpoint: str | None, values: dict[str, Any] | None) -> None:
-        if values and "call_sid" in values and not is_call_sid(values["call_sid"]):
-            raise _NotACallSid()
-
-    @routes.errorhandler(_NotACallSid)
-    def not_a_call_sid(_: Exception) -> tuple[Response, int]:
-        return error(400, "call SID must be 'CA' followed by 32 hex digits")
-
-    @routes.errorhandler(BadQuery)
-    def bad_query(problem: BadQuery) -> tuple[Response, int]:
-        return error(400, str(problem))
-
-    @routes.get("/calls")
-    def list_calls() -> Response:
-        query = CallQuery(
-            limit=_integer("limit", 50, 1, MAX_PAGE),
-            before=_time("before"),
-            number=request.args.get("number") or None,
-            since=_time("since"),
-            until=_time("until"),
-            text=request.args.get("q") or None,
-        )
-        live = live_calls()
-        calls = [_with_liveness(call, live) for call in relay.history.calls(query)]
-        more = len(calls) == query.limit
-        return jsonify(
-            {
-                "calls": [{**call, "url": f"/calls/{call['callSid']}"} for call in calls],
-                "next": calls[-1]["startedAt"] if more else None,
-            }
-        )
-
-    @routes.get("/calls/<call_sid>")
-    def one_call(call_sid: str) -> tuple[Response, int]:
-        call = relay.history.call(call_sid)
-        if call is None:
-            return error(404, f"no call {call_sid} here")
-        call = _with_liveness(call, live_calls())
-        for recording in call["recordings"]:
-            recording["url"] = signed(f"/calls/{call_sid}/{recording['name']}")
-        return jsonify(call), 200
-
-    @routes.get("/calls/<call_sid>/transcript")
-    def transcript(call_sid: str) -> tuple[Response, int]:
-        if not relay.history.has(call_sid):
-            return error(404, f"no call {call_sid} here")
-        lines = relay.history.transcript_lines(call_sid)
-        if request.args.get("format") == "txt":
-            text = "".join(
-                f"[{_clock(line.get('start', 0.0))}] {line.get('speaker')}: {line.get('text')}\n"
-                for line in lines
-            )
-            return Response(text, mimetype="text/plain; charset=utf-8"), 200
-        return jsonify({"callSid": call_sid, "transcript": lines}), 200
-
-    @routes.get("/calls/<call_sid>/<stem>.wav")
-    def recording(call_sid: str, stem: str) -> Response | tuple[Response, int]:
-        name = f"{stem}.wav"
-        opened = (
-            relay.files.open(call_sid, name) if relay.history.is_recording(call_sid, name) else None
-        )
-        if opened is None:
-            return error(404, f"no recording {name} of {call_sid}")
-        return _file_response(opened, name, f"{call_sid}-{name}", request.args.get("download"))
-
-    @routes.delete("/calls/<call_sid>")
-    def delete_call(call_sid: str) -> tuple[Response, int] | tuple[str, int]:
-        if call_sid in live_calls():
-            return error(409, f"{call_sid} is live; hang it up first")
-        if not relay.history.delete(call_sid):
-            return error(404, f"no call {call_sid} here")
-        log_event(logger, "call_deleted", callSid=call_sid, remote=request.remote_addr)
-        return "", 204
-
+    signer = relay.api_token.signer("recording")
+    routes.before_request(lambda: _require_token_or_signed_url(relay, signer))
+    routes.url_value_preprocessor(_check_call_sid)
+    routes.register_error_handler(Refused, lambda refused: refused.response())
+    for path, view, methods in (
+        ("/calls", list_calls, ["GET"]),
+        ("/calls/<call_sid>", one_call, ["GET"]),
+        ("/calls/<call_sid>/transcript", transcript, ["GET"]),
+        ("/calls/<call_sid>/<stem>.wav", recording, ["GET"]),
+        ("/calls/<call_sid>", delete_call, ["DELETE"]),
+    ):
+        routes.add_url_rule(path, view.__name__, partial(view, relay), methods=methods)
     return routes
 
 
-class _NotACallSid(Exception):
-    pass
+def _require_token_or_signed_url(
+    relay: Relay, signer: URLSafeTimedSerializer
+) -> tuple[Response, int] | None:
+    if relay.api_token.matches_bearer(request.headers.get("Authorization")):
+        return None
+    signature = request.args.get("sig")
+    if signature and request.method == "GET" and request.path.endswith(".wav"):
+        try:
+            if signer.loads(signature, max_age=RECORDING_URL_SECONDS) == request.path:
+                return None
+        except BadSignature:
+            pass
+    return token_refused("history_refused", "missing or wrong API token or recording signature")
 
 
-def _file_response(file: BinaryIO, name: str, download_name: str, download: str | None) -> Response:
+def _check_call_sid(endpoint: str | None, values: dict[str, Any] | None) -> None:
+    if values and "call_sid" in values and not is_call_sid(values["call_sid"]):
+        raise Refused(400, "call SID must be 'CA' followed by 32 hex digits")
+
+
+def list_calls(relay: Relay) -> Response:
+    query = CallQuery(
+        limit=_integer("limit", 50, 1, MAX_PAGE),
+        before=_time("before"),
+        number=request.args.get("number") or None,
+        since=_time("since"),
+        until=_time("until"),
+        text=request.args.get("q") or None,
+    )
+    live = relay.live_call_sids()
+    calls = [_with_liveness(call, live) for call in relay.history.calls(query)]
+    more = len(calls) == query.limit
+    return jsonify(
+        {
+            "calls": [{**call, "url": f"/calls/{call['callSid']}"} for call in calls],
+            "next": calls[-1]["startedAt"] if more else None,
+        }
+    )
+
+
+def one_call(relay: Relay, call_sid: str) -> tuple[Response, int]:
+    call = relay.history.call(call_sid)
+    if call is None:
+        raise Refused(404, f"no call {call_sid} here")
+    call = _with_liveness(call, relay.live_call_sids())
+    signer = relay.api_token.signer("recording")
+    for stored in call["recordings"]:
+        path = f"/calls/{call_sid}/{stored['name']}"
+        stored["url"] = f"{path}?sig={signer.dumps(path)}"
+    return jsonify(call), 200
+
+
+def transcript(relay: Relay, call_sid: str) -> tuple[Response, int]:
+    if not relay.history.has(call_sid):
+        raise Refused(404, f"no call {call_sid} here")
+    lines = relay.history.transcript_lines(call_sid)
+    if request.args.get("format") == "txt":
+        text = "".join(
+            f"[{_clock(line.get('start', 0.0))}] {line.get('speaker')}: {line.get('text')}\n"
+            for line in lines
+        )
+        return Response(text, mimetype="text/plain; charset=utf-8"), 200
+    return jsonify({"callSid": call_sid, "transcript": lines}), 200
+
+
+def recording(relay: Relay, call_sid: str, stem: str) -> Response:
+    name = f"{stem}.wav"
+    opened = (
+        relay.files.open(call_sid, name) if relay.history.is_recording(call_sid, name) else None
+    )
+    if opened is None:
+        raise Refused(404, f"no recording {name} of {call_sid}")
+    return _file_response(opened, f"{call_sid}-{name}", request.args.get("download"))
+
+
+def delete_call(relay: Relay, call_sid: str) -> tuple[str, int]:
+    if call_sid in relay.live_call_sids():
+        raise Refused(409, f"{call_sid} is live; hang it up first")
+    if not relay.history.delete(call_sid):
+        raise Refused(404, f"no call {call_sid} here")
+    log_event(logger, "call_deleted", callSid=call_sid, remote=request.remote_addr)
+    return "", 204
+
+
+def _file_response(file: BinaryIO, download_name: str, download: str | None) -> Response:
     """A stored file with byte ranges (`206` with the part asked for), so that an `<audio>`
     element can seek; `?download` makes it an attachment."""
     size = file.seek(0, os.SEEK_END)
@@ -171,7 +161,7 @@ def _integer(name: str, default: int, low: int, high: int) -> int:
     if value is None:
         return default
     if not value.isdigit() or not low <= int(value) <= high:
-        raise BadQuery(f"'{name}' must be a whole number from {low} to {high}")
+        raise Refused(400, f"'{name}' must be a whole number from {low} to {high}")
     return int(value)
 
 
@@ -188,8 +178,8 @@ def _time(name: str) -> float | None:
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise BadQuery(
-            f"'{name}' must be a time: seconds since 1970, or ISO 8601 like 2026-11-30"
+        raise Refused(
+            400, f"'{name}' must be a time: seconds since 1970, or ISO 8601 like 2026-11-30"
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
