@@ -33,49 +33,31 @@ BENCHMARKS = {
 
 
 def serve(args: argparse.Namespace) -> int:
+    """Check what can be checked before anything starts (settings, folders, ports), then run
+    the server; each problem is one line naming what to change."""
     import logging
 
     from pydantic import SecretStr
 
-    from callrelay.access import generate_token, token_file, write_token_file
+    from callrelay.access import generate_token
     from callrelay.config import ConfigError, load_settings
     from callrelay.logs import configure_logging, log_event
 
-    logger = logging.getLogger("callrelay.server")
-    overrides: dict[str, object] = {}
-    if args.host is not None:
-        overrides["host"] = args.host
-    if args.port is not None:
-        overrides["port"] = args.port
+    overrides = {name: value for name in ("host", "port") if (value := getattr(args, name))}
     try:
         settings = load_settings(**overrides)
     except ConfigError as error:
         print(f"callrelay: {error}", file=sys.stderr)
         return 2
-    for name, folder in (
-        ("CAPTURES_DIR", settings.captures_dir),
-        ("LOG_FILE", settings.log_file.parent),
-    ):
-        problem = _unwritable(folder)
-        if problem:
-            print(f"callrelay: invalid configuration: {name}: {problem}", file=sys.stderr)
-            return 2
+    refusal = _why_not_start(settings)
+    if refusal is not None:
+        message, code = refusal
+        print(f"callrelay: {message}", file=sys.stderr)
+        return code
     if settings.worker_count > 1:
-        # prometheus-client's multiprocess mode: set before it is first imported, and fresh
-        # at every start (the files of an earlier run would count again).
+        # prometheus-client's multiprocess mode is configured by this variable only: set before
+        # it is first imported, and fresh at every start (an earlier run's files would count).
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="callrelay-metrics-")
-    for port in (settings.port, settings.browser_port):
-        in_use = _port_in_use(settings.host, port) if port else None
-        if in_use:
-            print(
-                f"callrelay: cannot listen on {settings.host}:{port}: {in_use}. Another "
-                "callrelay may be running there: stop it, or pick another port with "
-                "PORT=6001 (or --port 6001)"
-                + (", or CONSOLE_PORT for the console's" if port != settings.port else "")
-                + ".",
-                file=sys.stderr,
-            )
-            return 1
     made_token = None
     if settings.relay_api_token is None:
         # The one place a token is made: the relay itself only ever checks the one it is given.
@@ -85,7 +67,7 @@ def serve(args: argparse.Namespace) -> int:
         settings.log_file, settings.log_level, settings.secrets(), settings.worker_count
     )
     log_event(
-        logger,
+        logging.getLogger("callrelay.server"),
         "server_starting",
         version=__version__,
         host=settings.host,
@@ -96,22 +78,51 @@ def serve(args: argparse.Namespace) -> int:
     from callrelay.web.server import run_server
 
     def ready(web: object) -> None:
-        """Once the relay listens: save a token made for this run (a relay that failed to
-        start leaves the running one's file alone), then say where everything is."""
-        token_line = "the one in RELAY_API_TOKEN"
-        if made_token is not None:
-            saved = token_file(settings.port)
-            token_line = f"{made_token}\n{'':24}(made for this run"
-            try:
-                write_token_file(made_token, saved)
-                token_line += f", saved to {saved}, readable by you only"
-            except OSError:
-                pass
-            token_line += "; set RELAY_API_TOKEN to choose your own)"
-        print(_banner(settings, token_line, web), file=sys.stderr, flush=True)
+        banner = _banner(settings, _token_line(settings, made_token), web)
+        print(banner, file=sys.stderr, flush=True)
 
     run_server(settings, ready)
     return 0
+
+
+def _why_not_start(settings: Settings) -> tuple[str, int] | None:
+    """What stops the relay before it starts, and the exit code (2: configuration, 1: the
+    machine); None when nothing does."""
+    for name, folder in (
+        ("CAPTURES_DIR", settings.captures_dir),
+        ("LOG_FILE", settings.log_file.parent),
+    ):
+        problem = _unwritable(folder)
+        if problem:
+            return f"invalid configuration: {name}: {problem}", 2
+    for port in (settings.port, settings.browser_port):
+        in_use = _port_in_use(settings.host, port) if port else None
+        if in_use:
+            console = ", or CONSOLE_PORT for the console's" if port != settings.port else ""
+            return (
+                f"cannot listen on {settings.host}:{port}: {in_use}. Another callrelay may be "
+                f"running there: stop it, or pick another port with PORT=6001 (or --port "
+                f"6001){console}.",
+                1,
+            )
+    return None
+
+
+def _token_line(settings: Settings, made_token: str | None) -> str:
+    """Once the relay listens: save a token made for this run (a relay that failed to start
+    leaves the running one's file alone), and say what the token is."""
+    from callrelay.access import token_file, write_token_file
+
+    if made_token is None:
+        return "the one in RELAY_API_TOKEN"
+    saved = token_file(settings.port)
+    line = f"{made_token}\n{'':24}(made for this run"
+    try:
+        write_token_file(made_token, saved)
+        line += f", saved to {saved}, readable by you only"
+    except OSError:
+        pass
+    return line + "; set RELAY_API_TOKEN to choose your own)"
 
 
 def _unwritable(folder: Path) -> str | None:
