@@ -46,6 +46,7 @@ def place_call(relay: RunningRelay, fake_twilio: FakeTwilio, to: str) -> str:
         return any(c["callSid"] == call_sid and c["status"] == "completed" for c in calls["calls"])
 
     wait_for(completed)
+    wait_until_ended(relay, call_sid)  # Twilio's callback can come before the stream's end
     return call_sid
 
 
