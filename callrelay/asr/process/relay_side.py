@@ -505,12 +505,12 @@ class ProcessSpeechEngine(SpeechEngine):
                 continue
             if link is None:
                 return
-            with self._lock:
+            with self._lock:  # one step: a reader of `generation` sees `alive` too
                 self.generation += 1
                 self._links[self.generation] = link
                 self._made = 0
+                self.alive = True
             self._start_reader(self.generation, link)
-            self.alive = True
             log_event(logger, "asr_process_restarted", process=link.pid, restarts=self.generation)
             return
 
