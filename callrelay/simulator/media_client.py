@@ -53,9 +53,6 @@ class StreamOptions:
     seed: int = 1
 
 
-"""What a WebSocket peer reports when the connection died without a close frame."""
-
-
 @dataclass
 class StreamReport:
     call_sid: str
@@ -164,120 +161,178 @@ def play_stream(
 ) -> StreamReport:
     """Stream mu-law audio per track (all tracks as long as the longest) and end the stream.
     `bidirectional` (`<Connect><Stream>`): also play what the server sends back."""
-    options = options or StreamOptions()
-    hang_up = hang_up or threading.Event()
-    rng = random.Random(options.seed)
-    call_sid = call_sid or new_sid("CA")
-    stream_sid = new_sid("MZ")
-    track_names = tuple(tracks)
-    longest = max(-(-len(audio) // 160) for audio in tracks.values())
-    framed = {track: frames(audio, longest) for track, audio in tracks.items()}
-    report = StreamReport(call_sid=call_sid, stream_sid=stream_sid)
-    report.frames_sent = {track: 0 for track in track_names}
-    chunks = {track: 0 for track in track_names}
-    dtmf_due = sorted(options.dtmf, key=lambda item: item[1])
-    ws = Client.connect(target.connect_url, headers=handshake_headers(target))
-    sequence = 0
-    stop_sent = False
-    player = TalkBackPlayer(stream_sid, report) if bidirectional else None
+    stream = _Stream(
+        Client.connect(target.connect_url, headers=handshake_headers(target)),
+        tracks,
+        call_sid=call_sid or new_sid("CA"),
+        account_sid=account_sid,
+        options=options or StreamOptions(),
+        bidirectional=bidirectional,
+    )
+    return stream.play(custom_parameters or {}, hang_up or threading.Event(), progress)
 
-    def send(text: str) -> None:
-        ws.send(text)
-        report.messages_sent += 1
 
-    def echo(marks: list[str]) -> None:
-        nonlocal sequence
-        if stop_sent:
+class _Stream:
+    """One stream as Twilio sends it, on the calling thread: the messages in order with their
+    sequence numbers, paced on the call's clock, with what the server sends back heard between
+    frames."""
+
+    def __init__(
+        self,
+        ws: Client,
+        tracks: Mapping[Track, bytes],
+        *,
+        call_sid: str,
+        account_sid: str,
+        options: StreamOptions,
+        bidirectional: bool,
+    ) -> None:
+        self._ws = ws
+        self._options = options
+        self._rng = random.Random(options.seed)
+        self._account_sid = account_sid
+        self._track_names = tuple(tracks)
+        self._frame_count = max(-(-len(audio) // 160) for audio in tracks.values())
+        self._framed = {track: frames(audio, self._frame_count) for track, audio in tracks.items()}
+        self._chunks = {track: 0 for track in self._track_names}
+        self._dtmf_due = sorted(options.dtmf, key=lambda item: item[1])
+        self._sequence = 0
+        self._stop_sent = False
+        self._held_until = 0.0
+        self.report = StreamReport(call_sid=call_sid, stream_sid=new_sid("MZ"))
+        self.report.frames_sent = {track: 0 for track in self._track_names}
+        self._player = (
+            TalkBackPlayer(self.report.stream_sid, self.report) if bidirectional else None
+        )
+
+    def play(
+        self,
+        custom_parameters: Mapping[str, str],
+        hang_up: threading.Event,
+        progress: Callable[[float, float], None] | None,
+    ) -> StreamReport:
+        report = self.report
+        started = time.monotonic()
+        report.started_at = started - self._options.first_timestamp_ms / 1000
+        try:
+            self._start(custom_parameters)
+            for index in range(self._frame_count):
+                if hang_up.is_set():
+                    report.hung_up = True
+                    break
+                self._frame(index, started)
+                if progress and index % 250 == 0:
+                    progress(index * FRAME_MS / 1000, self._frame_count * FRAME_MS / 1000)
+            self._stop()
+        except ConnectionClosed:
+            closed = self._ws.close_reason
+            if not (self._stop_sent and closed == CloseCode.NORMAL):  # after `stop`, the normal end
+                report.server_closed = (int(closed), str(self._ws.close_message or ""))
+        except OSError as error:  # the server vanished mid-write: no close frame at all
+            report.server_closed = (CloseCode.ABNORMAL, f"{type(error).__name__}: {error}")
+        finally:
+            report.seconds = time.monotonic() - started
+            with contextlib.suppress(ConnectionClosed, OSError):  # already closed by the server
+                self._ws.close()
+        return report
+
+    def _start(self, custom_parameters: Mapping[str, str]) -> None:
+        self._send(msg.connected_message())
+        self._send(
+            msg.start_message(
+                stream_sid=self.report.stream_sid,
+                account_sid=self._account_sid,
+                call_sid=self.report.call_sid,
+                tracks=self._track_names,
+                custom_parameters=custom_parameters,
+                sequence_number=self._next(),
+            )
+        )
+
+    def _frame(self, index: int, started: float) -> None:
+        """Frame `index` of every track, when it is due, and the DTMF due before it."""
+        timestamp = self._options.first_timestamp_ms + index * FRAME_MS
+        self._wait_until_due(index, started)
+        while self._dtmf_due and self._dtmf_due[0][1] * 1000 <= timestamp:
+            digit, _ = self._dtmf_due.pop(0)
+            self._send(
+                msg.dtmf_message(
+                    stream_sid=self.report.stream_sid, digit=digit, sequence_number=self._next()
+                )
+            )
+        for track in self._track_names:
+            self._media(track, self._framed[track][index], timestamp)
+        self._hear_server()
+        if self._player is not None:
+            self._echo(self._player.advance())
+
+    def _wait_until_due(self, index: int, started: float) -> None:
+        speed = self._options.speed
+        if speed <= 0:
+            return
+        due = started + index * FRAME_MS / 1000 / speed
+        if self._options.jitter_ms and due >= self._held_until:
+            self._held_until = due + self._rng.uniform(0, self._options.jitter_ms) / 1000 / speed
+        wait = max(due, self._held_until) - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+
+    def _media(self, track: Track, frame: bytes, timestamp: int) -> None:
+        if self._options.drop_rate and self._rng.random() < self._options.drop_rate:
+            self.report.frames_dropped += 1
+            return
+        if self._options.silence == "skip" and is_silent(frame):
+            self.report.frames_skipped_silent += 1
+            return
+        self._chunks[track] += 1
+        self._send(
+            msg.media_message(
+                stream_sid=self.report.stream_sid,
+                track=track,
+                chunk=self._chunks[track],
+                timestamp_ms=timestamp,
+                payload=frame,
+                sequence_number=self._next(),
+            )
+        )
+        self.report.frames_sent[track] += 1
+
+    def _stop(self) -> None:
+        sequence = self._next()
+        self._stop_sent = True  # set first: the server may close the moment `stop` reaches it
+        self._send(
+            msg.stop_message(
+                stream_sid=self.report.stream_sid,
+                account_sid=self._account_sid,
+                call_sid=self.report.call_sid,
+                sequence_number=sequence,
+            )
+        )
+        self._hear_server()
+
+    def _next(self) -> int:
+        self._sequence += 1
+        return self._sequence
+
+    def _send(self, text: str) -> None:
+        self._ws.send(text)
+        self.report.messages_sent += 1
+
+    def _echo(self, marks: list[str]) -> None:
+        if self._stop_sent:
             return  # Twilio says nothing after `stop`
         for name in marks:
-            sequence += 1
-            send(msg.mark_message(stream_sid=stream_sid, name=name, sequence_number=sequence))
+            self._send(
+                msg.mark_message(
+                    stream_sid=self.report.stream_sid, name=name, sequence_number=self._next()
+                )
+            )
 
-    def hear_server() -> None:
-        while (text := ws.receive(timeout=0)) is not None:
-            if player is None:
-                report.warnings.append(
+    def _hear_server(self) -> None:
+        while (text := self._ws.receive(timeout=0)) is not None:
+            if self._player is None:
+                self.report.warnings.append(
                     "31924 Protocol Error: server sent a message on a <Start> stream"
                 )
             else:
-                echo(player.receive(text))
-
-    started = time.monotonic()
-    report.started_at = started - options.first_timestamp_ms / 1000
-    try:
-        send(msg.connected_message())
-        sequence += 1
-        send(
-            msg.start_message(
-                stream_sid=stream_sid,
-                account_sid=account_sid,
-                call_sid=call_sid,
-                tracks=track_names,
-                custom_parameters=custom_parameters or {},
-                sequence_number=sequence,
-            )
-        )
-        held_until = 0.0
-        for index in range(longest):
-            if hang_up.is_set():
-                report.hung_up = True
-                break
-            timestamp = options.first_timestamp_ms + index * FRAME_MS
-            if options.speed > 0:
-                due = started + index * FRAME_MS / 1000 / options.speed
-                if options.jitter_ms and due >= held_until:
-                    held_until = due + rng.uniform(0, options.jitter_ms) / 1000 / options.speed
-                wait = max(due, held_until) - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-            while dtmf_due and dtmf_due[0][1] * 1000 <= timestamp:
-                digit, _ = dtmf_due.pop(0)
-                sequence += 1
-                send(msg.dtmf_message(stream_sid=stream_sid, digit=digit, sequence_number=sequence))
-            for track in track_names:
-                frame = framed[track][index]
-                if options.drop_rate and rng.random() < options.drop_rate:
-                    report.frames_dropped += 1
-                    continue
-                if options.silence == "skip" and is_silent(frame):
-                    report.frames_skipped_silent += 1
-                    continue
-                sequence += 1
-                chunks[track] += 1
-                send(
-                    msg.media_message(
-                        stream_sid=stream_sid,
-                        track=track,
-                        chunk=chunks[track],
-                        timestamp_ms=timestamp,
-                        payload=frame,
-                        sequence_number=sequence,
-                    )
-                )
-                report.frames_sent[track] += 1
-            if progress and index % 250 == 0:
-                progress(index * FRAME_MS / 1000, longest * FRAME_MS / 1000)
-            hear_server()
-            if player is not None:
-                echo(player.advance())
-        sequence += 1
-        stop_sent = True  # set first: the server may close the moment `stop` reaches it
-        send(
-            msg.stop_message(
-                stream_sid=stream_sid,
-                account_sid=account_sid,
-                call_sid=call_sid,
-                sequence_number=sequence,
-            )
-        )
-        hear_server()
-    except ConnectionClosed:
-        if not (stop_sent and ws.close_reason == CloseCode.NORMAL):  # after `stop`, the normal end
-            report.server_closed = (int(ws.close_reason), str(ws.close_message or ""))
-    except OSError as error:  # the server vanished mid-write: no close frame at all
-        report.server_closed = (CloseCode.ABNORMAL, f"{type(error).__name__}: {error}")
-    finally:
-        report.seconds = time.monotonic() - started
-        with contextlib.suppress(ConnectionClosed, OSError):  # already closed by the server
-            ws.close()
-    return report
+                self._echo(self._player.receive(text))
