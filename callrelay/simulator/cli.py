@@ -13,85 +13,32 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
 
 from callrelay.access import read_token_file, token_file
 from callrelay.config import Settings, load_settings
-from callrelay.simulator.audio_source import (
-    UnreadableAudio,
-    default_call_audio,
-    load_telephone_audio,
+from callrelay.simulator.arguments import (
+    add_call_arguments,
+    add_fuzz_arguments,
+    add_rest_arguments,
+    stream_options,
 )
+from callrelay.simulator.audio_source import UnreadableAudio, load_telephone_audio
 from callrelay.simulator.call_report import CallPrinter, print_summary
 from callrelay.simulator.fake_twilio import FakeTwilio
 from callrelay.simulator.fuzz import fuzz_streams
 from callrelay.simulator.media_client import (
-    StreamOptions,
+    StreamReport,
     StreamTarget,
     new_sid,
     play_stream,
 )
 from callrelay.simulator.observer import RelayObserver, RelayRefused
 from callrelay.simulator.twiml_reader import CallScript, TwimlError, read_twiml
+from callrelay.twilio.media_stream import Track
 from callrelay.twilio.signatures import sign
-
-DEFAULT_SERVER = "http://127.0.0.1:6000"
-TRANSCRIPTS_TIMEOUT_SECONDS = 60.0
-"""How long `call` waits after the stream for the relay's last transcript."""
-
-
-def _dtmf(text: str) -> tuple[str, float]:
-    digit, _, at = text.partition("@")
-    if len(digit) != 1 or not at:
-        raise argparse.ArgumentTypeError("DTMF is DIGIT@SECONDS, e.g. 5@2.5")
-    return digit, float(at)
-
-
-def _stream_options(args: argparse.Namespace) -> StreamOptions:
-    return StreamOptions(
-        speed=args.speed,
-        silence=args.silence,
-        drop_rate=args.drop,
-        jitter_ms=args.jitter,
-        dtmf=tuple(args.dtmf),
-        seed=args.seed,
-    )
-
-
-def _add_audio_options(parser: argparse.ArgumentParser) -> None:
-    caller, receiver = default_call_audio()
-    audio = parser.add_argument_group("audio (default: the bundled 30 s demo call)")
-    audio.add_argument(
-        "--caller", type=Path, default=caller, help="inbound track: any WAV, FLAC or OGG file"
-    )
-    audio.add_argument("--receiver", type=Path, default=receiver, help="outbound track")
-    delivery = parser.add_argument_group("delivery")
-    delivery.add_argument(
-        "--speed",
-        type=float,
-        default=1.0,
-        help="1 = real time (default), 10 = ten times faster, 0 = as fast as the relay reads",
-    )
-    delivery.add_argument(
-        "--silence",
-        choices=("continuous", "skip"),
-        default="continuous",
-        help="send silent frames (continuous) or leave them out (skip), as some calls do",
-    )
-    delivery.add_argument("--drop", type=float, default=0.0, help="share of frames lost, 0-1")
-    delivery.add_argument("--jitter", type=float, default=0.0, help="burst delay up to this, ms")
-    delivery.add_argument(
-        "--dtmf",
-        type=_dtmf,
-        action="append",
-        default=[],
-        metavar="DIGIT@SECONDS",
-        help="send a DTMF digit at a time into the call, e.g. 5@2.5 (repeatable)",
-    )
-    delivery.add_argument("--seed", type=int, default=1, help="for --drop and --jitter")
 
 
 def _api_token(args: argparse.Namespace, settings: Settings, server: str) -> str | None:
@@ -193,7 +140,7 @@ def run_call(args: argparse.Namespace) -> int:
     printer = CallPrinter(as_json=args.json)
     observer = None
     try:
-        audio = {
+        audio: dict[Track, bytes] = {
             "inbound": load_telephone_audio(args.caller),
             "outbound": load_telephone_audio(args.receiver),
         }
@@ -207,6 +154,30 @@ def run_call(args: argparse.Namespace) -> int:
             observer.close()
         print(f"callrelay simulate: {error}", file=sys.stderr)
         return 1
+    report = _stream_call(args, settings, server, script, audio, params, printer, observer)
+    transcripts_complete = True
+    if observer is not None:
+        observer.ended.wait(10)
+        if transcribing:
+            transcripts_complete = observer.transcription_ended.wait(args.wait)
+        observer.close()
+    print_summary(
+        printer, report, settings, observer is not None, transcribing, transcripts_complete
+    )
+    return 0 if report.server_closed is None else 1
+
+
+def _stream_call(
+    args: argparse.Namespace,
+    settings: Settings,
+    server: str,
+    script: CallScript,
+    audio: dict[Track, bytes],
+    params: dict[str, str],
+    printer: CallPrinter,
+    observer: RelayObserver | None,
+) -> StreamReport:
+    """Play the call's media stream as the TwiML asked for it, printing progress."""
     assert script.stream is not None
     if script.dial:
         printer.say(f"TwiML dials {script.dial} (caller ID {script.caller_id or 'unset'})")
@@ -224,26 +195,16 @@ def run_call(args: argparse.Namespace) -> int:
             )
 
     token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
-    report = play_stream(
+    return play_stream(
         StreamTarget(connect_url, stream_url, token),
         {track: audio[track] for track in script.stream.tracks},
-        call_sid=call_sid,
+        call_sid=params["CallSid"],
         account_sid=params["AccountSid"],
         custom_parameters=script.stream.parameters,
-        options=_stream_options(args),
+        options=stream_options(args),
         progress=progress,
         bidirectional=script.stream.bidirectional,
     )
-    transcripts_complete = True
-    if observer is not None:
-        observer.ended.wait(10)
-        if transcribing:
-            transcripts_complete = observer.transcription_ended.wait(args.wait)
-        observer.close()
-    print_summary(
-        printer, report, settings, observer is not None, transcribing, transcripts_complete
-    )
-    return 0 if report.server_closed is None else 1
 
 
 def _relay_transcribes(server: str) -> bool:
@@ -281,7 +242,7 @@ def run_rest(args: argparse.Namespace) -> int:
             ),
             caller_audio=load_telephone_audio(args.caller),
             receiver_audio=load_telephone_audio(args.receiver),
-            stream_options=_stream_options(args),
+            stream_options=stream_options(args),
             port=args.port,
         ).start()
     except OSError as error:
@@ -335,41 +296,7 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         "in this folder), PUBLIC_URL, TWILIO_ACCOUNT_SID, TWILIO_NUMBER, CAPTURES_DIR (for the "
         "paths in the summary)",
     )
-    call.add_argument(
-        "--server", default=DEFAULT_SERVER, help=f"the relay (default {DEFAULT_SERVER})"
-    )
-    call.add_argument(
-        "--public-url", help="the public URL Twilio signs (default PUBLIC_URL, else --server)"
-    )
-    call.add_argument(
-        "--from", dest="from_number", default="+14155550100", help="the caller's number"
-    )
-    call.add_argument(
-        "--client",
-        metavar="IDENTITY",
-        help="be a browser's Voice SDK call instead: From=client:IDENTITY through the TwiML App",
-    )
-    call.add_argument(
-        "--to",
-        default="+14155550111",
-        help="with --client: the number the browser dials (default %(default)s)",
-    )
-    call.add_argument(
-        "--talk",
-        action="store_true",
-        help="ask for a talk-mode call (<Connect><Stream>): the caller's side only, and what "
-        "clients `play` into it is heard, checked and its marks echoed",
-    )
-    call.add_argument("--token", help="the relay's API token, to watch Socket.IO")
-    call.add_argument("--quiet", action="store_true", help="do not watch Socket.IO")
-    call.add_argument("--json", action="store_true", help="print each event as one JSON line")
-    call.add_argument(
-        "--wait",
-        type=float,
-        default=TRANSCRIPTS_TIMEOUT_SECONDS,
-        help="seconds to wait for the last transcript after the call (default %(default)s)",
-    )
-    _add_audio_options(call)
+    add_call_arguments(call)
     call.set_defaults(run=run_call)
 
     rest = commands.add_parser(
@@ -382,10 +309,7 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         "TWILIO_API_KEY and TWILIO_API_SECRET. The relay must run with the same values and "
         "TWILIO_API_BASE=http://127.0.0.1:PORT.",
     )
-    rest.add_argument(
-        "--port", type=int, default=6100, help="loopback port to listen on (default 6100)"
-    )
-    _add_audio_options(rest)
+    add_rest_arguments(rest)
     rest.set_defaults(run=run_rest)
 
     fuzz = commands.add_parser(
@@ -396,13 +320,7 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         "Prints how the relay closed each connection.",
         epilog="environment: TWILIO_AUTH_TOKEN (to sign), PUBLIC_URL",
     )
-    fuzz.add_argument(
-        "--server", default=DEFAULT_SERVER, help=f"the relay (default {DEFAULT_SERVER})"
-    )
-    fuzz.add_argument("--public-url", help="the public URL Twilio signs")
-    fuzz.add_argument("--messages", type=int, default=3000, help="bad messages to send")
-    fuzz.add_argument("--threads", type=int, default=4, help="connections at once")
-    fuzz.add_argument("--seed", type=int, default=1)
+    add_fuzz_arguments(fuzz)
     fuzz.set_defaults(run=run_fuzz)
 
 
