@@ -141,8 +141,8 @@ def fuzz_streams(
                 while ws.receive(timeout=2) is not None:
                     pass
                 code = -1  # the server kept it open: its idle timeout will end it
-            except ConnectionClosed:
-                code = int(ws.close_reason)
+            except ConnectionClosed as closed:
+                code = int(closed.reason)
             except OSError:
                 code = CloseCode.ABNORMAL
             finally:

@@ -224,10 +224,9 @@ class _Stream:
                 if progress and index % 250 == 0:
                     progress(index * FRAME_MS / 1000, self._frame_count * FRAME_MS / 1000)
             self._stop()
-        except ConnectionClosed:
-            closed = self._ws.close_reason
-            if not (self._stop_sent and closed == CloseCode.NORMAL):  # after `stop`, the normal end
-                report.server_closed = (int(closed), str(self._ws.close_message or ""))
+        except ConnectionClosed as closed:
+            if not (self._stop_sent and closed.reason == CloseCode.NORMAL):  # the normal end
+                report.server_closed = (int(closed.reason), str(closed.message or ""))
         except OSError as error:  # the server vanished mid-write: no close frame at all
             report.server_closed = (CloseCode.ABNORMAL, f"{type(error).__name__}: {error}")
         finally:

@@ -9,7 +9,6 @@ from typing import Any, Literal
 
 from flask import Flask, request
 from flask_socketio import SocketIO
-from simple_websocket import Server
 
 from callrelay.asr import SpeechEngine
 from callrelay.config import Settings
@@ -26,7 +25,7 @@ from callrelay.web.rooms import AudioRooms
 from callrelay.web.routes import add_http_routes
 from callrelay.web.stream import MAX_MESSAGE_BYTES, serve_stream
 from callrelay.web.talkback import TalkBackCalls
-from callrelay.web.websocket_route import add_websocket_route
+from callrelay.web.websocket_route import AcceptedSocket, add_websocket_route
 
 
 def _socketio_figures(socketio: SocketIO, publisher: SocketIORelay) -> dict[str, Any]:
@@ -79,7 +78,7 @@ def create_web_relay(
     app.register_blueprint(history_routes(relay))
     app.register_blueprint(console_routes())
 
-    def stream(ws: Server, call_sid: str | None = None) -> None:
+    def stream(ws: AcceptedSocket, call_sid: str | None = None) -> None:
         serve_stream(ws, relay, request.remote_addr or "?", call_sid, talkback)
 
     for path in ("/stream", "/stream/<call_sid>"):

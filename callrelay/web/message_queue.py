@@ -7,6 +7,10 @@ marks the queue down for a second: emits in between go to this process's clients
 loss is logged once (`message_queue_down`), counted, and `message_queue_up` says when events
 flow across again. Redis's publish/subscribe delivers at most once: what other processes
 missed meanwhile is not replayed (recordings and transcripts, on disk, lose nothing).
+
+Only the manager's extension point is overridden (`_publish`, which python-socketio's docs ask
+a pub/sub backend to fill in); the publishing connection is this class's own redis-py client,
+so nothing of `RedisManager`'s connection state is touched. Its listener is left as it is.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 import socketio
 
 from callrelay.outage import Outage
@@ -26,15 +31,15 @@ TIMEOUT_SECONDS = 0.5
 
 class GuardedRedisManager(socketio.RedisManager):  # type: ignore[misc]
     def __init__(self, url: str) -> None:
-        super().__init__(
-            url,
-            channel=CHANNEL,
-            redis_options={
-                "socket_connect_timeout": TIMEOUT_SECONDS,
-                "socket_timeout": TIMEOUT_SECONDS,
-                "retry": None,
-            },
-        )
+        options: dict[str, Any] = {
+            "socket_connect_timeout": TIMEOUT_SECONDS,
+            "socket_timeout": TIMEOUT_SECONDS,
+            "retry": None,
+        }
+        super().__init__(url, channel=CHANNEL, redis_options=options)
+        self._publisher = redis.Redis.from_url(url, **options)
+        """Connects on its first publish; a broken connection is dropped and the next publish
+        opens a new one."""
         self._outage = Outage(
             logger,
             "message_queue_down",
@@ -54,11 +59,8 @@ class GuardedRedisManager(socketio.RedisManager):  # type: ignore[misc]
             self.unpublished += 1
             return
         try:
-            if not self.connected:  # type: ignore[has-type]
-                self._redis_connect()
-            self.redis.publish(self.channel, self.json.dumps(data))
+            self._publisher.publish(self.channel, self.json.dumps(data))
         except Exception as error:
-            self.connected = False
             self.unpublished += 1
             self._outage.failed(error)
             return

@@ -151,6 +151,11 @@ class RelayServer(BaseApplication):  # type: ignore[misc]
 
 
 class RelayArbiter(Arbiter):  # type: ignore[misc]
+    """gunicorn's master, which also keeps the shared recognition processes running. gunicorn
+    has no hook that runs in the master's loop; `manage_workers` is the one this extends (the
+    only use of gunicorn beyond its public API here, checked by tests/test_library_contracts.py).
+    """
+
     def manage_workers(self) -> None:
         """Runs at least once a second in the master's loop."""
         super().manage_workers()

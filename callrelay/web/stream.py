@@ -7,7 +7,6 @@ import logging
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any
 
 from simple_websocket import ConnectionClosed
 
@@ -19,6 +18,7 @@ from callrelay.metrics import RelayMetrics
 from callrelay.relay import Relay
 from callrelay.talkback import TALK_PARAMETER
 from callrelay.web.talkback import TalkBackCalls
+from callrelay.web.websocket_route import AcceptedSocket
 
 logger = logging.getLogger("callrelay.stream")
 
@@ -64,7 +64,7 @@ class MessageThrottle:
 
 
 def serve_stream(
-    ws: Any,
+    ws: AcceptedSocket,
     relay: Relay,
     remote: str,
     call_sid: str | None = None,
@@ -121,7 +121,7 @@ def serve_stream(
 
 
 def _serve(
-    ws: Any,
+    ws: AcceptedSocket,
     session: MediaStreamSession,
     remote: str,
     connection: StreamConnection,
@@ -130,63 +130,18 @@ def _serve(
     metrics: RelayMetrics,
     started: Callable[[CallInfo], None],
 ) -> None:
+    """Read the stream until it ends, then close the call with why it ended."""
     log_event(logger, "stream_connected", remote=remote)
     reason = "disconnected"
     try:
-        last_message = time.monotonic()
-        handled = 0
-        while session.state is not StreamState.ENDED:
-            message = ws.receive(timeout=min(idle_timeout, CONNECTION_CHECK_SECONDS))
-            if message is None and not getattr(ws, "connected", True):
-                # The socket died in a way that did not wake `receive` (seen when a close
-                # handshake crosses an oversized frame): end the call now, not at idle time.
-                raise ConnectionClosed(getattr(ws, "close_reason", 1006), "connection lost")
-            if message is not None:
-                last_message = time.monotonic()
-            elif time.monotonic() - last_message < idle_timeout:
-                continue
-            if message is None:
-                reason = "idle_timeout"
-                log_event(
-                    logger,
-                    "stream_idle",
-                    logging.WARNING,
-                    remote=remote,
-                    seconds=idle_timeout,
-                    **session.ids,
-                )
-                ws.close(1000, "idle timeout")
-                break
-            arrived = time.perf_counter()
-            waiting = session.call is None
-            session.receive(message)
-            if waiting and session.call is not None:
-                started(session.call)
-            metrics.message_handled(time.perf_counter() - arrived)
-            handled += 1
-            if handled % YIELD_EVERY_MESSAGES == 0:
-                time.sleep(0)  # under gevent: let the listeners' writers run during a burst
-            pause = throttle.take()
-            if pause:
-                if throttle.pauses == 1:
-                    log_event(
-                        logger,
-                        "stream_throttled",
-                        logging.WARNING,
-                        remote=remote,
-                        maxMessagesPerSecond=throttle.rate,
-                        **session.ids,
-                    )
-                time.sleep(pause)
-        else:
-            ws.close(1000, "stream stopped")
+        reason = _read(ws, session, remote, throttle, idle_timeout, metrics, started)
     except StreamProtocolError as error:
         reason = "protocol_error"
         _refused(session, remote, error.close_code, error.reason)
         _close_quietly(ws, error.close_code, error.reason[:120])
     except ConnectionClosed:
         reason = connection.closing_reason or reason
-        if getattr(ws, "close_reason", None) == CloseCode.MESSAGE_TOO_BIG:
+        if ws.close_code == CloseCode.MESSAGE_TOO_BIG:
             reason = "protocol_error"
             too_big = f"message larger than {MAX_MESSAGE_BYTES} bytes"
             _refused(session, remote, CloseCode.MESSAGE_TOO_BIG, too_big)
@@ -196,6 +151,69 @@ def _serve(
         _close_quietly(ws, CloseCode.INTERNAL_ERROR, "internal error")
     finally:
         session.close(reason)
+
+
+def _read(
+    ws: AcceptedSocket,
+    session: MediaStreamSession,
+    remote: str,
+    throttle: MessageThrottle,
+    idle_timeout: float,
+    metrics: RelayMetrics,
+    started: Callable[[CallInfo], None],
+) -> str:
+    """Hand each message to the session until `stop` (or the peer goes quiet); why it ended.
+    Runs on the stream's greenlet."""
+    last_message = time.monotonic()
+    handled = 0
+    while session.state is not StreamState.ENDED:
+        message = ws.receive(timeout=min(idle_timeout, CONNECTION_CHECK_SECONDS))
+        if message is None and ws.lost:
+            # The socket died in a way that did not wake `receive` (seen when a close
+            # handshake crosses an oversized frame): end the call now, not at idle time.
+            raise ConnectionClosed(ws.close_code or CloseCode.ABNORMAL, "connection lost")
+        if message is None:
+            if time.monotonic() - last_message < idle_timeout:
+                continue
+            log_event(
+                logger,
+                "stream_idle",
+                logging.WARNING,
+                remote=remote,
+                seconds=idle_timeout,
+                **session.ids,
+            )
+            ws.close(CloseCode.NORMAL, "idle timeout")
+            return "idle_timeout"
+        last_message = arrived = time.monotonic()
+        waiting = session.call is None
+        session.receive(message)
+        if waiting and session.call is not None:
+            started(session.call)
+        metrics.message_handled(time.monotonic() - arrived)
+        handled += 1
+        if handled % YIELD_EVERY_MESSAGES == 0:
+            time.sleep(0)  # under gevent: let the listeners' writers run during a burst
+        _keep_to_rate(throttle, session, remote)
+    ws.close(CloseCode.NORMAL, "stream stopped")
+    return "disconnected"
+
+
+def _keep_to_rate(throttle: MessageThrottle, session: MediaStreamSession, remote: str) -> None:
+    """Pause the reading when the peer sends faster than the throttle's rate."""
+    pause = throttle.take()
+    if not pause:
+        return
+    if throttle.pauses == 1:
+        log_event(
+            logger,
+            "stream_throttled",
+            logging.WARNING,
+            remote=remote,
+            maxMessagesPerSecond=throttle.rate,
+            **session.ids,
+        )
+    time.sleep(pause)
 
 
 def _refused(session: MediaStreamSession, remote: str, code: int, error: str) -> None:
@@ -210,6 +228,6 @@ def _refused(session: MediaStreamSession, remote: str, code: int, error: str) ->
     )
 
 
-def _close_quietly(ws: Any, code: int, reason: str) -> None:
+def _close_quietly(ws: AcceptedSocket, code: int, reason: str) -> None:
     with contextlib.suppress(Exception):
         ws.close(code, reason)
