@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from callrelay.config import Settings
@@ -97,7 +98,21 @@ def print_summary(
         }
     if printer.as_json:
         print(json.dumps({"event": "summary", "data": summary}), flush=True)
-        return
+    else:
+        text = _summary_text(printer, report, folder, watched, transcribing, transcripts_complete)
+        print(text, flush=True)
+
+
+def _summary_text(
+    printer: CallPrinter,
+    report: StreamReport,
+    folder: Path,
+    watched: bool,
+    transcribing: bool,
+    transcripts_complete: bool,
+) -> str:
+    """The summary as a person reads it, one figure a line."""
+    heard = report.talkback
     sent = ", ".join(f"{t} {n}" for t, n in report.frames_sent.items())
     lines = [f"done in {report.seconds:.1f} s", f"  frames sent      {sent}"]
     if report.frames_dropped or report.frames_skipped_silent:
@@ -121,4 +136,4 @@ def print_summary(
     if report.server_closed:
         lines.append(f"  the relay closed the stream: {report.server_closed}")
     lines += [f"  warning: {warning}" for warning in report.warnings[:5]]
-    print("\n".join(lines), flush=True)
+    return "\n".join(lines)

@@ -56,12 +56,6 @@ SEND_INTERVAL = 0.02
 RESTART_BACKOFF_SECONDS = (0.5, 2.0, 5.0, 15.0, 30.0, 60.0)
 """Waits before each try to start a recognition process that died; then recognition stays off."""
 
-CHILD_ENVIRONMENT = {"OPENBLAS_NUM_THREADS": "1"}
-"""Read by numpy's OpenBLAS when the child loads it. With a thread per core, OpenBLAS's threads
-spin for a while after each small product (Whisper's mel filterbank) and burn a core beside the
-encoder that follows, nearly doubling the CPU of an utterance's encoding. A setting the user
-made is kept."""
-
 
 def start_engine_process(
     factory: EngineFactory, recycle_after: int | None = None
@@ -126,8 +120,6 @@ class RecognitionLink:
 def _spawn(factory: EngineFactory) -> RecognitionLink | None:
     """Start a recognition process and wait until its engine is loaded."""
     context = multiprocessing.get_context("spawn")
-    for name, value in CHILD_ENVIRONMENT.items():
-        os.environ.setdefault(name, value)  # the relay's numpy is loaded: only the child reads it
     relay_end, child_end = context.Pipe()
     for end in (relay_end, child_end):
         # A pipe made under gevent is non-blocking, and the child would inherit that; both

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from callrelay.asr.process.child import EngineFactory, serve_engine_socket
-from callrelay.asr.process.relay_side import CHILD_ENVIRONMENT, RESTART_BACKOFF_SECONDS
+from callrelay.asr.process.relay_side import RESTART_BACKOFF_SECONDS
 from callrelay.logs import log_event
 
 logger = logging.getLogger("callrelay.asr")
@@ -114,7 +114,6 @@ class SharedRecognition:
             [sys.executable, "-m", __name__, path, str(alive_write)],
             stdin=subprocess.PIPE,
             pass_fds=[alive_write],
-            env={**CHILD_ENVIRONMENT, **os.environ},
         )
         os.close(alive_write)
         assert process.stdin is not None
