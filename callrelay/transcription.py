@@ -10,6 +10,7 @@ the relay never waits. `lag` is how far behind each track is; `GET /` shows the 
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 import time
@@ -61,7 +62,20 @@ class _Skip:
     samples: int
 
 
+class TrackState(enum.Enum):
+    """A track's recognition, from its first audio to its last transcript."""
+
+    LISTENING = "listening"
+    FINISHING = "finishing"
+    """The call has ended: what is queued is recognised, then the recogniser is finished."""
+    FINISH_SENT = "finish_sent"
+    DONE = "done"
+
+
 class TrackTranscriber:
+    """One track's audio to its recogniser, one call in flight at a time, in order; its
+    methods run on the stream's greenlet and on whichever thread an answer comes back on."""
+
     def __init__(
         self,
         sink: TranscriptionSink,
@@ -83,10 +97,11 @@ class TrackTranscriber:
         # A stream that starts later on its call's timeline: the recogniser counts from there.
         self._queue: deque[Int16Array | _Skip] = deque([_Skip(start_at)] if start_at else [])
         self._queued = 0
-        self._finishing = False
+        self.state = TrackState.LISTENING
         self._in_flight = False
-        self._finish_sent = False
+        """A recogniser call has not answered yet: its answer sends the next."""
         self.done = threading.Event()
+        """Set with `TrackState.DONE`, for whoever waits on the last transcript."""
         self.received = 0
         self.processed = 0
         self.skipped = 0
@@ -98,7 +113,7 @@ class TrackTranscriber:
 
     def feed(self, samples: Int16Array) -> None:
         with self._lock:
-            if self._finishing:
+            if self.state is not TrackState.LISTENING:
                 return
             self._queue.append(samples)
             self._queued += len(samples)
@@ -123,7 +138,8 @@ class TrackTranscriber:
 
     def finish(self) -> None:
         with self._lock:
-            self._finishing = True
+            if self.state is TrackState.LISTENING:
+                self.state = TrackState.FINISHING
         self._send_next()
 
     def _send_next(self) -> None:
@@ -131,7 +147,7 @@ class TrackTranscriber:
         the next. Skips and audio go as they were queued; the finish goes after all of them."""
         while True:
             with self._lock:
-                if self._in_flight or self.done.is_set():
+                if self._in_flight or self.state is TrackState.DONE:
                     return
                 call = self._next_call()
                 if call is None:
@@ -161,15 +177,16 @@ class TrackTranscriber:
             skip = self._queue.popleft()
             assert isinstance(skip, _Skip)
             return "skip", skip.samples, 0
-        if self._queue and (self._queued >= self._min_batch or self._finishing):
+        finishing = self.state is TrackState.FINISHING
+        if self._queue and (self._queued >= self._min_batch or finishing):
             run: list[Int16Array] = []
             while self._queue and isinstance(self._queue[0], np.ndarray):
                 run.append(self._queue.popleft())  # type: ignore[arg-type]
             audio = np.concatenate(run) if len(run) > 1 else run[0]
             self._queued -= len(audio)
             return "accept", audio, len(audio)
-        if not self._queue and self._finishing and not self._finish_sent:
-            self._finish_sent = True
+        if not self._queue and finishing:
+            self.state = TrackState.FINISH_SENT
             return "finish", None, 0
         return None
 
@@ -179,6 +196,8 @@ class TrackTranscriber:
         self._run(answer.result, samples)
         with self._lock:
             self._in_flight = False
+            if method == "finish":
+                self.state = TrackState.DONE
         if method == "finish":
             self.done.set()
             self._sink.track_done(self)
