@@ -27,7 +27,7 @@ import soxr
 
 from callrelay.audio import mulaw_encode
 from callrelay.speech import SPEECH, SpeechUnavailable
-from callrelay.twilio import media_stream as msg
+from callrelay.twilio import outbound
 
 FRAME_BYTES = 160
 FRAME_SECONDS = 0.02
@@ -151,13 +151,13 @@ class TalkBack:
         while self._queue and self._playing_until - now < LEAD_SECONDS - 1e-6:
             clip = self._queue[0]
             frame = clip.audio[clip.sent : clip.sent + FRAME_BYTES]
-            self._send(msg.outbound_media(self.stream_sid, frame))
+            self._send(outbound.outbound_media(self.stream_sid, frame))
             clip.sent += len(frame)
             self._playing_until += len(frame) / PLAYBACK_RATE
             if clip.sent >= len(clip.audio):
                 self._queue.popleft()
                 self._awaiting[clip.mark] = (clip.name, False)
-                self._send(msg.outbound_mark(self.stream_sid, clip.mark))
+                self._send(outbound.outbound_mark(self.stream_sid, clip.mark))
         if not self._queue:
             return None
         return max(0.0, self._playing_until - now - LEAD_SECONDS + FRAME_SECONDS)
@@ -169,7 +169,7 @@ class TalkBack:
         self._queue.clear()
         self._awaiting = {mark: (name, True) for mark, (name, _) in self._awaiting.items()}
         self._playing_until = 0.0
-        self._send(msg.outbound_clear(self.stream_sid))
+        self._send(outbound.outbound_clear(self.stream_sid))
         for name in dropped:
             self._played(name, True)
         return dropped

@@ -30,7 +30,7 @@ from callrelay.talkback import (
     clip_from_text,
     clip_from_wav,
 )
-from callrelay.twilio import media_stream as msg
+from callrelay.twilio import outbound
 from tests.helpers import (
     calling_settings,
     callrelay,
@@ -87,11 +87,11 @@ def test_audio_that_cannot_be_played_is_refused_with_a_reason(make: object, says
 
 class Sent:
     def __init__(self) -> None:
-        self.messages: list[msg.Outbound] = []
+        self.messages: list[outbound.Outbound] = []
         self.played: list[tuple[str, bool]] = []
 
     def send(self, text: str) -> None:
-        self.messages.append(msg.parse_outbound(text))  # each as Twilio would check it
+        self.messages.append(outbound.parse_outbound(text))  # each as Twilio would check it
 
     def events(self) -> list[str]:
         return [m.event for m in self.messages]
@@ -277,13 +277,13 @@ def test_a_talk_call_cannot_also_bridge(talk_relay: RunningRelay) -> None:
 def test_the_twilio_simulator_checks_what_it_is_sent_and_echoes_marks_as_it_plays() -> None:
     report = StreamReport(call_sid="CA1", stream_sid="MZ1")
     player = TalkBackPlayer("MZ1", report)
-    assert player.receive(msg.outbound_media("MZ1", b"\x01" * 320)) == []
-    assert player.receive(msg.outbound_mark("MZ1", "a")) == []  # 40 ms not yet played
+    assert player.receive(outbound.outbound_media("MZ1", b"\x01" * 320)) == []
+    assert player.receive(outbound.outbound_mark("MZ1", "a")) == []  # 40 ms not yet played
     assert player.advance() == [] and player.advance() == ["a"]
-    assert player.receive(msg.outbound_mark("MZ1", "b")) == ["b"]  # nothing buffered: at once
-    player.receive(msg.outbound_media("MZ1", b"\x02" * 1600))
-    player.receive(msg.outbound_mark("MZ1", "c"))
-    assert player.receive(msg.outbound_clear("MZ1")) == ["c"]  # cleared: echoed at once
+    assert player.receive(outbound.outbound_mark("MZ1", "b")) == ["b"]  # nothing buffered: at once
+    player.receive(outbound.outbound_media("MZ1", b"\x02" * 1600))
+    player.receive(outbound.outbound_mark("MZ1", "c"))
+    assert player.receive(outbound.outbound_clear("MZ1")) == ["c"]  # cleared: echoed at once
     assert report.talkback is not None and report.talkback.dropped_by_clear == 1600
     for bad in (
         b"binary",

@@ -22,6 +22,7 @@ from simple_websocket import Client, ConnectionClosed
 from callrelay.close_codes import CloseCode
 from callrelay.simulator.audio_source import FRAME_MS, frames, is_silent
 from callrelay.twilio import media_stream as msg
+from callrelay.twilio import outbound
 from callrelay.twilio.media_stream import Track
 from callrelay.twilio.signatures import sign
 
@@ -100,7 +101,7 @@ class TalkBackPlayer:
     def receive(self, text: str | bytes) -> list[str]:
         """One message from the server; the marks to echo now."""
         try:
-            message = msg.parse_outbound(text)
+            message = outbound.parse_outbound(text)
         except msg.InvalidMediaMessage as error:
             self._report.warnings.append(str(error))
             return []
