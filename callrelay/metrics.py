@@ -26,6 +26,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from callrelay.background import start_task
 from callrelay.call import AudioChunk, CallInfo, CallSink
 
 UPDATE_SECONDS = 1.0
@@ -160,7 +161,7 @@ class RelayMetrics(CallSink):
             while not stop.wait(UPDATE_SECONDS):
                 self.update()
 
-        threading.Thread(target=keep_updating, name="metrics", daemon=True).start()
+        start_task("metrics", keep_updating)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -30,6 +30,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from callrelay.background import start_task
 from callrelay.call import CallInfo, CallSink
 from callrelay.live_calls import REMEMBERED_CALLS, CallTimeline
 from callrelay.outage import Outage
@@ -122,7 +123,7 @@ class RedisState(CallSink):
             (self._heartbeat, "redis-heartbeat"),
             (self._listen, "redis-listener"),
         ):
-            threading.Thread(target=task, name=name, daemon=True).start()
+            start_task(name, task)
 
     @property
     def available(self) -> bool:

@@ -38,6 +38,7 @@ class DecodeQueue:
         self._waits: deque[float] = deque(maxlen=RECENT_DECODES)
         self._decode_seconds: deque[float] = deque(maxlen=RECENT_DECODES)
         for number in range(workers):
+            # OS threads: this runs in the recognition process, where nothing is patched.
             threading.Thread(target=self._work, name=f"whisper-{number}", daemon=True).start()
 
     @property

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from callrelay.background import start_task
 from callrelay.logs import log_event
 from callrelay.talkback import ClipError, TalkBack
 
@@ -52,9 +53,7 @@ class TalkBackCalls:
         )
         running = _Running(talkback)
         self._calls[call_sid] = running
-        threading.Thread(
-            target=self._drive, args=(call_sid, running), name="talkback", daemon=True
-        ).start()
+        start_task("talkback", self._drive, call_sid, running)
 
     def close(self, call_sid: str) -> None:
         """The call's stream ended; its clips not yet heard are reported cut off."""

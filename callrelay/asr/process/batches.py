@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 
 from callrelay.asr.process.link import STOP_TIMEOUT_SECONDS, RecognitionLink
 from callrelay.asr.process.messages import Batch, Request, Stop
+from callrelay.background import start_task
 
 SEND_INTERVAL = 0.02
 """Requests wait up to this long to travel with others."""
@@ -35,10 +36,10 @@ class BatchSender:
         self._queue: list[tuple[int, Request]] = []
         self._ready = threading.Condition()
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="asr-process-sender", daemon=True)
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread.start()
+        self._thread = start_task("asr-process-sender", self._run)
 
     def send(self, request: Request, generation: int | None) -> None:
         """Queue `request` for the process of `generation` (every process when None)."""
@@ -50,7 +51,8 @@ class BatchSender:
         """Send `Stop` to every process; returns once it is sent (or after a timeout)."""
         self._stopping = True
         self.send(Stop(), None)
-        self._thread.join(STOP_TIMEOUT_SECONDS)
+        if self._thread is not None:
+            self._thread.join(STOP_TIMEOUT_SECONDS)
 
     def _run(self) -> None:
         last_sent = 0.0

@@ -1,7 +1,8 @@
 """The recognition process: load the engine, run recognisers until told to stop.
 
 A relay's own process serves it over a pipe (`serve_engine`); a process shared by several
-server processes serves each over a Unix socket (`serve_engine_socket`)."""
+server processes serves each over a Unix socket (`serve_engine_socket`). Nothing here is
+patched by gevent: its threads are OS threads, and the engine's decoding runs on them."""
 
 from __future__ import annotations
 

@@ -51,6 +51,7 @@ from callrelay.asr.process.remote_recogniser import (
     RecogniserError,
     RemoteRecogniser,
 )
+from callrelay.background import start_task
 from callrelay.logs import log_event
 
 logger = logging.getLogger("callrelay.asr")
@@ -224,7 +225,7 @@ class ProcessSpeechEngine(SpeechEngine):
         if drained:
             self._retire(generation)
         if recycle:
-            threading.Thread(target=self._recycle, name="asr-recycle", daemon=True).start()
+            start_task("asr-recycle", self._recycle)
 
     def _recycle(self) -> None:
         """Start a fresh process and make it current; the old one drains."""
@@ -270,7 +271,7 @@ class ProcessSpeechEngine(SpeechEngine):
             return
         with contextlib.suppress(OSError, ValueError):
             link.connection.send(Batch([Stop()]))
-        threading.Thread(target=link.stop, name="asr-retire", daemon=True).start()
+        start_task("asr-retire", link.stop)
 
     def describe(self) -> dict[str, object]:
         described: dict[str, object] = {
@@ -318,12 +319,7 @@ class ProcessSpeechEngine(SpeechEngine):
                     pending[1].set_exception(EngineProcessGone())
 
     def _start_reader(self, generation: int, link: RecognitionLink) -> None:
-        threading.Thread(
-            target=self._read_replies,
-            args=(generation, link),
-            name="asr-process-reader",
-            daemon=True,
-        ).start()
+        start_task("asr-process-reader", self._read_replies, generation, link)
 
     def _read_replies(self, generation: int, link: RecognitionLink) -> None:
         self._relay_replies(link.connection)
