@@ -129,7 +129,12 @@ def test_a_call_placed_from_the_console_is_seen_heard_and_hung_up(
     row = page.locator("#call-list .call-item")
     expect(row).to_have_count(1, timeout=15_000)
     expect(row).to_contain_text("+15005550006 → +14155550160")
-    row.click()
+    parties = row.locator(".parties")
+    assert parties.evaluate("e => e.scrollWidth <= e.clientWidth")  # both numbers shown whole
+    # Nothing was open: the new call opens itself, its listen buttons labelled as such.
+    expect(page.locator("#call")).to_be_visible()
+    expect(row).to_have_class(re.compile("selected"))
+    expect(page.get_by_text("Listen", exact=True)).to_be_visible()
     # Listening and the meters first, while the call surely runs (words may come later than
     # its end on a busy machine).
     page.get_by_role("group", name="Listen").get_by_role("button", name="Both").click()
@@ -175,12 +180,29 @@ def test_a_finished_call_plays_its_recording_is_found_and_can_be_deleted(
     page.evaluate("document.querySelector('.recording audio').play()")
     page.wait_for_function("() => document.querySelector('.recording audio').currentTime > 0.3")
     expect(page.locator(".line.caller .text").first).to_contain_text("order")
+    page.get_by_role("button", name="Play both sides").click()  # from where the first one is
+    page.wait_for_function(
+        "() => { const [a, b] = document.querySelectorAll('.recording audio');"
+        " return !a.paused && !b.paused && b.currentTime > 0.5"
+        " && Math.abs(a.currentTime - b.currentTime) < 0.25; }"
+    )
+    page.get_by_role("button", name="Pause").click()
+    assert page.evaluate("[...document.querySelectorAll('.recording audio')].every(a => a.paused)")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download transcript").click()
+    assert download.value.suggested_filename == f"{call_sid}-transcript.txt"
+    saved = Path(download.value.path()).read_text()
+    assert re.search(r"^\[00:0\d\.\d\] Caller: .*order", saved, re.MULTILINE), saved
     shot(page, "3-finished-call")
 
     page.get_by_placeholder("Number or words said").fill("order")
     expect(row).to_be_visible()
     page.get_by_placeholder("Number or words said").fill("no call says this")
     expect(row).to_have_count(0)
+    found = page.get_by_text("No calls found.")
+    expect(found).to_be_visible()  # at the top of the list, under the search box
+    box, search = found.bounding_box(), page.locator("#history-search").bounding_box()
+    assert box and search and box["y"] - (search["y"] + search["height"]) < 40
     page.get_by_placeholder("Number or words said").fill("")
     page.on("dialog", lambda dialog: dialog.accept())
     row.click()
@@ -294,6 +316,9 @@ def test_the_console_opens_at_the_address_the_relay_prints_with_the_default_port
         page.goto(printed.group(1))
         sign_in(page, relay.api_token)
         expect(page.locator("#link-text")).to_have_text("live")
+        # No Twilio settings here: the page says calling is off and how to try it anyway.
+        expect(page.get_by_role("button", name="Place a call")).to_be_disabled()
+        expect(page.locator("#calling-note")).to_contain_text("callrelay simulate rest")
         assert relay.get("/").json()["status"] == "ok"  # and 6000 serves everything else
         page.close()
     finally:

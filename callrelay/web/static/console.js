@@ -151,7 +151,16 @@ function start() {
   socket.on("partial", (data) => withCall(data, (call) => setPartial(call, data)));
   socket.on("error", (data) => toast(data.error || "the relay refused that"));
   loadCalls();
+  showCalling();
   state.ticker ??= setInterval(tick, 1000);
+}
+
+async function showCalling() {
+  // GET / says whether this relay can place calls; without Twilio settings it cannot.
+  const health = await fetch("/").then((r) => r.json()).catch(() => null);
+  const configured = health?.callingConfigured !== false;
+  $("open-dial").disabled = !configured;
+  $("calling-note").hidden = configured;
 }
 
 function setLink(up, text) {
@@ -175,6 +184,8 @@ async function onCallStarted(data) {
   call.talk = Boolean(data.customParameters?.callrelayTalk);
   note(call, data.resumed ? "resumed" : "started", (data.tracks || []).join(" + "));
   refresh(call);
+  // With no call open, a call that starts opens itself.
+  if (state.selected === null && state.tab === "live") select(call.callSid);
   try {
     const known = await api(`/calls/${data.callSid}`);
     Object.assign(call, { from: known.from, to: known.to, direction: known.direction, startedAt: known.startedAt });
@@ -224,6 +235,7 @@ function renderList() {
   const list = $("call-list");
   const calls = visibleCalls();
   list.replaceChildren(...calls.map(row));
+  list.hidden = calls.length === 0;
   $("list-empty").hidden = calls.length > 0;
   $("list-empty").innerHTML =
     state.tab === "live"
@@ -326,13 +338,13 @@ async function select(callSid) {
   $("call").hidden = false;
   renderHeader(call);
   renderTimeline(call);
-  $("recordings").hidden = true;
+  $("finished").hidden = true;
   $("talk").hidden = !(call.live && call.talk);
   $("meters").hidden = !call.live;
   const oneWay = call.tracks && !call.tracks.includes("outbound");
   $("meter-outbound").closest(".meter").hidden = Boolean(oneWay);
   for (const mode of ["outbound", "both"]) $("listen").querySelector(`[data-listen=${mode}]`).hidden = Boolean(oneWay);
-  $("listen").hidden = !call.live;
+  $("listen-control").hidden = !call.live;
   $("hangup").hidden = !call.live;
   $("delete").hidden = call.live;
   try {
@@ -436,6 +448,9 @@ function renderTimeline(call) {
 
 function showRecordings(recordings) {
   const box = $("recordings");
+  $("finished").hidden = false;
+  $("play-both").hidden = recordings.length < 2;
+  $("play-both").textContent = "Play both sides";
   box.replaceChildren(
     ...recordings.map((recording) => {
       const div = document.createElement("div");
@@ -448,8 +463,39 @@ function showRecordings(recordings) {
       return div;
     }),
   );
-  box.hidden = recordings.length === 0;
 }
+
+// Both sides together: the two recordings share the call's timeline, so they play as one from
+// the same moment (each <audio> element can still be played on its own).
+$("play-both").addEventListener("click", () => {
+  const players = [...document.querySelectorAll(".recording audio")];
+  const button = $("play-both");
+  if (button.textContent === "Pause") {
+    for (const player of players) player.pause();
+    button.textContent = "Play both sides";
+    return;
+  }
+  const at = players[0].ended ? 0 : players[0].currentTime; // from where the caller's side is
+  for (const player of players) {
+    player.currentTime = at;
+    player.onended = () => (button.textContent = "Play both sides");
+    player.play();
+  }
+  button.textContent = "Pause";
+});
+
+$("download-transcript").addEventListener("click", async () => {
+  const callSid = state.selected;
+  const response = await fetch(`/calls/${callSid}/transcript?format=txt`, {
+    headers: { Authorization: `Bearer ${state.token}` },
+  });
+  if (!response.ok) return toast(`Could not download the transcript: ${response.status}`);
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(await response.blob());
+  link.download = `${callSid}-transcript.txt`;
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+});
 
 $("hangup").addEventListener("click", async () => {
   try {
