@@ -26,4 +26,3 @@ def start_task(name: str, target: Callable[..., object], *args: Any) -> threadin
     task = threading.Thread(target=target, args=args, name=name, daemon=True)
     task.start()
     return task
-
