@@ -20,11 +20,16 @@ from callrelay.call import OUTPUT_RATE, CallInfo, CallSink
 from callrelay.call_log import CallLogs, fold
 from callrelay.logs import log_event
 from callrelay.recording import HEADER_BYTES
+from callrelay.stereo import StereoWav
 from callrelay.storage.files import EVENTS_FILE, TRANSCRIPT_FILE, CallFiles, StoredFile
 from callrelay.storage.index import CallQuery, CallRow, HistoryIndex
 from callrelay.tracks import FILE_STEMS
 from callrelay.transcription import TranscriptListener
 from callrelay.twilio.sids import is_call_sid
+
+STEREO_FILE = "recording.wav"
+"""The stereo recording's name in the API (it is computed, never stored)."""
+STEREO_SIDES = {f"{FILE_STEMS[track]}.wav" for track in ("inbound", "outbound")}
 
 logger = logging.getLogger("callrelay.history")
 
@@ -162,10 +167,12 @@ class CallHistory(CallSink, TranscriptListener):
         call = fold(events)
         call.setdefault("startedAt", call.get("createdAt") or self.files.modified_at(call_sid))
         call["seconds"] = _seconds(recordings, call)
+        stereo = _stereo(recordings)
         return {
             "callSid": call_sid,
             **call,
             "recordings": recordings,
+            **({"stereo": stereo} if stereo else {}),
             "transcript": self.transcript_lines(call_sid),
             "events": events,
         }
@@ -186,6 +193,20 @@ class CallHistory(CallSink, TranscriptListener):
             or (file.name.startswith(f"{stem}-") and file.name.endswith(".wav"))
         ]
 
+    def stereo(self, call_sid: str) -> StereoWav | None:
+        """The call's first stream as one stereo WAV (caller left, receiver right), read from
+        its mono recordings as it is read; None if it has none."""
+        names = {r["name"] for r in self.recordings(call_sid)}
+        sides = [
+            self.files.open(call_sid, f"{FILE_STEMS[track]}.wav")
+            if f"{FILE_STEMS[track]}.wav" in names
+            else None
+            for track in ("inbound", "outbound")
+        ]
+        if not any(sides):
+            return None
+        return StereoWav(sides[0], sides[1], OUTPUT_RATE)
+
     def is_recording(self, call_sid: str, name: str) -> bool:
         """Whether `name` is one of the call's recordings."""
         return name in {r["name"] for r in self.recordings(call_sid)}
@@ -200,6 +221,18 @@ class CallHistory(CallSink, TranscriptListener):
         self.index.forget(call_sid)
         self._logs.forget(call_sid)
         return existed
+
+
+def _stereo(recordings: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What `GET /calls/<CallSid>` says of the stereo recording, if the call has one."""
+    sides = [r for r in recordings if r["name"] in STEREO_SIDES]
+    if not sides:
+        return None
+    return {
+        "name": STEREO_FILE,
+        "channels": ["caller", "receiver"],
+        "seconds": max(r["seconds"] for r in sides),
+    }
 
 
 def _recording(file: StoredFile) -> dict[str, Any]:

@@ -33,8 +33,8 @@ HEADER_BYTES = 44
 RETRY_SECONDS = 1.0
 
 
-def wav_header(data_bytes: int, rate: int = OUTPUT_RATE) -> bytes:
-    """The canonical 44-byte header of a mono PCM16 WAV holding `data_bytes` of samples."""
+def wav_header(data_bytes: int, rate: int = OUTPUT_RATE, channels: int = 1) -> bytes:
+    """The canonical 44-byte header of a PCM16 WAV holding `data_bytes` of samples."""
     return b"RIFF" + struct.pack(
         "<I4s4sIHHIIHH4sI",
         36 + data_bytes,
@@ -42,10 +42,10 @@ def wav_header(data_bytes: int, rate: int = OUTPUT_RATE) -> bytes:
         b"fmt ",
         16,
         1,
-        1,
+        channels,
         rate,
-        rate * 2,
-        2,
+        rate * 2 * channels,
+        2 * channels,
         16,
         b"data",
         data_bytes,

@@ -172,7 +172,8 @@ def test_a_finished_call_plays_its_recording_is_found_and_can_be_deleted(
     row = page.locator(f"#call-list .call-item[data-call-sid='{call_sid}']")
     row.click()
     audio = page.locator(".recording audio")
-    expect(audio).to_have_count(2)
+    expect(audio).to_have_count(3)  # both sides in stereo, then each side
+    expect(page.locator(".recording .name span").first).to_have_text("Both sides (stereo) · 00:06")
     page.wait_for_function("() => document.querySelectorAll('.recording audio')[0].readyState >= 1")
     assert page.evaluate("document.querySelector('.recording audio').duration") == pytest.approx(
         6.0, abs=0.1
@@ -180,19 +181,29 @@ def test_a_finished_call_plays_its_recording_is_found_and_can_be_deleted(
     page.evaluate("document.querySelector('.recording audio').play()")
     page.wait_for_function("() => document.querySelector('.recording audio').currentTime > 0.3")
     expect(page.locator(".line.caller .text").first).to_contain_text("order")
-    page.get_by_role("button", name="Play both sides").click()  # from where the first one is
-    page.wait_for_function(
-        "() => { const [a, b] = document.querySelectorAll('.recording audio');"
-        " return !a.paused && !b.paused && b.currentTime > 0.5"
-        " && Math.abs(a.currentTime - b.currentTime) < 0.25; }"
-    )
-    page.get_by_role("button", name="Pause").click()
-    assert page.evaluate("[...document.querySelectorAll('.recording audio')].every(a => a.paused)")
     with page.expect_download() as download:
-        page.get_by_role("button", name="Download transcript").click()
-    assert download.value.suggested_filename == f"{call_sid}-transcript.txt"
+        page.get_by_role("link", name="WebVTT").click()
+    assert download.value.suggested_filename == f"{call_sid}-transcript.vtt"
     saved = Path(download.value.path()).read_text()
-    assert re.search(r"^\[00:0\d\.\d\] Caller: .*order", saved, re.MULTILINE), saved
+    assert saved.startswith("WEBVTT\n") and re.search(r"<v Caller>.*order", saved), saved
+    cues = page.evaluate(
+        """async (src) => {
+            const video = document.createElement("video"), track = document.createElement("track");
+            Object.assign(track, { kind: "captions", default: true, src });
+            video.append(track);
+            document.body.append(video);
+            track.track.mode = "hidden";
+            await new Promise((loaded, failed) => {
+                track.onload = loaded;
+                track.onerror = () => failed(new Error("the browser refused the WebVTT"));
+            });
+            const parsed = [...track.track.cues];
+            video.remove();
+            return parsed.map((cue) => [cue.startTime, cue.getCueAsHTML().textContent]);
+        }""",
+        page.locator("#transcript-vtt").get_attribute("href"),
+    )
+    assert cues and cues[0][0] == pytest.approx(0.6, abs=0.5) and "order" in cues[0][1], cues
     shot(page, "3-finished-call")
 
     page.get_by_placeholder("Number or words said").fill("order")

@@ -4,12 +4,15 @@ a token-protected API that never reads outside `captures/`, and that outlives th
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
+import soundfile
 
 from callrelay.call import CallInfo
 from callrelay.history import CallHistory
@@ -162,6 +165,48 @@ def test_transcript_as_json_and_as_text(relay: RunningRelay, fake_twilio: FakeTw
     assert as_text.text == (
         "[00:00.5] Receiver: Hello, how can I help?\n[01:02.2] Caller: Hi, about my order.\n"
     )
+    as_vtt = requests.get(path + "?format=vtt", headers=bearer(relay), timeout=5)
+    assert as_vtt.headers["Content-Type"] == "text/vtt; charset=utf-8"
+    assert as_vtt.text.startswith("WEBVTT\n\n1\n00:00:00.520 --> 00:00:01.900\n<v Receiver>")
+    as_srt = requests.get(path + "?format=srt&download", headers=bearer(relay), timeout=5)
+    assert as_srt.headers["Content-Type"].startswith("application/x-subrip")
+    assert as_srt.headers["Content-Disposition"] == (
+        f'attachment; filename="{call_sid}-transcript.srt"'
+    )
+    assert "\n00:01:02,250 --> 00:01:03,500\nCaller: Hi, about my order.\n" in as_srt.text
+    wrong = requests.get(path + "?format=docx", headers=bearer(relay), timeout=5)
+    assert wrong.status_code == 400 and "json, txt, vtt, srt" in wrong.json()["error"]
+    # The signed URL `GET /calls/<CallSid>` hands out reads it without the token (a <track>).
+    call = requests.get(relay.url + f"/calls/{call_sid}", headers=bearer(relay), timeout=5).json()
+    signed = requests.get(relay.url + call["transcriptUrl"] + "&format=vtt", timeout=5)
+    assert signed.status_code == 200 and signed.text == as_vtt.text
+    assert requests.get(path + "?format=vtt", timeout=5).status_code == 401
+
+
+def test_the_stereo_recording_is_both_mono_files_interleaved_and_served_in_ranges(
+    relay: RunningRelay, fake_twilio: FakeTwilio
+) -> None:
+    call_sid = place_call(relay, fake_twilio, "+14155550147")
+    call = requests.get(relay.url + f"/calls/{call_sid}", headers=bearer(relay), timeout=5).json()
+    stereo = call["stereo"]
+    assert stereo["name"] == "recording.wav" and stereo["channels"] == ["caller", "receiver"]
+    assert stereo["seconds"] == pytest.approx(6.0, abs=0.1)
+    whole = requests.get(relay.url + stereo["url"], timeout=5)  # signed: no header needed
+    assert whole.status_code == 200 and whole.headers["Content-Type"] == "audio/wav"
+    folder = relay.captures / call_sid
+    caller, _ = soundfile.read(folder / "caller.wav", dtype="int16")
+    receiver, _ = soundfile.read(folder / "receiver.wav", dtype="int16")
+    both, rate = soundfile.read(io.BytesIO(whole.content), dtype="int16")
+    assert rate == 16000 and both.shape == (max(len(caller), len(receiver)), 2)
+    assert np.array_equal(both[: len(caller), 0], caller)
+    assert np.array_equal(both[: len(receiver), 1], receiver)
+    assert np.any(caller)  # the caller spoke (this simulated receiver is silent)
+    part = requests.get(relay.url + stereo["url"], headers={"Range": "bytes=41-1000"}, timeout=5)
+    assert part.status_code == 206 and part.content == whole.content[41:1001]
+    assert part.headers["Content-Range"] == f"bytes 41-1000/{len(whole.content)}"
+    bare = f"/calls/{call_sid}/recording.wav"
+    assert requests.get(relay.url + bare, timeout=5).status_code == 401
+    assert requests.get(relay.url + bare, headers=bearer(relay), timeout=5).content == whole.content
 
 
 def test_delete_removes_recordings_and_transcript_and_is_logged(

@@ -1,8 +1,9 @@
 """The call history over HTTP: `GET /calls`, one call, its transcript and recordings, `DELETE`.
 
-Everything here needs the API token, except a recording fetched through the signed URL that
-`GET /calls/<CallSid>` hands out: an `<audio>` element cannot send a header, and a URL that
-names one file for an hour leaks less than the token would in a query string.
+Everything here needs the API token, except a recording or a transcript fetched through the
+signed URL that `GET /calls/<CallSid>` hands out: an `<audio>` or `<track>` element cannot send
+a header, and a URL that names one file for an hour leaks less than the token would in a query
+string.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import logging
 import os
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from flask import Blueprint, Response, jsonify, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.wsgi import wrap_file
 
+from callrelay.exports import CAPTION_FORMATS, render
+from callrelay.history import STEREO_FILE
 from callrelay.logs import log_event
 from callrelay.relay import Relay
 from callrelay.storage.index import MAX_PAGE, CallQuery
@@ -52,7 +55,7 @@ def _require_token_or_signed_url(
     if relay.api_token.matches_bearer(request.headers.get("Authorization")):
         return None
     signature = request.args.get("sig")
-    if signature and request.method == "GET" and request.path.endswith(".wav"):
+    if signature and request.method == "GET":  # a path `one_call` signed: a recording, captions
         try:
             if signer.loads(signature, max_age=RECORDING_URL_SECONDS) == request.path:
                 return None
@@ -92,30 +95,41 @@ def one_call(relay: Relay, call_sid: str) -> tuple[Response, int]:
         raise Refused(404, f"no call {call_sid} here")
     call = _with_liveness(call, relay.live_call_sids())
     signer = relay.api_token.signer("recording")
-    for stored in call["recordings"]:
+    for stored in [*call["recordings"], *([call["stereo"]] if "stereo" in call else [])]:
         path = f"/calls/{call_sid}/{stored['name']}"
         stored["url"] = f"{path}?sig={signer.dumps(path)}"
+    path = f"/calls/{call_sid}/transcript"
+    call["transcriptUrl"] = f"{path}?sig={signer.dumps(path)}"
     return jsonify(call), 200
 
 
 def transcript(relay: Relay, call_sid: str) -> tuple[Response, int]:
+    """JSON by default; `format=txt`, `vtt` or `srt` renders it; `download` as a file."""
     if not relay.history.has(call_sid):
         raise Refused(404, f"no call {call_sid} here")
     lines = relay.history.transcript_lines(call_sid)
-    if request.args.get("format") == "txt":
-        text = "".join(
-            f"[{_clock(line.get('start', 0.0))}] {line.get('speaker')}: {line.get('text')}\n"
-            for line in lines
-        )
-        return Response(text, mimetype="text/plain; charset=utf-8"), 200
-    return jsonify({"callSid": call_sid, "transcript": lines}), 200
+    format_name = request.args.get("format", "json")
+    if format_name == "json":
+        response = jsonify({"callSid": call_sid, "transcript": lines})
+    elif format_name in CAPTION_FORMATS:
+        response = Response(render(format_name, lines), content_type=CAPTION_FORMATS[format_name])
+    else:
+        raise Refused(400, "'format' must be one of: json, " + ", ".join(CAPTION_FORMATS))
+    if request.args.get("download") is not None:
+        name = f"{call_sid}-transcript.{format_name}"
+        response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response, 200
 
 
 def recording(relay: Relay, call_sid: str, stem: str) -> Response:
     name = f"{stem}.wav"
-    opened = (
-        relay.files.open(call_sid, name) if relay.history.is_recording(call_sid, name) else None
-    )
+    opened: BinaryIO | None
+    if name == STEREO_FILE:
+        opened = cast(BinaryIO | None, relay.history.stereo(call_sid))
+    elif relay.history.is_recording(call_sid, name):
+        opened = relay.files.open(call_sid, name)
+    else:
+        opened = None
     if opened is None:
         raise Refused(404, f"no recording {name} of {call_sid}")
     return _file_response(opened, f"{call_sid}-{name}", request.args.get("download"))
@@ -184,8 +198,3 @@ def _time(name: str) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
-
-
-def _clock(seconds: float) -> str:
-    minutes, rest = divmod(max(0.0, float(seconds)), 60)
-    return f"{int(minutes):02d}:{rest:04.1f}"

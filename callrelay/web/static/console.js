@@ -353,7 +353,7 @@ async function select(callSid) {
     call.transcript = mergeTranscript(call.transcript, full.transcript || []);
     call.timeline = (full.events || []).map(describeEvent); // what happened before we looked
     renderTimeline(call);
-    if (!call.live) showRecordings(full.recordings || []);
+    if (!call.live) showRecordings(full.recordings || [], full.stereo, full.transcriptUrl);
     renderHeader(call);
   } catch (error) {
     if (error instanceof Unauthorized) return signOut(error.message);
@@ -446,56 +446,26 @@ function renderTimeline(call) {
   );
 }
 
-function showRecordings(recordings) {
-  const box = $("recordings");
+function showRecordings(recordings, stereo, transcriptUrl) {
   $("finished").hidden = false;
-  $("play-both").hidden = recordings.length < 2;
-  $("play-both").textContent = "Play both sides";
-  box.replaceChildren(
-    ...recordings.map((recording) => {
-      const div = document.createElement("div");
-      div.className = "recording";
-      const who = recording.name.startsWith("caller") ? "Caller" : "Receiver";
-      div.innerHTML = '<div class="name"><span></span><a download>Download</a></div><audio controls preload="metadata"></audio>';
-      div.querySelector("span").textContent = `${who} · ${clock(recording.seconds)}`;
-      div.querySelector("audio").src = recording.url;
-      div.querySelector("a").href = `${recording.url}&download`;
-      return div;
-    }),
+  const card = (recording, who) => {
+    const div = document.createElement("div");
+    div.className = `recording${recording === stereo ? " stereo" : ""}`;
+    div.innerHTML = '<div class="name"><span></span><a download>Download</a></div><audio controls preload="metadata"></audio>';
+    div.querySelector("span").textContent = `${who} · ${clock(recording.seconds)}`;
+    div.querySelector("audio").src = recording.url;
+    div.querySelector("a").href = `${recording.url}&download`;
+    return div;
+  };
+  // Both sides in one stereo file (caller left, receiver right) first, then each on its own.
+  $("recordings").replaceChildren(
+    ...(stereo ? [card(stereo, "Both sides (stereo)")] : []),
+    ...recordings.map((r) => card(r, r.name.startsWith("caller") ? "Caller" : "Receiver")),
   );
+  for (const format of ["txt", "vtt", "srt"]) {
+    $(`transcript-${format}`).href = `${transcriptUrl}&format=${format}&download`;
+  }
 }
-
-// Both sides together: the two recordings share the call's timeline, so they play as one from
-// the same moment (each <audio> element can still be played on its own).
-$("play-both").addEventListener("click", () => {
-  const players = [...document.querySelectorAll(".recording audio")];
-  const button = $("play-both");
-  if (button.textContent === "Pause") {
-    for (const player of players) player.pause();
-    button.textContent = "Play both sides";
-    return;
-  }
-  const at = players[0].ended ? 0 : players[0].currentTime; // from where the caller's side is
-  for (const player of players) {
-    player.currentTime = at;
-    player.onended = () => (button.textContent = "Play both sides");
-    player.play();
-  }
-  button.textContent = "Pause";
-});
-
-$("download-transcript").addEventListener("click", async () => {
-  const callSid = state.selected;
-  const response = await fetch(`/calls/${callSid}/transcript?format=txt`, {
-    headers: { Authorization: `Bearer ${state.token}` },
-  });
-  if (!response.ok) return toast(`Could not download the transcript: ${response.status}`);
-  const link = document.createElement("a");
-  link.href = URL.createObjectURL(await response.blob());
-  link.download = `${callSid}-transcript.txt`;
-  link.click();
-  setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
-});
 
 $("hangup").addEventListener("click", async () => {
   try {
