@@ -66,6 +66,9 @@ def fold(events: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
                     call.setdefault(key, event[key])
         elif kind == "transcribed":
             call["transcribed"] = True
+        elif kind == "completed":
+            call["completedAt"] = at
+            call["analytics"] = event.get("analytics")
     if not call["streams"] and call.get("status") is None:
         call["status"] = "no-stream"  # Twilio asked for TwiML, but no media stream came (yet)
     started, ended = call.get("startedAt"), call.get("endedAt")

@@ -106,6 +106,10 @@ class CallHistory(CallSink, TranscriptListener):
         """The transcript is complete: its words are indexed for search from now on."""
         self._append(call.call_sid, "transcribed", {})
 
+    def completed(self, call_sid: str, analytics: Mapping[str, Any]) -> None:
+        """Everything the call produced is final; its figures (`callrelay.analytics`)."""
+        self._append(call_sid, "completed", {"analytics": analytics})
+
     def _append(
         self,
         call_sid: str,

@@ -20,6 +20,7 @@ from callrelay.access import ApiToken, RateLimit
 from callrelay.asr import SpeechEngine, load_engine
 from callrelay.asr.process import start_engine_process
 from callrelay.call import CallSink, MediaStreamSession
+from callrelay.completion import CallCompletion, CompletionListener
 from callrelay.config import Settings
 from callrelay.history import CallHistory
 from callrelay.live_calls import LiveCalls
@@ -39,7 +40,7 @@ logger = logging.getLogger("callrelay.relay")
 LOAD_FROM_SETTINGS: Literal["load"] = "load"
 
 
-class CallPublisher(CallSink, TranscriptListener):
+class CallPublisher(CallSink, TranscriptListener, CompletionListener):
     """Where a call's events go to the outside world (Socket.IO, in the server)."""
 
     def call_status(self, status: dict[str, Any]) -> None:
@@ -111,6 +112,7 @@ class Relay:
         self.metrics = parts.metrics
         self.shared = parts.shared
         self.transcription: TranscriptionSink | None = None
+        self.completion: CallCompletion
         self._speech_engine = speech_engine
         self._sinks: list[CallSink] = []
 
@@ -127,6 +129,12 @@ class Relay:
             )
             if self._speech_engine == LOAD_FROM_SETTINGS
             else self._speech_engine
+        )
+        self.completion = CallCompletion(
+            self.history,
+            self.files,
+            transcribing=isinstance(engine, SpeechEngine),
+            listeners=[self.publisher] if self.publisher is not None else [],
         )
         if isinstance(engine, SpeechEngine):
             self.transcription = TranscriptionSink(
@@ -151,22 +159,24 @@ class Relay:
     def _transcript_listeners(self) -> list[TranscriptListener]:
         """The listeners hear each final in this order: clients first (they are waiting),
         then the transcript file, then the history, whose `transcribed` line says that the
-        file is complete."""
+        file is complete; then the completion, which reads it."""
         publisher = [self.publisher] if self.publisher is not None else []
-        return [*publisher, TranscriptFile(self.files), self.history]
+        return [*publisher, TranscriptFile(self.files), self.history, self.completion]
 
     def _sinks_in_order(self) -> list[CallSink]:
         """Every sink hears each event in this order, and the order is the point: the metrics
         count a frame first; clients get it before anything touches the disk; the recorder
         closes a call's files before the history writes `stream_ended` (so a call the history
-        calls ended has final recordings); transcription follows; what other processes are
-        told (Redis, in the background) comes last."""
+        calls ended has final recordings); transcription follows, then the completion
+        (which, untranscribed, completes the call once its recordings are final); what other
+        processes are told (Redis, in the background) comes last."""
         return [
             self.metrics,
             *([self.publisher] if self.publisher is not None else []),
             self.recorder,
             self.history,
             *([self.transcription] if self.transcription is not None else []),
+            self.completion,
             *([self.shared] if self.shared is not None else []),
         ]
 
@@ -181,7 +191,8 @@ class Relay:
         if self.transcription is not None:
             transcribed = self.transcription.wait_idle(timeout - (time.monotonic() - started))
             self.transcription.engine.close()
-        done = ended and transcribed
+        completed = self.completion.wait_idle(max(0.0, timeout - (time.monotonic() - started)))
+        done = ended and transcribed and completed
         log_event(
             logger,
             "shutdown_complete" if done else "shutdown_timed_out",

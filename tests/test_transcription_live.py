@@ -121,6 +121,15 @@ def test_transcript_times_fall_inside_the_turns(asr_relay: RunningRelay) -> None
     assert sorted(line["text"] for line in mine) == sorted(line["text"] for line in lines)
     # Where each final's time went: its wait for a decoder and its decode.
     assert all(0 <= line["queueSeconds"] < 30 and 0 < line["decodeSeconds"] < 30 for line in mine)
+    # The call's analytics come from the utterances the recogniser cut and the words it heard.
+    wait_for(lambda: "analytics" in asr_relay.get_with_token(f"/calls/{report.call_sid}").json())
+    figures = asr_relay.get_with_token(f"/calls/{report.call_sid}").json()["analytics"]
+    for speaker, side in (("Caller", "caller"), ("Receiver", "receiver")):
+        own = [line for line in lines if line["speaker"] == speaker]
+        assert figures[side]["words"] == sum(len(line["text"].split()) for line in own)
+        spoken = sum(line["end"] - line["start"] for line in own)
+        assert figures[side]["talkSeconds"] == pytest.approx(spoken, abs=0.05 * len(own))
+        assert figures[side]["turns"] >= 1
 
 
 def test_the_simulator_waits_for_and_prints_every_final(asr_relay: RunningRelay) -> None:
@@ -145,7 +154,7 @@ def test_the_simulator_waits_for_and_prints_every_final(asr_relay: RunningRelay)
     saved = [json.loads(line)["text"] for line in transcript_file.read_text().splitlines()]
     assert len(saved) >= 5 and sorted(shown) == sorted(saved)
     assert sum(summary["finals"].values()) == len(saved)
-    assert printed[-2]["event"] == "transcription_ended"
+    assert [p["event"] for p in printed[-3:-1]] == ["transcription_ended", "call_completed"]
 
 
 def test_hanging_up_mid_sentence_still_transcribes_it(asr_relay: RunningRelay) -> None:

@@ -56,6 +56,9 @@ class CallPrinter:
             text = f"digit {data.get('digit')}"
         elif name == "call_status":
             text = str(data.get("callStatus", ""))
+        elif name == "call_completed" and data.get("analytics"):
+            talk = {side: data["analytics"][side]["talkSeconds"] for side in ("caller", "receiver")}
+            text = f"talk caller {talk['caller']} s, receiver {talk['receiver']} s"
         return f"{elapsed:7.2f}s  {name:<19} ...{call}  {text}".rstrip()
 
     def media_counts(self) -> str:

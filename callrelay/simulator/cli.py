@@ -160,6 +160,7 @@ def run_call(args: argparse.Namespace) -> int:
         observer.ended.wait(10)
         if transcribing:
             transcripts_complete = observer.transcription_ended.wait(args.wait)
+        observer.completed.wait(10)  # the call's analytics, once it is complete
         observer.close()
     print_summary(
         printer, report, settings, observer is not None, transcribing, transcripts_complete

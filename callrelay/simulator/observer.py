@@ -20,6 +20,7 @@ WATCHED_EVENTS = (
     *SPEAKER_EVENTS,
     "partial",
     "transcription_ended",
+    "call_completed",
     "played",
     "error",
 )
@@ -46,6 +47,8 @@ class RelayObserver:
         self._keep_audio = keep_audio
         self.ended = threading.Event()
         self.transcription_ended = threading.Event()
+        self.completed = threading.Event()
+        """`call_completed`: the call's analytics are in its history."""
         self._on_event = on_event
         # websocket-client checks every text frame's UTF-8 in pure Python before decoding it,
         # which checks it again: most of a client's CPU at 50 audio events a second.
@@ -89,6 +92,8 @@ class RelayObserver:
                 self.ended.set()
             if name == "transcription_ended":
                 self.transcription_ended.set()
+            if name == "call_completed":
+                self.completed.set()
 
         return handle
 

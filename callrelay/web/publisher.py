@@ -208,6 +208,10 @@ class SocketIORelay(CallPublisher):
     def transcription_ended(self, call: CallInfo) -> None:
         self._emit("transcription_ended", call, call.ids)
 
+    def call_completed(self, call: CallInfo, record: dict[str, Any]) -> None:
+        """From the completion's background task: emitting only queues packets."""
+        self._emit("call_completed", call, {"callSid": call.call_sid, **_completed(record)})
+
     def lagging(self, call: CallInfo, track: Track, lag: float, skipped: float) -> None:
         self._emit(
             "transcription_lag",
@@ -228,3 +232,9 @@ class SocketIORelay(CallPublisher):
         """A talk-back clip is over: played to its end, or cut off by `clear`."""
         payload = {"callSid": call_sid, "name": name, "interrupted": interrupted}
         self._socketio.emit("played", payload, to=[ALL_CALLS, call_room(call_sid)])
+
+
+def _completed(record: dict[str, Any]) -> dict[str, Any]:
+    """What `call_completed` says: the call's figures and how it ended, not its transcript."""
+    keys = ("status", "seconds", "startedAt", "endedAt", "completedAt", "analytics")
+    return {key: record[key] for key in keys if key in record}
