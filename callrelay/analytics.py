@@ -111,6 +111,11 @@ def call_analytics(
     return figures
 
 
+def speech_spans(active: Activity) -> list[list[float]]:
+    """A side's runs of speech as [start, end] seconds: the call's "who spoke when"."""
+    return [[s.start, s.end] for s in _segments("", active)]
+
+
 def _side(
     side: str, active: Activity, words: int | None, turns: Sequence[list[Segment]]
 ) -> dict[str, Any]:

@@ -69,6 +69,7 @@ def fold(events: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         elif kind == "completed":
             call["completedAt"] = at
             call["analytics"] = event.get("analytics")
+            call["speech"] = event.get("speech")
     if not call["streams"] and call.get("status") is None:
         call["status"] = "no-stream"  # Twilio asked for TwiML, but no media stream came (yet)
     started, ended = call.get("startedAt"), call.get("endedAt")

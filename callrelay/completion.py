@@ -24,6 +24,7 @@ from callrelay.analytics import (
     activity_from_spans,
     call_analytics,
     frame_levels,
+    speech_spans,
 )
 from callrelay.background import start_task
 from callrelay.call import OUTPUT_RATE, CallInfo, CallSink
@@ -94,8 +95,10 @@ class CallCompletion(CallSink, TranscriptListener):
 
     def _finish(self, call: CallInfo) -> None:
         try:
-            analytics = self.analytics(call.call_sid)
-            self._history.completed(call.call_sid, analytics)
+            activity, words = self.speech(call.call_sid)
+            analytics = call_analytics(activity, words)
+            spans = {side: speech_spans(active) for side, active in activity.items()}
+            self._history.completed(call.call_sid, analytics, spans)
             log_event(
                 logger,
                 "call_completed",
@@ -112,23 +115,23 @@ class CallCompletion(CallSink, TranscriptListener):
                 self._pending -= 1
                 self._idle.notify_all()
 
-    def analytics(self, call_sid: str) -> dict[str, Any]:
-        """The call's figures: speech from its finals' utterances when it was transcribed,
-        else from its recordings' audio."""
-        if self._transcribing:
-            lines = self._history.transcript_lines(call_sid)
-            seconds = max([self._seconds(call_sid)] + [float(line.get("end", 0)) for line in lines])
-            frames = round(seconds / FRAME_SECONDS)
-            activity: dict[str, Activity] = {}
-            words: dict[str, int | None] = {}
-            for side, track in SIDE_TRACKS.items():
-                own = [line for line in lines if line.get("speaker") == SPEAKER_NAMES[track]]
-                spans = [(float(line.get("start", 0)), float(line.get("end", 0))) for line in own]
-                activity[side] = activity_from_spans(spans, frames)
-                words[side] = sum(len(str(line.get("text", "")).split()) for line in own)
-            return call_analytics(activity, words)
-        activity = {side: self._heard(call_sid, track) for side, track in SIDE_TRACKS.items()}
-        return call_analytics(activity, {side: None for side in SIDE_TRACKS})
+    def speech(self, call_sid: str) -> tuple[dict[str, Activity], dict[str, int | None]]:
+        """Each side's speech per frame and words: from its finals' utterances when it was
+        transcribed, else from its recordings' audio (and no words)."""
+        if not self._transcribing:
+            heard = {side: self._heard(call_sid, track) for side, track in SIDE_TRACKS.items()}
+            return heard, {side: None for side in SIDE_TRACKS}
+        lines = self._history.transcript_lines(call_sid)
+        seconds = max([self._seconds(call_sid)] + [float(line.get("end", 0)) for line in lines])
+        frames = round(seconds / FRAME_SECONDS)
+        activity: dict[str, Activity] = {}
+        words: dict[str, int | None] = {}
+        for side, track in SIDE_TRACKS.items():
+            own = [line for line in lines if line.get("speaker") == SPEAKER_NAMES[track]]
+            spans = [(float(line.get("start", 0)), float(line.get("end", 0))) for line in own]
+            activity[side] = activity_from_spans(spans, frames)
+            words[side] = sum(len(str(line.get("text", "")).split()) for line in own)
+        return activity, words
 
     def _seconds(self, call_sid: str) -> float:
         sizes = [

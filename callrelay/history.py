@@ -106,9 +106,12 @@ class CallHistory(CallSink, TranscriptListener):
         """The transcript is complete: its words are indexed for search from now on."""
         self._append(call.call_sid, "transcribed", {})
 
-    def completed(self, call_sid: str, analytics: Mapping[str, Any]) -> None:
-        """Everything the call produced is final; its figures (`callrelay.analytics`)."""
-        self._append(call_sid, "completed", {"analytics": analytics})
+    def completed(
+        self, call_sid: str, analytics: Mapping[str, Any], speech: Mapping[str, Any]
+    ) -> None:
+        """Everything the call produced is final: its figures (`callrelay.analytics`) and
+        each side's [start, end] runs of speech."""
+        self._append(call_sid, "completed", {"analytics": analytics, "speech": speech})
 
     def _append(
         self,

@@ -166,11 +166,16 @@ def test_a_finished_call_plays_its_recording_is_found_and_can_be_deleted(
 ) -> None:
     call_sid = new_sid("CA")
     stream_call(relay, call_audio(6), StreamOptions(speed=0), call_sid)
-    wait_for(lambda: (relay.captures / call_sid / "transcript.jsonl").exists(), timeout=60)
+    wait_for(lambda: "analytics" in relay.get_with_token(f"/calls/{call_sid}").json(), timeout=60)
     page = signed_in(browser, relay)
     page.get_by_role("tab", name="History").click()
     row = page.locator(f"#call-list .call-item[data-call-sid='{call_sid}']")
     row.click()
+    # Who spoke when: each side's talk time, and a lane of its speech over the call.
+    expect(page.get_by_role("region", name="Who spoke when")).to_be_visible()
+    expect(page.locator("#talk-caller")).to_have_text(re.compile(r"^\d\.\d s \(\d+%\)$"))
+    expect(page.locator("#speech-picture rect.caller").first).to_be_attached()
+    assert page.locator("#speech-picture rect.receiver").count() >= 1
     audio = page.locator(".recording audio")
     expect(audio).to_have_count(3)  # both sides in stereo, then each side
     expect(page.locator(".recording .name span").first).to_have_text("Both sides (stereo) · 00:06")

@@ -127,6 +127,10 @@ function start() {
       setTimeout(() => loadFinished(call), 600); // the recordings' last header rewrite
     }
   });
+  socket.on("call_completed", (data) => {
+    const call = state.calls.get(data.callSid);
+    if (call && state.selected === call.callSid) loadFinished(call); // its analytics are in
+  });
   socket.on("call_status", (data) => {
     const call = state.calls.get(data.callSid);
     if (!call) return;
@@ -354,6 +358,7 @@ async function select(callSid) {
     call.timeline = (full.events || []).map(describeEvent); // what happened before we looked
     renderTimeline(call);
     if (!call.live) showRecordings(full.recordings || [], full.stereo, full.transcriptUrl);
+    showAnalytics(call.live ? null : full);
     renderHeader(call);
   } catch (error) {
     if (error instanceof Unauthorized) return signOut(error.message);
@@ -428,6 +433,7 @@ function describeEvent(event) {
     stream_ended: () => event.reason,
     status: () => event.callStatus,
     transcribed: () => "every final is out",
+    completed: () => "recordings, transcript and analytics final",
   }[event.event];
   const kind = { stream_started: "started", stream_ended: "ended" }[event.event] || event.event;
   return { at: event.at, kind, text: text ? text() : "" };
@@ -465,6 +471,43 @@ function showRecordings(recordings, stereo, transcriptUrl) {
   for (const format of ["txt", "vtt", "srt"]) {
     $(`transcript-${format}`).href = `${transcriptUrl}&format=${format}&download`;
   }
+}
+
+// Talk time per side, and who spoke when: a lane per side over the call's length.
+function showAnalytics(full) {
+  const figures = full?.analytics;
+  $("analytics").hidden = !figures;
+  if (!figures) return;
+  const seconds = Math.max(full.seconds || 0, ...["caller", "receiver"].flatMap((s) => (full.speech?.[s] || []).map((r) => r[1])));
+  const share = (side) => (seconds ? Math.round((100 * figures[side].talkSeconds) / seconds) : 0);
+  for (const side of ["caller", "receiver"]) {
+    const talk = figures[side].talkSeconds;
+    $(`talk-${side}`).textContent = `${talk < 60 ? `${talk.toFixed(1)} s` : clock(talk)} (${share(side)}%)`;
+  }
+  $("talk-call").textContent = [
+    `silence ${clock(figures.silenceSeconds)}`,
+    `overlap ${figures.overlapSeconds.toFixed(1)} s`,
+    `${figures.interruptions} interruption${figures.interruptions === 1 ? "" : "s"}`,
+    figures.firstResponseSeconds === null ? "" : `first response after ${figures.firstResponseSeconds.toFixed(1)} s`,
+  ].filter(Boolean).join(" · ");
+  const svg = $("speech-picture");
+  const rect = (cls, x, y, width, title) => {
+    const r = document.createElementNS("http://www.w3.org/2000/svg", "rect");
+    for (const [name, value] of Object.entries({ class: cls, x, y, width, height: 20 })) r.setAttribute(name, value);
+    if (title) r.append(Object.assign(document.createElementNS("http://www.w3.org/2000/svg", "title"), { textContent: title }));
+    return r;
+  };
+  const lanes = [["caller", 6], ["receiver", 30]];
+  svg.replaceChildren(
+    ...lanes.map(([, y]) => rect("lane", 0, y, 1000)),
+    ...lanes.flatMap(([side, y]) =>
+      (full.speech?.[side] || []).map(([start, end]) =>
+        rect(side, (1000 * start) / (seconds || 1), y, Math.max(1, (1000 * (end - start)) / (seconds || 1)),
+          `${side} ${callTime(start)}–${callTime(end)}`),
+      ),
+    ),
+  );
+  svg.setAttribute("aria-label", `Caller talks ${share("caller")}% of the call, the receiver ${share("receiver")}%`);
 }
 
 $("hangup").addEventListener("click", async () => {
