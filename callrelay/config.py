@@ -7,6 +7,7 @@ credentials, and `calling_missing()` says which.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from pathlib import Path
@@ -22,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from callrelay.webhooks.events import DEFAULT_EVENT_TYPES, EVENT_TYPES
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
@@ -114,6 +117,17 @@ class Settings(BaseSettings):
     asr_recycle_calls: Annotated[int, Field(ge=0, le=1_000_000)] = 500
     """After this many calls the recognition process is replaced: a fresh one takes new calls,
     the old one finishes those it serves, then stops (0: never)."""
+    webhook_url: str = ""
+    """Where each call's events are posted (Standard Webhooks), comma-separated; none: off."""
+    webhook_secret: SecretStr | None = None
+    """`whsec_` and the base64 of the signing key, as Standard Webhooks writes it."""
+    webhook_events: str = ""
+    """The events to post, comma-separated; empty: all but `transcript.partial`."""
+    webhook_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
+    webhook_retry_max_seconds: Annotated[float, Field(ge=1, le=86_400)] = 300.0
+    """The longest wait between two tries of a delivery (the wait doubles from half a second)."""
+    webhook_give_up_seconds: Annotated[float, Field(ge=1, le=30 * 86_400)] = 86_400.0
+    """A delivery not made this long after its event is given up (logged and counted)."""
     asr_processes: str = "per-worker"
     """Recognition processes: `per-worker` (each server process has its own), or a number
     below `WORKERS` of processes that all server processes share."""
@@ -130,6 +144,7 @@ class Settings(BaseSettings):
         "whisper_model",
         "relay_api_token",
         "redis_url",
+        "webhook_secret",
         mode="before",
     )
     @classmethod
@@ -251,6 +266,56 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_urls(cls, value: str) -> str:
+        for url in (part.strip() for part in value.split(",") if part.strip()):
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"{url!r} is not an http(s) URL")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            key = value.get_secret_value().removeprefix("whsec_")
+            try:
+                decoded = base64.b64decode(key + "=" * (-len(key) % 4), validate=True)
+            except ValueError:
+                decoded = b""
+            if len(decoded) < 16:
+                raise ValueError("must be 'whsec_' and the base64 of at least 16 random bytes")
+        return value
+
+    @field_validator("webhook_events")
+    @classmethod
+    def _webhook_events(cls, value: str) -> str:
+        unknown = {e.strip() for e in value.split(",") if e.strip()} - set(EVENT_TYPES)
+        if unknown:
+            raise ValueError(f"unknown {sorted(unknown)}; the events are {', '.join(EVENT_TYPES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _webhooks_are_signed(self) -> Settings:
+        if self.webhook_urls and self.webhook_secret is None:
+            raise ValueError(
+                "WEBHOOK_URL needs WEBHOOK_SECRET (whsec_ and base64 of a random key): receivers "
+                'verify every delivery with it; make one with python -c "import base64, os; '
+                "print('whsec_' + base64.b64encode(os.urandom(24)).decode())\""
+            )
+        return self
+
+    @property
+    def webhook_urls(self) -> list[str]:
+        return [part.strip() for part in self.webhook_url.split(",") if part.strip()]
+
+    @property
+    def webhook_event_types(self) -> frozenset[str]:
+        """The events to post: those named, or every one but the partials."""
+        named = frozenset(e.strip() for e in self.webhook_events.split(",") if e.strip())
+        return named or DEFAULT_EVENT_TYPES
+
     @field_validator("log_level")
     @classmethod
     def _log_level(cls, value: str) -> str:
@@ -307,7 +372,12 @@ class Settings(BaseSettings):
         """Every secret value, so that logging can redact them wherever they appear."""
         secrets = [
             secret.get_secret_value()
-            for secret in (self.twilio_auth_token, self.twilio_api_secret, self.relay_api_token)
+            for secret in (
+                self.twilio_auth_token,
+                self.twilio_api_secret,
+                self.relay_api_token,
+                self.webhook_secret,
+            )
             if secret is not None and secret.get_secret_value()
         ]
         redis_password = urlsplit(self.redis_url).password if self.redis_url else None

@@ -75,6 +75,24 @@ TRANSCRIPT_SECONDS = Histogram(
 RECORDING_BYTES = Counter("callrelay_recording_bytes", "Audio bytes written to recordings")
 RECORDING_ERRORS = Counter("callrelay_recording_errors", "Recording writes the disk refused")
 TWILIO_ERRORS = Counter("callrelay_twilio_rest_errors", "Twilio REST requests that failed")
+WEBHOOK_DELIVERIES = Counter(
+    "callrelay_webhook_deliveries",
+    "Webhook deliveries finished, by event type and outcome (delivered, given_up)",
+    ["event", "outcome"],
+)
+WEBHOOK_RETRIES = Counter(
+    "callrelay_webhook_retries", "Webhook tries that failed and will be retried", ["event"]
+)
+WEBHOOK_BACKLOG = Gauge(
+    "callrelay_webhook_backlog",
+    "Webhook deliveries waiting in the outbox",
+    multiprocess_mode="livemax",
+)
+WEBHOOK_OLDEST_SECONDS = Gauge(
+    "callrelay_webhook_oldest_pending_seconds",
+    "Age of the oldest webhook delivery waiting in the outbox",
+    multiprocess_mode="livemax",
+)
 QUEUE_UP = Gauge(
     "callrelay_message_queue_up",
     "1 when Redis carries Socket.IO events between processes (0 down, -1 none configured)",

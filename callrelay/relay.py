@@ -34,6 +34,9 @@ from callrelay.transcript_file import TranscriptFile
 from callrelay.transcription import TranscriptionSink, TranscriptListener
 from callrelay.twilio.calls import TwilioCalls
 from callrelay.twilio.signatures import TwilioSignatures
+from callrelay.webhooks.delivery import WebhookDelivery, WebhookPolicy
+from callrelay.webhooks.outbox import OUTBOX_FILE, SqliteOutbox
+from callrelay.webhooks.sink import WebhookSink
 
 logger = logging.getLogger("callrelay.relay")
 
@@ -65,6 +68,8 @@ class RelayParts:
     metrics: RelayMetrics
     shared: RedisState | None
     """What the processes share, when there are several (REDIS_URL)."""
+    webhooks: WebhookDelivery | None
+    """Posts each call's events (WEBHOOK_URL), from the outbox beside the recordings."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RelayParts:
@@ -84,7 +89,21 @@ class RelayParts:
             call_rate=RateLimit(settings.make_call_limit, 60.0),
             metrics=RelayMetrics(),
             shared=shared,
+            webhooks=_webhooks(settings),
         )
+
+
+def _webhooks(settings: Settings) -> WebhookDelivery | None:
+    if not settings.webhook_urls or settings.webhook_secret is None:
+        return None
+    policy = WebhookPolicy(
+        urls=settings.webhook_urls,
+        secret=settings.webhook_secret.get_secret_value(),
+        timeout_seconds=settings.webhook_timeout_seconds,
+        retry_max_seconds=settings.webhook_retry_max_seconds,
+        give_up_seconds=settings.webhook_give_up_seconds,
+    )
+    return WebhookDelivery(SqliteOutbox(settings.captures_dir / OUTBOX_FILE), policy)
 
 
 class Relay:
@@ -111,6 +130,12 @@ class Relay:
         self.call_rate = parts.call_rate
         self.metrics = parts.metrics
         self.shared = parts.shared
+        self.webhooks = parts.webhooks
+        self.webhook_sink = (
+            WebhookSink(parts.webhooks, settings.webhook_event_types, settings.public_url)
+            if parts.webhooks is not None
+            else None
+        )
         self.transcription: TranscriptionSink | None = None
         self.completion: CallCompletion
         self._speech_engine = speech_engine
@@ -134,7 +159,10 @@ class Relay:
             self.history,
             self.files,
             transcribing=isinstance(engine, SpeechEngine),
-            listeners=[self.publisher] if self.publisher is not None else [],
+            listeners=[
+                *([self.publisher] if self.publisher is not None else []),
+                *([self.webhook_sink] if self.webhook_sink is not None else []),
+            ],
         )
         if isinstance(engine, SpeechEngine):
             self.transcription = TranscriptionSink(
@@ -145,6 +173,8 @@ class Relay:
         self._sinks = self._sinks_in_order()
         if self.shared is not None:
             self.shared.start()
+        if self.webhooks is not None:
+            self.webhooks.start()
         self.metrics.watch(self._figures)
         self.metrics.start()
         if self.signatures is None:
@@ -161,7 +191,8 @@ class Relay:
         then the transcript file, then the history, whose `transcribed` line says that the
         file is complete; then the completion, which reads it."""
         publisher = [self.publisher] if self.publisher is not None else []
-        return [*publisher, TranscriptFile(self.files), self.history, self.completion]
+        webhooks = [self.webhook_sink] if self.webhook_sink is not None else []
+        return [*publisher, TranscriptFile(self.files), self.history, *webhooks, self.completion]
 
     def _sinks_in_order(self) -> list[CallSink]:
         """Every sink hears each event in this order, and the order is the point: the metrics
@@ -175,6 +206,7 @@ class Relay:
             *([self.publisher] if self.publisher is not None else []),
             self.recorder,
             self.history,
+            *([self.webhook_sink] if self.webhook_sink is not None else []),
             *([self.transcription] if self.transcription is not None else []),
             self.completion,
             *([self.shared] if self.shared is not None else []),
@@ -202,6 +234,8 @@ class Relay:
         )
         if self.shared is not None:
             self.shared.stop()
+        if self.webhooks is not None:
+            self.webhooks.stop()  # what is not delivered yet stays in the outbox
         self.history.close()
         for handler in logging.getLogger("callrelay").handlers:
             handler.flush()
@@ -270,4 +304,5 @@ class Relay:
             "maxCalls": self.settings.max_calls,
             "callingConfigured": not self.settings.calling_missing(),
             "asr": self.transcription.status() if self.transcription else {"engine": "off"},
+            **({"webhooks": self.webhooks.status()} if self.webhooks is not None else {}),
         }

@@ -17,6 +17,7 @@ from typing import Any
 import pybase64
 from flask_socketio import SocketIO
 
+from callrelay import call_events
 from callrelay.asr import Transcript
 from callrelay.call import AudioChunk, CallInfo, pcm_bytes
 from callrelay.logs import log_event
@@ -88,17 +89,7 @@ class SocketIORelay(CallPublisher):
         self._socketio.emit(event, payload, to=[ALL_CALLS, call_room(call.call_sid)])
 
     def call_started(self, call: CallInfo) -> None:
-        self._emit(
-            "call_started",
-            call,
-            {
-                **call.ids,
-                "tracks": list(call.tracks),
-                "customParameters": dict(call.custom_parameters),
-                "resumed": call.resumed,
-                "offsetMs": call.offset_ms,
-            },
-        )
+        self._emit("call_started", call, call_events.started(call))
 
     def _remote_rooms(self) -> tuple[frozenset[str], set[int]]:
         """Other processes' audio rooms and the batch sizes among them; the sizes are read
@@ -183,23 +174,11 @@ class SocketIORelay(CallPublisher):
         self._emit(
             "call_ended",
             call,
-            {
-                **call.ids,
-                "tracks": list(call.tracks),
-                "reason": reason,
-                "customParameters": dict(call.custom_parameters),
-            },
+            call_events.ended(call, reason),
         )
 
     def transcript(self, call: CallInfo, track: Track, transcript: Transcript) -> None:
-        payload: dict[str, Any] = {
-            **call.ids,
-            "text": transcript.text,
-            "start": round(transcript.start, 3),
-            "end": round(transcript.end, 3),
-        }
-        if transcript.confidence is not None:
-            payload["confidence"] = transcript.confidence
+        payload = call_events.transcribed(call, transcript)
         if transcript.is_final:
             self._emit(SPEAKER_NAMES[track], call, payload)
         else:
@@ -210,7 +189,7 @@ class SocketIORelay(CallPublisher):
 
     def call_completed(self, call: CallInfo, record: dict[str, Any]) -> None:
         """From the completion's background task: emitting only queues packets."""
-        self._emit("call_completed", call, {"callSid": call.call_sid, **_completed(record)})
+        self._emit("call_completed", call, call_events.completed(record))
 
     def lagging(self, call: CallInfo, track: Track, lag: float, skipped: float) -> None:
         self._emit(
@@ -232,9 +211,3 @@ class SocketIORelay(CallPublisher):
         """A talk-back clip is over: played to its end, or cut off by `clear`."""
         payload = {"callSid": call_sid, "name": name, "interrupted": interrupted}
         self._socketio.emit("played", payload, to=[ALL_CALLS, call_room(call_sid)])
-
-
-def _completed(record: dict[str, Any]) -> dict[str, Any]:
-    """What `call_completed` says: the call's figures and how it ended, not its transcript."""
-    keys = ("status", "seconds", "startedAt", "endedAt", "completedAt", "analytics")
-    return {key: record[key] for key in keys if key in record}

@@ -1,0 +1,208 @@
+"""The webhook outbox: every delivery still to make, kept on disk until it is made.
+
+An event is written here before the relay moves on, so a restart, a kill -9 or a receiver that
+is down for hours loses nothing: the next start delivers what is left. A delivery leaves the
+outbox once it is delivered or given up.
+
+Deliveries to one receiver are made in order within a call (a call's events form a chain, and
+only its head is due), so `call.completed` always comes after the call's other events. Each
+server process owns the deliveries it wrote, and keeps a lease on them; the deliveries of a
+process that is gone (its lease ran out) are taken over by whichever process renews next.
+
+`Outbox` is the interface (a database fills in these few methods); `SqliteOutbox` keeps it in
+a SQLite file beside the recordings. Its calls are short and run on the calling task.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from callrelay.webhooks.events import WebhookEvent
+
+OUTBOX_FILE = "outbox.sqlite3"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One event to one receiver."""
+
+    id: int
+    event_id: str
+    event_type: str
+    call_sid: str
+    url: str
+    body: str
+    created_at: float
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Backlog:
+    pending: int
+    oldest_created_at: float | None
+
+
+class Outbox(Protocol):
+    def add(self, event: WebhookEvent, urls: list[str], owner: str, lease_until: float) -> None:
+        """Keep a delivery of `event` to each of `urls`, owned by `owner`."""
+
+    def renew(self, owner: str, lease_until: float, now: float) -> int:
+        """Extend `owner`'s lease, and take over deliveries whose owner's lease ran out; how
+        many were taken over."""
+
+    def owners(self) -> set[str]:
+        """Every owner with deliveries waiting."""
+
+    def take_over(self, previous: str, owner: str, lease_until: float) -> int:
+        """Make `previous`'s deliveries `owner`'s (it is known to be gone); how many."""
+
+    def due(self, owner: str, now: float, limit: int, exclude: set[int]) -> list[Delivery]:
+        """`owner`'s deliveries that may be tried now: the head of each chain, oldest first."""
+
+    def next_due_at(self, owner: str) -> float | None:
+        """When `owner`'s next delivery is due, if any."""
+
+    def retry(self, delivery_id: int, next_at: float, error: str) -> None: ...
+
+    def finished(self, delivery_id: int) -> None:
+        """Delivered, or given up: it leaves the outbox."""
+
+    def backlog(self) -> Backlog: ...
+
+    def close(self) -> None: ...
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    call_sid TEXT NOT NULL,
+    url TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL,
+    owner TEXT NOT NULL,
+    lease_until REAL NOT NULL,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS chains ON deliveries (owner, call_sid, url, id);
+"""
+
+
+class SqliteOutbox:
+    """The outbox in one SQLite file (WAL: a commit survives a killed process without an
+    fsync), shared by the server processes of one host."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self._path, timeout=2.0, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(SCHEMA)
+            self._db = db
+        return self._db
+
+    def add(self, event: WebhookEvent, urls: list[str], owner: str, lease_until: float) -> None:
+        body = event.body()
+        created = event.created_at  # due at once: `next_at` starts as `created_at`
+        rows = [
+            (event.id, event.type, event.call_sid, url, body, created, created, owner, lease_until)
+            for url in urls
+        ]
+        with self._lock, self._connection() as db:
+            db.executemany(
+                "INSERT INTO deliveries (event_id, event_type, call_sid, url, body, created_at,"
+                " next_at, owner, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    def renew(self, owner: str, lease_until: float, now: float) -> int:
+        with self._lock, self._connection() as db:
+            taken = db.execute(
+                "UPDATE deliveries SET owner = ?, lease_until = ? WHERE owner != ? AND"
+                " lease_until < ?",
+                (owner, lease_until, owner, now),
+            ).rowcount
+            db.execute(
+                "UPDATE deliveries SET lease_until = ? WHERE owner = ?", (lease_until, owner)
+            )
+        return taken
+
+    def owners(self) -> set[str]:
+        with self._lock:
+            rows = self._connection().execute("SELECT DISTINCT owner FROM deliveries").fetchall()
+        return {str(row[0]) for row in rows}
+
+    def take_over(self, previous: str, owner: str, lease_until: float) -> int:
+        with self._lock, self._connection() as db:
+            return db.execute(
+                "UPDATE deliveries SET owner = ?, lease_until = ? WHERE owner = ?",
+                (owner, lease_until, previous),
+            ).rowcount
+
+    def due(self, owner: str, now: float, limit: int, exclude: set[int]) -> list[Delivery]:
+        with self._lock:
+            rows = (
+                self._connection()
+                .execute(
+                    "SELECT id, event_id, event_type, call_sid, url, body, created_at, attempts"
+                    " FROM deliveries WHERE id IN (SELECT MIN(id) FROM deliveries WHERE owner = ?"
+                    " GROUP BY call_sid, url) AND next_at <= ? ORDER BY next_at LIMIT ?",
+                    (owner, now, limit + len(exclude)),
+                )
+                .fetchall()
+            )
+        due = [Delivery(*row) for row in rows if row[0] not in exclude]
+        return due[:limit]
+
+    def next_due_at(self, owner: str) -> float | None:
+        with self._lock:
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT MIN(next_at) FROM deliveries WHERE id IN (SELECT MIN(id) FROM"
+                    " deliveries WHERE owner = ? GROUP BY call_sid, url)",
+                    (owner,),
+                )
+                .fetchone()
+            )
+        return None if row is None or row[0] is None else float(row[0])
+
+    def retry(self, delivery_id: int, next_at: float, error: str) -> None:
+        with self._lock, self._connection() as db:
+            db.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, next_at = ?, last_error = ?"
+                " WHERE id = ?",
+                (next_at, error, delivery_id),
+            )
+
+    def finished(self, delivery_id: int) -> None:
+        with self._lock, self._connection() as db:
+            db.execute("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
+
+    def backlog(self) -> Backlog:
+        with self._lock:
+            count, oldest = (
+                self._connection()
+                .execute("SELECT COUNT(*), MIN(created_at) FROM deliveries")
+                .fetchone()
+            )
+        return Backlog(int(count), None if oldest is None else float(oldest))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
