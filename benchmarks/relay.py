@@ -2,6 +2,7 @@
 
     callrelay bench relay [--calls 5,20,40] [--seconds 20] [--listeners per-call|one|none]
                           [--workers N] [--ramp] [--baseline | --no-baseline] [--server URL]
+                          [--webhooks off|slow|down]
     (or python -m benchmarks.relay)
 
 For each N it starts the server (`callrelay serve`, recognition off, recording on; or targets
@@ -15,7 +16,9 @@ server's RSS in all and per call. With `--baseline` (the default) every N runs a
 minimal relay written here (aiohttp + python-socketio's AsyncServer: Twilio JSON, base64,
 mu-law, upsampling, a raw file per track, an emit to the call's room), in the same run, and
 the cost of ours is shown as a ratio to it. `--ramp` raises N until p99 passes 50 ms or a
-frame is lost.
+frame is lost. `--webhooks slow` posts every call's events to a receiver that takes 10 s
+to answer each (the relay's 5 s timeout ends each try, so every delivery is retried);
+`--webhooks down` to a port where nothing listens.
 
 The load generator is one asyncio process: messages are formatted from pre-encoded payloads,
 and the listeners speak Socket.IO's WebSocket protocol directly, reading only each event's
@@ -28,14 +31,17 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import http.server
 import json
 import os
 import random
 import resource
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -477,6 +483,39 @@ def run(
     return rows
 
 
+SLOW_RECEIVER_SECONDS = 10.0
+
+
+def webhook_receiver(slow: bool) -> dict[str, str]:
+    """The server's webhook settings: a receiver here that answers each delivery after
+    `SLOW_RECEIVER_SECONDS` (`slow`), or a loopback port where nothing listens."""
+    secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+    if not slow:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]  # closed again: connections to it are refused
+        return {"WEBHOOK_URL": f"http://127.0.0.1:{port}/hooks", "WEBHOOK_SECRET": secret}
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            time.sleep(SLOW_RECEIVER_SECONDS)
+            with contextlib.suppress(OSError):
+                self.send_response(204)
+                self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return {
+        "WEBHOOK_URL": f"http://127.0.0.1:{server.server_port}/hooks",
+        "WEBHOOK_SECRET": secret,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", default="5,20,40", help="comma-separated loads")
@@ -507,6 +546,12 @@ def main() -> None:
         metavar="NAME=VALUE",
         help="extra environment for the server (repeatable)",
     )
+    parser.add_argument(
+        "--webhooks",
+        choices=("off", "slow", "down"),
+        default="off",
+        help="post each call's events to a receiver that takes 10 s to answer, or to none",
+    )
     parser.add_argument("--serve-baseline", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_baseline:
@@ -516,6 +561,8 @@ def main() -> None:
     extra_env = dict(item.split("=", 1) for item in args.env)
     if args.workers != "1":
         extra_env["WORKERS"] = args.workers
+    if args.webhooks != "off":
+        extra_env.update(webhook_receiver(slow=args.webhooks == "slow"))
     servers = ["callrelay"] + (["baseline"] if args.baseline and not args.server else [])
     loads = [int(n) for n in args.calls.split(",")]
     listeners = {

@@ -29,6 +29,7 @@ BENCHMARKS = {
     "audio-path": "the per-frame mu-law to 16 kHz path: quality, cost, delay",
     "kill-recovery": "SIGKILL a real server mid-call, again and again: what the WAVs kept",
     "soak": "many calls in a row: does any server process's memory creep?",
+    "webhook-outage": "an hour of a webhook receiver's outage, compressed: outbox and lag",
 }
 
 

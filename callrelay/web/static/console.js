@@ -155,16 +155,30 @@ function start() {
   socket.on("partial", (data) => withCall(data, (call) => setPartial(call, data)));
   socket.on("error", (data) => toast(data.error || "the relay refused that"));
   loadCalls();
-  showCalling();
+  checkHealth();
   state.ticker ??= setInterval(tick, 1000);
+  state.healthTicker ??= setInterval(checkHealth, 10_000);
 }
 
-async function showCalling() {
-  // GET / says whether this relay can place calls; without Twilio settings it cannot.
+// GET / says whether this relay can place calls (without Twilio settings it cannot) and
+// whether its webhook receivers are failing, which an operator must see.
+async function checkHealth() {
   const health = await fetch("/").then((r) => r.json()).catch(() => null);
-  const configured = health?.callingConfigured !== false;
+  if (!health) return;
+  state.health = health;
+  const configured = health.callingConfigured !== false;
   $("open-dial").disabled = !configured;
   $("calling-note").hidden = configured;
+  const hooks = health.webhooks;
+  const failing = Boolean(hooks?.failing);
+  $("webhook-alert").hidden = !failing;
+  if (failing) {
+    const oldest = hooks.oldestPendingSeconds ? `, the oldest ${clock(hooks.oldestPendingSeconds)} old` : "";
+    $("webhook-alert").textContent =
+      `Webhooks failing: ${hooks.failing} of ${hooks.receivers} receiver${hooks.receivers === 1 ? "" : "s"} ` +
+      `did not take the last delivery; ${hooks.pending} waiting in the outbox${oldest}. ` +
+      "They are retried; the relay's log (webhook_retrying, webhook_given_up) says why.";
+  }
 }
 
 function setLink(up, text) {
