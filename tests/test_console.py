@@ -28,6 +28,7 @@ from tests.helpers import (
     stream_call,
     wait_for,
 )
+from tests.receiver import Answer, WebhookReceiver, new_secret
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(os.environ.get("CALLRELAY_ARTIFACTS", "artifacts")) / "console"
@@ -339,3 +340,30 @@ def test_the_console_opens_at_the_address_the_relay_prints_with_the_default_port
         page.close()
     finally:
         stop_relay(relay)
+
+
+def test_failing_webhooks_show_in_a_banner_until_the_receiver_takes_them(
+    browser: Browser, tmp_path: Path
+) -> None:
+    receiver = WebhookReceiver(new_secret())
+    receiver.answer = lambda _: Answer(503)
+    relay = start_relay(
+        tmp_path,
+        {"ASR_ENGINE": "off", "WEBHOOK_URL": receiver.url, "WEBHOOK_SECRET": receiver.secret},
+    )
+    try:
+        page = signed_in(browser, relay)
+        expect(page.locator("#webhook-alert")).to_be_hidden()
+        call_sid = new_sid("CA")
+        stream_call(relay, call_audio(1), StreamOptions(speed=0), call_sid)
+        alert = page.get_by_role("alert").filter(has_text="Webhooks failing")
+        expect(alert).to_contain_text("1 of 1 receiver", timeout=30_000)
+        expect(alert).to_contain_text("waiting in the outbox")
+        receiver.answer = lambda _: Answer()
+        receiver.wait_for_call(call_sid)
+        expect(alert).to_be_hidden(timeout=30_000)
+        no_page_errors(page)
+        page.close()
+    finally:
+        stop_relay(relay)
+        receiver.stop()

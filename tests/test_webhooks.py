@@ -245,3 +245,33 @@ def test_webhook_settings_that_cannot_work_stop_the_server_with_one_line(
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert "whsec_short" not in result.stderr
+
+
+def test_finals_are_posted_with_their_speaker_and_completed_comes_after_the_last(
+    tmp_path: Path,
+) -> None:
+    receiver = WebhookReceiver(SECRET)
+    relay = start_relay(
+        tmp_path, {"ASR_ENGINE": "whisper", "WEBHOOK_URL": receiver.url, "WEBHOOK_SECRET": SECRET}
+    )
+    try:
+        call_sid = a_call(relay, seconds=6)
+        receiver.wait_for(lambda: "call.completed" in types(receiver.accepted(call_sid)), 120)
+        posted = receiver.accepted(call_sid)
+        assert posted[0]["type"] == "call.started" and posted[-1]["type"] == "call.completed"
+        finals = [p["data"] for p in posted if p["type"] == "transcript.final"]
+        saved = [
+            json.loads(line)
+            for line in (relay.captures / call_sid / "transcript.jsonl").read_text().splitlines()
+        ]
+        assert finals and len(finals) == len(saved)  # every final, once
+        assert {(f["speaker"], f["text"]) for f in finals} == {
+            (s["speaker"], s["text"]) for s in saved
+        }
+        assert all({"callSid", "streamSid", "start", "end", "confidence"} <= set(f) for f in finals)
+        assert "transcript.partial" not in types(posted)  # off unless asked for
+        words = posted[-1]["data"]["analytics"]["caller"]["words"]
+        assert words == sum(len(f["text"].split()) for f in finals if f["speaker"] == "Caller")
+    finally:
+        stop_relay(relay)
+        receiver.stop()

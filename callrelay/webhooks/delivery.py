@@ -51,7 +51,13 @@ LEASE_SECONDS = 30.0
 """A process's hold on its deliveries; renewed every third of it. One that stops renewing
 (it is gone) has its deliveries taken over by another process once it runs out."""
 POLL_SECONDS = 0.5
-"""The dispatcher looks for due deliveries at least this often."""
+"""The dispatcher looks for due deliveries at least this often..."""
+QUERY_GAP_SECONDS = 0.02
+"""...and at most this often: the wake-ups of many finished tries make one query."""
+HANDED_OUT = 64
+"""Deliveries handed to the posting tasks at once, at most."""
+BACKLOG_SECONDS = 1.0
+"""How often the backlog's gauges are brought up to date."""
 RETRY_STATUSES = frozenset({408, 429})
 
 
@@ -127,7 +133,7 @@ class WebhookDelivery:
     # The dispatcher.
 
     def _dispatch(self) -> None:
-        renewed = time.time()
+        renewed = reported = 0.0
         while not self._stopping:
             now = time.time()
             if now - renewed > LEASE_SECONDS / 3:
@@ -135,15 +141,18 @@ class WebhookDelivery:
                 renewed = now
             with self._in_flight_lock:
                 busy = set(self._in_flight)
-            free = WORKERS * 2 - len(busy)
+            free = HANDED_OUT - len(busy)
             due = self._outbox.due(self.owner, now, free, busy) if free > 0 else []
             for delivery in due:
                 with self._in_flight_lock:
                     self._in_flight.add(delivery.id)
                 self._work.put(delivery)
-            self._report_backlog(now)
+            if now - reported > BACKLOG_SECONDS:
+                self._report_backlog(now)
+                reported = now
             self._wake.wait(self._until_next(now))
             self._wake.clear()
+            time.sleep(QUERY_GAP_SECONDS)
 
     def _renew(self, now: float) -> None:
         taken = self._outbox.renew(self.owner, now + LEASE_SECONDS, now)

@@ -89,10 +89,14 @@ CREATE TABLE IF NOT EXISTS deliveries (
     next_at REAL NOT NULL,
     owner TEXT NOT NULL,
     lease_until REAL NOT NULL,
-    last_error TEXT
+    last_error TEXT,
+    head INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS chains ON deliveries (owner, call_sid, url, id);
+CREATE INDEX IF NOT EXISTS chains ON deliveries (call_sid, url, id);
+CREATE INDEX IF NOT EXISTS heads ON deliveries (owner, head, next_at);
 """
+"""`head` marks the oldest delivery of each chain (one call, one receiver): the only one that
+may be tried. Finding what is due reads the heads' index, never the whole backlog."""
 
 
 class SqliteOutbox:
@@ -124,7 +128,8 @@ class SqliteOutbox:
         with self._lock, self._connection() as db:
             db.executemany(
                 "INSERT INTO deliveries (event_id, event_type, call_sid, url, body, created_at,"
-                " next_at, owner, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " next_at, owner, lease_until, head) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
+                " NOT EXISTS (SELECT 1 FROM deliveries WHERE call_sid = ?3 AND url = ?4))",
                 rows,
             )
 
@@ -153,31 +158,21 @@ class SqliteOutbox:
             ).rowcount
 
     def due(self, owner: str, now: float, limit: int, exclude: set[int]) -> list[Delivery]:
+        query = (
+            "SELECT id, event_id, event_type, call_sid, url, body, created_at, attempts"
+            " FROM deliveries WHERE owner = ? AND head = 1 AND next_at <= ?"
+            " ORDER BY next_at LIMIT ?"
+        )
         with self._lock:
-            rows = (
-                self._connection()
-                .execute(
-                    "SELECT id, event_id, event_type, call_sid, url, body, created_at, attempts"
-                    " FROM deliveries WHERE id IN (SELECT MIN(id) FROM deliveries WHERE owner = ?"
-                    " GROUP BY call_sid, url) AND next_at <= ? ORDER BY next_at LIMIT ?",
-                    (owner, now, limit + len(exclude)),
-                )
-                .fetchall()
-            )
+            db = self._connection()
+            rows = db.execute(query, (owner, now, limit + len(exclude))).fetchall()
         due = [Delivery(*row) for row in rows if row[0] not in exclude]
         return due[:limit]
 
     def next_due_at(self, owner: str) -> float | None:
+        query = "SELECT MIN(next_at) FROM deliveries WHERE owner = ? AND head = 1"
         with self._lock:
-            row = (
-                self._connection()
-                .execute(
-                    "SELECT MIN(next_at) FROM deliveries WHERE id IN (SELECT MIN(id) FROM"
-                    " deliveries WHERE owner = ? GROUP BY call_sid, url)",
-                    (owner,),
-                )
-                .fetchone()
-            )
+            row = self._connection().execute(query, (owner,)).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
     def retry(self, delivery_id: int, next_at: float, error: str) -> None:
@@ -190,7 +185,15 @@ class SqliteOutbox:
 
     def finished(self, delivery_id: int) -> None:
         with self._lock, self._connection() as db:
-            db.execute("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
+            chain = db.execute(
+                "DELETE FROM deliveries WHERE id = ? RETURNING call_sid, url", (delivery_id,)
+            ).fetchone()
+            if chain is not None:  # the chain's next delivery is its head now
+                db.execute(
+                    "UPDATE deliveries SET head = 1 WHERE id = (SELECT MIN(id) FROM deliveries"
+                    " WHERE call_sid = ? AND url = ?)",
+                    chain,
+                )
 
     def backlog(self) -> Backlog:
         with self._lock:
