@@ -16,51 +16,83 @@ receiver's return to the last delivery. Loopback only. Figures, not pass/fail.
 
 from __future__ import annotations
 
-import argparse
-import base64
-import http.server
-import os
-import statistics
-import tempfile
-import threading
-import time
-from pathlib import Path
+from gevent import monkey
 
-from callrelay.webhooks.delivery import WebhookDelivery, WebhookPolicy
-from callrelay.webhooks.events import WebhookEvent
-from callrelay.webhooks.outbox import OUTBOX_FILE, SqliteOutbox
+monkey.patch_all()  # first, as `callrelay serve` does: the delivery's tasks are greenlets
+
+import argparse  # noqa: E402
+import base64  # noqa: E402
+import http.server  # noqa: E402
+import logging  # noqa: E402
+import multiprocessing  # noqa: E402
+import os  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from callrelay.webhooks.delivery import WebhookDelivery, WebhookPolicy  # noqa: E402
+from callrelay.webhooks.events import WebhookEvent  # noqa: E402
+from callrelay.webhooks.outbox import OUTBOX_FILE, SqliteOutbox  # noqa: E402
 
 
 class Receiver:
-    """Counts what it is sent; answers 503 while `down`."""
+    """A receiver in a process of its own (spawned: nothing in it is gevent's) that counts
+    what it is sent and answers 503 while `down` is set."""
 
     def __init__(self) -> None:
-        self.down = True
-        self.tries = 0
-        self.delivered = 0
-        self.last_delivered_at = 0.0
-        self._lock = threading.Lock()
-        receiver = self
+        context = multiprocessing.get_context("spawn")
+        self._down = context.Value("b", 1)
+        self._tries = context.Value("q", 0)
+        self._delivered = context.Value("q", 0)
+        self._last = context.Value("d", 0.0)
+        ready = context.Queue()
+        context.Process(
+            target=_serve,
+            args=(self._down, self._tries, self._delivered, self._last, ready),
+            daemon=True,
+        ).start()
+        self.url = f"http://127.0.0.1:{ready.get(timeout=30)}/hooks"
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with receiver._lock:
-                    receiver.tries += 1
-                    if not receiver.down:
-                        receiver.delivered += 1
-                        receiver.last_delivered_at = time.monotonic()
-                self.send_response(503 if receiver.down else 204)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+    def come_back(self) -> None:
+        self._down.value = 0
 
-            def log_message(self, *args: object) -> None:
-                pass
+    @property
+    def tries(self) -> int:
+        return int(self._tries.value)
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_port}/hooks"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+    @property
+    def delivered(self) -> int:
+        return int(self._delivered.value)
+
+    @property
+    def last_delivered_at(self) -> float:
+        return float(self._last.value)
+
+
+def _serve(down: Any, tries: Any, delivered: Any, last: Any, ready: Any) -> None:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            with tries.get_lock():
+                tries.value += 1
+            refused = bool(down.value)
+            if not refused:
+                with delivered.get_lock():
+                    delivered.value += 1
+                last.value = time.time()
+            self.send_response(503 if refused else 204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    ready.put(server.server_port)
+    server.serve_forever()
 
 
 def call_events(call_number: int, finals: int) -> list[WebhookEvent]:
@@ -79,6 +111,7 @@ def call_events(call_number: int, finals: int) -> list[WebhookEvent]:
 
 
 def main() -> None:
+    logging.getLogger("callrelay").addHandler(logging.NullHandler())  # retries are expected
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=400, help="calls in the hour")
     parser.add_argument("--finals", type=int, default=60, help="finals per call")
@@ -106,8 +139,8 @@ def main() -> None:
     backlog = outbox.backlog()
     size = sum(path.stat().st_size for path in folder.iterdir())
     tries_while_down = receiver.tries
-    receiver.down = False
-    back = time.monotonic()
+    receiver.come_back()
+    back = time.time()
     while outbox.backlog().pending:
         time.sleep(0.2)
     drained = receiver.last_delivered_at - back

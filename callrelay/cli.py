@@ -265,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else argv
-    if arguments[:1] == ["serve"] and not {"-h", "--help"} & set(arguments):
+    on_gevent = arguments[:1] == ["serve"] or arguments[:2] == ["bench", "webhook-outage"]
+    if on_gevent and not {"-h", "--help"} & set(arguments):
         # The server is gevent's: sockets, threads and locks must be patched before anything
         # else imports them (gevent warns, and misbehaves, when patched late).
         from gevent import monkey
