@@ -109,6 +109,8 @@ class Settings(BaseSettings):
     whisper_beam_size: Annotated[int, Field(ge=1, le=10)] = 5
     endpoint_silence_seconds: Annotated[float, Field(ge=0.1, le=5)] = 0.4
     """Whisper: the pause that ends an utterance (the segmenter's `min_silence`)."""
+    asr_word_timestamps: bool = True
+    """Whisper: each final's words with their times, in the transcript's JSON."""
     vosk_model_path: Path = Path("model")
     silence_flush_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
     asr_threads: Annotated[int, Field(ge=1, le=64)] = 1

@@ -33,6 +33,11 @@ class TranscriptFile(TranscriptListener):
             "end": round(transcript.end, 3),
             "confidence": transcript.confidence,
         }
+        if transcript.words:
+            line["words"] = [
+                {"word": w.text, "start": w.start, "end": w.end, "probability": w.probability}
+                for w in transcript.words
+            ]
         try:
             self._files.append_line(call.call_sid, TRANSCRIPT_FILE, line)
         except OSError as error:

@@ -112,6 +112,12 @@ def test_transcript_times_fall_inside_the_turns(asr_relay: RunningRelay) -> None
     lines = [json.loads(line) for line in transcript_file.read_text().splitlines()]
     assert len(lines) == len(finals(observer, "caller")) + len(finals(observer, "receiver"))
     assert {line["speaker"] for line in lines} == {"Caller", "Receiver"}
+    for line in lines:  # each word's times, on the call's timeline, inside its final's
+        words = line["words"]
+        assert [w["word"] for w in words] == line["text"].split()
+        assert all(
+            line["start"] - 0.5 <= w["start"] <= w["end"] <= line["end"] + 0.5 for w in words
+        )
     logged = [json.loads(line) for line in asr_relay.log_file.read_text().splitlines()]
     mine = [
         line

@@ -40,6 +40,7 @@ def _whisper(settings: Settings) -> SpeechEngine:
         workers=settings.asr_workers,
         beam_size=settings.whisper_beam_size,
         segmenter=SegmenterParams(min_silence=settings.endpoint_silence_seconds),
+        word_timestamps=settings.asr_word_timestamps,
     )
 
 

@@ -23,6 +23,16 @@ transcripts that wait, never audio frames."""
 
 
 @dataclass(frozen=True)
+class Word:
+    """One word of a transcript, its times in seconds on the call's timeline."""
+
+    text: str
+    start: float
+    end: float
+    probability: float
+
+
+@dataclass(frozen=True)
 class Transcript:
     """A recognised stretch of one track; times in seconds on the call's timeline."""
 
@@ -33,6 +43,8 @@ class Transcript:
     is_final: bool = True
     queue_seconds: float | None = field(default=None, compare=False)
     decode_seconds: float | None = field(default=None, compare=False)
+    words: tuple[Word, ...] = field(default=(), compare=False)
+    """Each word's times, from engines that align them (Whisper); empty otherwise."""
     """How long the utterance waited for a decoder and how long its decode took, from engines
     that decode whole utterances: where a late final's time went (logged, not compared)."""
 

@@ -49,6 +49,9 @@ class Utterance:
     speech_start: int
     """First speech sample on the track's timeline (16 kHz)."""
     speech_end: int
+    audio_start: int | None = None
+    """Where `audio` begins on the track's timeline (its pre-roll is before the speech);
+    None: at `speech_start`."""
 
 
 class UtteranceSegmenter:
@@ -144,7 +147,12 @@ class UtteranceSegmenter:
         pre_roll_samples = len(audio) - (self.position - self._speech_start)
         keep_until = pre_roll_samples + (self._last_speech_end - self._speech_start)
         keep_until = min(len(audio), keep_until + round(self._post_roll() * SAMPLE_RATE))
-        return Utterance(audio[:keep_until], self._speech_start, self._last_speech_end)
+        return Utterance(
+            audio[:keep_until],
+            self._speech_start,
+            self._last_speech_end,
+            audio_start=self._speech_start - pre_roll_samples,
+        )
 
     def skip(self, sample_count: int) -> list[Utterance]:
         closed = self._close()

@@ -50,6 +50,11 @@ logger = logging.getLogger("callrelay.asr")
 FRAMES_PER_SECOND = 100
 FULL_WINDOW_FRAMES = 3000
 NO_REPEAT_NGRAM = 3
+PREPENDED_PUNCTUATION = "\"'“¿([{-"
+APPENDED_PUNCTUATION = "\"'.\u3002,\uff0c!\uff01?\uff1f:\uff1a\u201d)]}\u3001"
+"""Punctuation that joins the word after / before it, as faster-whisper's word timestamps do."""
+WordTiming = tuple[str, float, float, float]
+"""A word, its start and end in seconds into the utterance's audio, and its probability."""
 """Beam search in a short window can loop on a short utterance ("ten of clubs ten of clubs");
 forbidding a repeated trigram stops it without costing accuracy."""
 
@@ -79,7 +84,9 @@ class WhisperEngine(SpeechEngine):
         min_window: float = 2.0,
         context: float = 12.0,
         early_decode: bool = True,
+        word_timestamps: bool = True,
     ) -> None:
+        """`word_timestamps`: align each final's words to the audio (one more decoder pass)."""
         from faster_whisper import WhisperModel
 
         started = time.monotonic()
@@ -105,6 +112,7 @@ class WhisperEngine(SpeechEngine):
         self.context_frames = int(context * FRAMES_PER_SECOND) // self._model.input_stride
         self.fallbacks = 0
         self.early_decode = early_decode
+        self.word_timestamps = word_timestamps
         self.early_started = 0
         self.early_used = 0
         self.early_partials = 0
@@ -200,24 +208,25 @@ class WhisperEngine(SpeechEngine):
     def decode(self, utterance: Utterance) -> Transcript | None:
         """The utterance's transcript, decoded on this thread: read in the short window, or in
         the full 30 s window when the short one's text is not to be trusted."""
-        text, log_probability, no_speech = self._short_window(utterance.audio)
+        text, log_probability, no_speech, words = self._short_window(utterance.audio)
         if text is None:
             self.fallbacks += 1
-            text, log_probability, no_speech = self._full_window(utterance.audio)
-        return utterance_transcript(utterance, text, log_probability, no_speech)
+            text, log_probability, no_speech, words = self._full_window(utterance.audio)
+        return utterance_transcript(utterance, text, log_probability, no_speech, words)
 
-    def _short_window(self, audio: Any) -> tuple[str | None, float, float]:
+    def _short_window(self, audio: Any) -> tuple[str | None, float, float, list[WordTiming]]:
         """Encode the utterance in a short window; None as a text that is not to be trusted."""
         features = self._model.feature_extractor(audio)
         frames = features.shape[-1]
         if frames + FRAMES_PER_SECOND > FULL_WINDOW_FRAMES:
-            return None, 0.0, 0.0
+            return None, 0.0, 0.0, []
         window = max(self.min_window_frames, frames + FRAMES_PER_SECOND)
         window += window % self._model.input_stride
         padded = self._silence_features[np.newaxis, :, :window].copy()
         padded[0, :, :frames] = features
+        encoded = self._encode_in_context(padded)
         (result,) = self._model.model.generate(
-            self._encode_in_context(padded),
+            encoded,
             [self._prompt],
             beam_size=self.beam_size,
             suppress_blank=True,
@@ -226,7 +235,25 @@ class WhisperEngine(SpeechEngine):
             return_scores=True,
             return_no_speech_prob=True,
         )
-        return self._judge(result)
+        text, log_probability, no_speech = self._judge(result)
+        words = self._words(result.sequences_ids[0], encoded, frames) if text else []
+        return text, log_probability, no_speech, words
+
+    def _words(self, tokens: list[int], encoded: Any, frames: int) -> list[WordTiming]:
+        """Each word's (text, start, end, probability) in the utterance, from the decoder's
+        attention over the same encoding (faster-whisper's alignment, as its
+        `word_timestamps` does)."""
+        if not self.word_timestamps or not tokens:
+            return []
+        from faster_whisper.transcribe import merge_punctuations
+
+        (aligned,) = self._model.find_alignment(self._tokenizer, [tokens], encoded, frames)
+        merge_punctuations(aligned, PREPENDED_PUNCTUATION, APPENDED_PUNCTUATION)
+        return [
+            (w["word"], float(w["start"]), float(w["end"]), float(w["probability"]))
+            for w in aligned
+            if w["word"].strip()
+        ]
 
     def _judge(self, result: Any) -> tuple[str | None, float, float]:
         tokens = result.sequences_ids[0]
@@ -240,7 +267,7 @@ class WhisperEngine(SpeechEngine):
             return None, log_probability, no_speech
         return text, log_probability, no_speech
 
-    def _full_window(self, audio: Any) -> tuple[str, float, float]:
+    def _full_window(self, audio: Any) -> tuple[str, float, float, list[WordTiming]]:
         segments, _ = self._model.transcribe(
             audio,
             language=self.language,
@@ -248,13 +275,19 @@ class WhisperEngine(SpeechEngine):
             condition_on_previous_text=False,
             without_timestamps=True,
             vad_filter=False,
+            word_timestamps=self.word_timestamps,
         )
         kept: list[Any] = [s for s in segments if not silence_hallucination(s)]
         if not kept:
-            return "", 0.0, 1.0
+            return "", 0.0, 1.0, []
         text = " ".join(s.text.strip() for s in kept).strip()
         log_probability = sum(s.avg_logprob for s in kept) / len(kept)
-        return text, log_probability, min(s.no_speech_prob for s in kept)
+        words = [
+            (w.word, float(w.start), float(w.end), float(w.probability))
+            for s in kept
+            for w in (s.words or [])
+        ]
+        return text, log_probability, min(s.no_speech_prob for s in kept), words
 
 
 class WhisperRecogniser(TrackRecogniser):

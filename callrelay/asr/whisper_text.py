@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 import re
 import zlib
+from collections.abc import Sequence
 from typing import Any
 
-from callrelay.asr.base import Transcript
+from callrelay.asr.base import Transcript, Word
 from callrelay.asr.segmenter import Utterance
 from callrelay.asr.vad import SAMPLE_RATE
 
@@ -17,16 +18,28 @@ REPETITION_RATIO = 2.4
 
 
 def utterance_transcript(
-    utterance: Utterance, text: str | None, log_probability: float, no_speech: float
+    utterance: Utterance,
+    text: str | None,
+    log_probability: float,
+    no_speech: float,
+    words: Sequence[tuple[str, float, float, float]] = (),
 ) -> Transcript | None:
-    """None for no text, or a text Whisper likely made up over silence."""
+    """None for no text, or a text Whisper likely made up over silence. `words`: (word,
+    start, end, probability), times in seconds into the utterance's audio."""
     if not text or (no_speech > NO_SPEECH_PROBABILITY and log_probability < LOW_LOG_PROBABILITY):
         return None
+    audio_start = utterance.speech_start if utterance.audio_start is None else utterance.audio_start
+    offset = audio_start / SAMPLE_RATE
     return Transcript(
         text=text,
         start=utterance.speech_start / SAMPLE_RATE,
         end=utterance.speech_end / SAMPLE_RATE,
         confidence=round(min(1.0, math.exp(log_probability)), 3),
+        words=tuple(
+            Word(word.strip(), round(offset + start, 3), round(offset + end, 3), round(p, 3))
+            for word, start, end, p in words
+            if word.strip()
+        ),
     )
 
 
