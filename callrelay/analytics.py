@@ -19,6 +19,7 @@ figures follow from the frames and from the sides' runs of speech ("segments"):
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -174,19 +175,21 @@ def _first_response(segments: Sequence[Segment]) -> float | None:
     return round(max(0.0, later[0].start - first.end), 2)
 
 
-def _segments(side: str, active: Activity) -> list[Segment]:
+def _runs(active: Activity) -> list[tuple[int, int]]:
+    """The runs of speech, as (first frame, frame after the last)."""
     edges = np.flatnonzero(np.diff(np.concatenate(([0], active.astype(np.int8), [0]))))
-    return [
-        Segment(side, _seconds(int(start)), _seconds(int(end)))
-        for start, end in zip(edges[::2], edges[1::2], strict=True)
-    ]
+    return [(int(start), int(end)) for start, end in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def _segments(side: str, active: Activity) -> list[Segment]:
+    return [Segment(side, _seconds(start), _seconds(end)) for start, end in _runs(active)]
 
 
 def _fill_gaps(active: Activity, shorter_than: int) -> Activity:
     """Silences shorter than `shorter_than` frames between speech become speech."""
     filled = active.copy()
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], active.astype(np.int8), [0]))))
-    for end, start in zip(edges[1:-1:2], edges[2::2], strict=True):
+    runs = _runs(active)
+    for (_, end), (start, _) in itertools.pairwise(runs):
         if start - end < shorter_than:
             filled[end:start] = True
     return filled
@@ -194,8 +197,7 @@ def _fill_gaps(active: Activity, shorter_than: int) -> Activity:
 
 def _drop_short(active: Activity, shorter_than: int) -> Activity:
     kept = active.copy()
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], active.astype(np.int8), [0]))))
-    for start, end in zip(edges[::2], edges[1::2], strict=True):
+    for start, end in _runs(active):
         if end - start < shorter_than:
             kept[start:end] = False
     return kept
