@@ -13,6 +13,8 @@ class CloseCode(enum.IntEnum):
     """Media Streams events out of order."""
     UNSUPPORTED_DATA = 1003
     """A binary frame: Twilio sends text only."""
+    NO_STATUS = 1005
+    """A close frame without a code, or none yet (never sent, only seen)."""
     ABNORMAL = 1006
     """No close frame: the connection was lost (never sent, only seen)."""
     INVALID_PAYLOAD = 1007

@@ -226,15 +226,35 @@ class _Stream:
                     progress(index * FRAME_MS / 1000, self._frame_count * FRAME_MS / 1000)
             self._stop()
         except ConnectionClosed as closed:
-            if not (self._stop_sent and closed.reason == CloseCode.NORMAL):  # the normal end
-                report.server_closed = (int(closed.reason), str(closed.message or ""))
-        except OSError as error:  # the server vanished mid-write: no close frame at all
-            report.server_closed = (CloseCode.ABNORMAL, f"{type(error).__name__}: {error}")
+            self._closed(closed)
+        except OSError as error:
+            # A write can meet the socket the reader has just closed on the server's close
+            # frame: that close is what happened. With none, the server vanished mid-write.
+            heard = self._close_heard()
+            if heard is not None:
+                self._closed(heard)
+            else:
+                report.server_closed = (CloseCode.ABNORMAL, f"{type(error).__name__}: {error}")
         finally:
             report.seconds = time.monotonic() - started
             with contextlib.suppress(ConnectionClosed, OSError):  # already closed by the server
                 self._ws.close()
         return report
+
+    def _closed(self, closed: ConnectionClosed) -> None:
+        if not (self._stop_sent and closed.reason == CloseCode.NORMAL):  # the normal end
+            self.report.server_closed = (int(closed.reason), str(closed.message or ""))
+
+    def _close_heard(self) -> ConnectionClosed | None:
+        """The close frame the server sent, if one came (what is left unread is dropped)."""
+        try:
+            while self._ws.receive(timeout=0) is not None:
+                pass
+        except ConnectionClosed as closed:
+            return None if closed.reason == CloseCode.NO_STATUS else closed
+        except OSError:
+            pass
+        return None
 
     def _start(self, custom_parameters: Mapping[str, str]) -> None:
         self._send(msg.connected_message())
