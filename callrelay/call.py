@@ -245,6 +245,8 @@ class MediaStreamSession:
         self.on_mark: Callable[[CallInfo, str], None] | None = None
         """Twilio echoed a mark (bidirectional streams): the audio before it has played."""
         self._sinks = sinks
+        self._audio_sinks = [s for s in sinks if type(s).audio is not CallSink.audio]
+        """The sinks that take audio: a frame skips those that would do nothing with it."""
         self._registry = registry
         self._clock = clock
         self.call: CallInfo | None = None
@@ -387,7 +389,7 @@ class MediaStreamSession:
             self._drop_frame("bad_timestamp", str(error))
 
     def _deliver(self, call: CallInfo, chunk: AudioChunk) -> None:
-        for sink in self._sinks:
+        for sink in self._audio_sinks:
             sink.audio(call, chunk)
 
 

@@ -227,38 +227,33 @@ class WebhookDelivery:
         if outcome.retry_after is None or now >= deadline:
             self._outbox.finished(delivery.id)
             WEBHOOK_DELIVERIES.labels(delivery.event_type, "given_up").inc()
-            log_event(
-                logger,
-                "webhook_given_up",
-                logging.ERROR,
-                eventType=delivery.event_type,
-                webhookId=delivery.event_id,
-                callSid=delivery.call_sid,
-                receiver=receiver,
-                attempts=delivery.attempts + 1,
-                error=outcome.detail,
-            )
+            _log_failure("webhook_given_up", logging.ERROR, delivery, outcome.detail)
             return
         wait = self._backoff(delivery.attempts, outcome.retry_after)
         self._outbox.retry(delivery.id, min(now + wait, deadline), outcome.detail)
         WEBHOOK_RETRIES.labels(delivery.event_type).inc()
         if delivery.attempts == 0:
-            log_event(
-                logger,
-                "webhook_retrying",
-                logging.WARNING,
-                eventType=delivery.event_type,
-                webhookId=delivery.event_id,
-                callSid=delivery.call_sid,
-                receiver=receiver,
-                error=outcome.detail,
-            )
+            _log_failure("webhook_retrying", logging.WARNING, delivery, outcome.detail)
 
     def _backoff(self, attempts: int, retry_after: float) -> float:
         """Doubling from FIRST_RETRY_SECONDS to the maximum, each wait between its half and
         its whole (so that retries of many deliveries do not arrive together)."""
         ceiling = min(self._policy.retry_max_seconds, FIRST_RETRY_SECONDS * 2.0**attempts)
         return max(retry_after, random.uniform(ceiling / 2, ceiling))
+
+
+def _log_failure(event: str, level: int, delivery: Delivery, error: str) -> None:
+    log_event(
+        logger,
+        event,
+        level,
+        eventType=delivery.event_type,
+        webhookId=delivery.event_id,
+        callSid=delivery.call_sid,
+        receiver=_receiver(delivery.url),
+        attempts=delivery.attempts + 1,
+        error=error,
+    )
 
 
 def _gone(owner: str, me: str) -> bool:
