@@ -15,9 +15,12 @@ one search.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
+
+T = TypeVar("T")
 
 
 def start_task(name: str, target: Callable[..., object], *args: Any) -> threading.Thread:
@@ -26,3 +29,19 @@ def start_task(name: str, target: Callable[..., object], *args: Any) -> threadin
     task = threading.Thread(target=target, args=args, name=name, daemon=True)
     task.start()
     return task
+
+
+def run_in_os_thread(target: Callable[..., T], *args: Any) -> T:
+    """`target(*args)` in an OS thread, for work that holds the CPU inside a C library that
+    releases the GIL (encoding audio): under `callrelay serve`, in gevent's pool of real threads
+    while the calling greenlet waits and the loop runs on; elsewhere, in the calling thread."""
+    if _gevent_patched():
+        import gevent
+
+        return cast(T, gevent.get_hub().threadpool.apply(target, args))
+    return target(*args)
+
+
+def _gevent_patched() -> bool:
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched("threading"))

@@ -30,6 +30,7 @@ BENCHMARKS = {
     "kill-recovery": "SIGKILL a real server mid-call, again and again: what the WAVs kept",
     "soak": "many calls in a row: does any server process's memory creep?",
     "webhook-outage": "an hour of a webhook receiver's outage, compressed: outbox and lag",
+    "recording-formats": "a 10-minute call kept as WAV, FLAC and Opus: size and CPU",
 }
 
 

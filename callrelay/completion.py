@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ from callrelay.call import OUTPUT_RATE, CallInfo, CallSink
 from callrelay.history import CallHistory
 from callrelay.logs import log_event
 from callrelay.recording import HEADER_BYTES
+from callrelay.recording_formats import ENCODED_NAMES, RecordingEncoder, encoded_side
 from callrelay.storage.files import CallFiles
 from callrelay.tracks import FILE_STEMS, SPEAKER_NAMES
 from callrelay.transcription import TranscriptListener
@@ -60,10 +61,14 @@ class CallCompletion(CallSink, TranscriptListener):
         *,
         transcribing: bool,
         listeners: Sequence[CompletionListener] = (),
+        encoder: RecordingEncoder | None = None,
     ) -> None:
+        """`encoder`: where the recordings are encoded for keeping (`RECORDINGS_FORMAT`), if
+        they are not kept as WAVs."""
         self._history = history
         self._files = files
         self._transcribing = transcribing
+        self._encoder = encoder
         self._listeners = listeners
         self._pending = 0
         self._idle = threading.Condition()
@@ -95,6 +100,8 @@ class CallCompletion(CallSink, TranscriptListener):
 
     def _finish(self, call: CallInfo) -> None:
         try:
+            if self._encoder is not None:
+                self._encoder.encode(call.call_sid)
             activity, words = self.speech(call.call_sid)
             analytics = call_analytics(activity, words)
             spans = {side: speech_spans(active) for side, active in activity.items()}
@@ -134,23 +141,31 @@ class CallCompletion(CallSink, TranscriptListener):
         return activity, words
 
     def _seconds(self, call_sid: str) -> float:
-        sizes = [
-            file.size
-            for file in self._files.files(call_sid)
-            if file.name in {f"{stem}.wav" for stem in FILE_STEMS.values()}
-        ]
-        return max((max(0, size - HEADER_BYTES) / 2 / OUTPUT_RATE for size in sizes), default=0)
+        seconds = [r["seconds"] for r in self._history.recordings(call_sid)]
+        return max(seconds, default=0.0)
 
     def _heard(self, call_sid: str, track: Track) -> Activity:
         """Speech in the track's recording, read a minute at a time (a pause between pieces
         lets the event loop run)."""
+        levels = []
+        for piece in self._track_audio(call_sid, track):
+            levels.append(frame_levels(piece, OUTPUT_RATE))
+            time.sleep(0)
+        return activity_from_levels(np.concatenate(levels) if levels else np.zeros(0, np.float32))
+
+    def _track_audio(self, call_sid: str, track: Track) -> Iterator[np.ndarray]:
+        """The track's samples, a minute at a time: its channel of the encoded recording, if
+        the call was encoded, else its WAV."""
+        names = {file.name for file in self._files.files(call_sid)}
+        for name in names & ENCODED_NAMES.keys():
+            encoded = self._files.open(call_sid, name)
+            if encoded is not None:
+                yield from encoded_side(encoded, list(SIDE_TRACKS.values()).index(track))
+                return
         recording = self._files.open(call_sid, f"{FILE_STEMS[track]}.wav")
         if recording is None:
-            return np.zeros(0, np.bool_)
-        levels = []
+            return
         with recording:
             recording.seek(HEADER_BYTES)
             while piece := recording.read(READ_SECONDS * OUTPUT_RATE * 2):
-                levels.append(frame_levels(np.frombuffer(piece, "<i2"), OUTPUT_RATE))
-                time.sleep(0)
-        return activity_from_levels(np.concatenate(levels) if levels else np.zeros(0, np.float32))
+                yield np.frombuffer(piece, "<i2")

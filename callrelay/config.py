@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     twilio_api_base: str = "https://api.twilio.com"
 
     captures_dir: Path = Path("captures")
+    recordings_format: Literal["wav", "flac", "opus"] = "wav"
+    """How a complete call's recordings are kept: mono WAVs, or one stereo FLAC or Opus."""
     log_file: Path = Path("media.log")
     log_level: str = "INFO"
     host: str = "0.0.0.0"

@@ -20,6 +20,7 @@ from callrelay.call import OUTPUT_RATE, CallInfo, CallSink
 from callrelay.call_log import CallLogs, fold
 from callrelay.logs import log_event
 from callrelay.recording import HEADER_BYTES
+from callrelay.recording_formats import ENCODED_NAMES, SIDE_FILES, encoded_frames
 from callrelay.stereo import StereoWav
 from callrelay.storage.files import EVENTS_FILE, TRANSCRIPT_FILE, CallFiles, StoredFile
 from callrelay.storage.index import CallQuery, CallRow, HistoryIndex
@@ -29,7 +30,8 @@ from callrelay.twilio.sids import is_call_sid
 
 STEREO_FILE = "recording.wav"
 """The stereo recording's name in the API (it is computed, never stored)."""
-STEREO_SIDES = {f"{FILE_STEMS[track]}.wav" for track in ("inbound", "outbound")}
+STEREO_SIDES = set(SIDE_FILES)
+STEREO_CHANNELS = ("caller", "receiver")
 
 logger = logging.getLogger("callrelay.history")
 
@@ -189,16 +191,30 @@ class CallHistory(CallSink, TranscriptListener):
         return self.files.has(call_sid)
 
     def recordings(self, call_sid: str) -> list[dict[str, Any]]:
-        """The call's WAVs (`caller.wav`, `caller-2.wav`...), caller's first, with their
-        length."""
+        """The call's recordings with their length: its stereo encoded file, if it was encoded
+        (`RECORDINGS_FORMAT`), then its WAVs (`caller.wav`, `caller-2.wav`...), caller's
+        first."""
         stored = self.files.files(call_sid)
         return [
-            _recording(file)
-            for stem in FILE_STEMS.values()
-            for file in stored
-            if file.name == f"{stem}.wav"
-            or (file.name.startswith(f"{stem}-") and file.name.endswith(".wav"))
+            *(self._encoded(call_sid, file) for file in stored if file.name in ENCODED_NAMES),
+            *(
+                _recording(file)
+                for stem in FILE_STEMS.values()
+                for file in stored
+                if file.name == f"{stem}.wav"
+                or (file.name.startswith(f"{stem}-") and file.name.endswith(".wav"))
+            ),
         ]
+
+    def _encoded(self, call_sid: str, file: StoredFile) -> dict[str, Any]:
+        opened = self.files.open(call_sid, file.name)
+        frames = encoded_frames(opened) if opened is not None else 0
+        return {
+            "name": file.name,
+            "bytes": file.size,
+            "seconds": round(frames / OUTPUT_RATE, 3),
+            "channels": list(STEREO_CHANNELS),
+        }
 
     def stereo(self, call_sid: str) -> StereoWav | None:
         """The call's first stream as one stereo WAV (caller left, receiver right), read from
@@ -231,13 +247,17 @@ class CallHistory(CallSink, TranscriptListener):
 
 
 def _stereo(recordings: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """What `GET /calls/<CallSid>` says of the stereo recording, if the call has one."""
+    """What `GET /calls/<CallSid>` says of the stereo recording, if the call has one: the
+    encoded file, else the one computed from the mono WAVs."""
+    encoded = [r for r in recordings if r["name"] in ENCODED_NAMES]
+    if encoded:
+        return encoded[0]
     sides = [r for r in recordings if r["name"] in STEREO_SIDES]
     if not sides:
         return None
     return {
         "name": STEREO_FILE,
-        "channels": ["caller", "receiver"],
+        "channels": list(STEREO_CHANNELS),
         "seconds": max(r["seconds"] for r in sides),
     }
 

@@ -27,6 +27,7 @@ from callrelay.live_calls import LiveCalls
 from callrelay.logs import log_event
 from callrelay.metrics import RelayMetrics
 from callrelay.recording import CallRecorder, repair_captures
+from callrelay.recording_formats import CODECS, RecordingEncoder, RecordingFormat
 from callrelay.redis_state import RedisState
 from callrelay.storage.files import LocalCallFiles
 from callrelay.storage.sqlite_index import INDEX_FILE, SqliteHistoryIndex
@@ -141,6 +142,14 @@ class Relay:
         self._speech_engine = speech_engine
         self._sinks: list[CallSink] = []
 
+    def _encoder(self) -> RecordingEncoder | None:
+        kept_as = RecordingFormat(self.settings.recordings_format)
+        return (
+            None
+            if kept_as is RecordingFormat.WAV
+            else RecordingEncoder(self.files, CODECS[kept_as])
+        )
+
     def start(self) -> None:
         """Repair what a crash left, load the speech engine, start taking calls."""
         repaired = repair_captures(self.settings.captures_dir)
@@ -163,6 +172,7 @@ class Relay:
                 *([self.publisher] if self.publisher is not None else []),
                 *([self.webhook_sink] if self.webhook_sink is not None else []),
             ],
+            encoder=self._encoder(),
         )
         if isinstance(engine, SpeechEngine):
             self.transcription = TranscriptionSink(

@@ -367,3 +367,37 @@ def test_failing_webhooks_show_in_a_banner_until_the_receiver_takes_them(
     finally:
         stop_relay(relay)
         receiver.stop()
+
+
+@pytest.mark.parametrize("kept_as", ["flac", "opus"])
+def test_a_call_kept_compressed_plays_and_seeks_in_the_browser(
+    browser: Browser, tmp_path: Path, kept_as: str
+) -> None:
+    relay = start_relay(tmp_path, {"ASR_ENGINE": "off", "RECORDINGS_FORMAT": kept_as})
+    try:
+        call_sid = new_sid("CA")
+        stream_call(relay, call_audio(4), StreamOptions(speed=0), call_sid)
+        wait_for(lambda: "analytics" in relay.get_with_token(f"/calls/{call_sid}").json())
+        page = signed_in(browser, relay)
+        page.get_by_role("tab", name="History").click()
+        page.locator(f"#call-list .call-item[data-call-sid='{call_sid}']").click()
+        expect(page.locator(".recording audio")).to_have_count(1)  # only the stereo file
+        expect(page.locator(".recording .name span")).to_have_text("Both sides (stereo) · 00:04")
+        page.wait_for_function("() => document.querySelector('.recording audio').readyState >= 1")
+        duration = page.evaluate("document.querySelector('.recording audio').duration")
+        assert duration == pytest.approx(4.0, abs=0.1)
+        page.evaluate(
+            """() => new Promise((seeked) => {
+                const audio = document.querySelector('.recording audio');
+                audio.onseeked = seeked;
+                audio.currentTime = 2.5;
+            })"""
+        )
+        page.evaluate("document.querySelector('.recording audio').play()")
+        page.wait_for_function("() => document.querySelector('.recording audio').currentTime > 2.7")
+        href = page.locator(".recording a[download]").get_attribute("href")
+        assert href and f"recording.{kept_as}" in href
+        no_page_errors(page)
+        page.close()
+    finally:
+        stop_relay(relay)

@@ -21,6 +21,7 @@ from werkzeug.wsgi import wrap_file
 from callrelay.exports import CAPTION_FORMATS, render
 from callrelay.history import STEREO_FILE
 from callrelay.logs import log_event
+from callrelay.recording_formats import ENCODED_NAMES
 from callrelay.relay import Relay
 from callrelay.storage.index import MAX_PAGE, CallQuery
 from callrelay.twilio.sids import is_call_sid
@@ -42,7 +43,7 @@ def history_routes(relay: Relay) -> Blueprint:
         ("/calls", list_calls, ["GET"]),
         ("/calls/<call_sid>", one_call, ["GET"]),
         ("/calls/<call_sid>/transcript", transcript, ["GET"]),
-        ("/calls/<call_sid>/<stem>.wav", recording, ["GET"]),
+        ("/calls/<call_sid>/<file_name>", recording, ["GET"]),
         ("/calls/<call_sid>", delete_call, ["DELETE"]),
     ):
         routes.add_url_rule(path, view.__name__, partial(view, relay), methods=methods)
@@ -121,18 +122,23 @@ def transcript(relay: Relay, call_sid: str) -> tuple[Response, int]:
     return response, 200
 
 
-def recording(relay: Relay, call_sid: str, stem: str) -> Response:
-    name = f"{stem}.wav"
+def recording(relay: Relay, call_sid: str, file_name: str) -> Response:
     opened: BinaryIO | None
-    if name == STEREO_FILE:
+    if file_name == STEREO_FILE:
         opened = cast(BinaryIO | None, relay.history.stereo(call_sid))
-    elif relay.history.is_recording(call_sid, name):
-        opened = relay.files.open(call_sid, name)
+    elif relay.history.is_recording(call_sid, file_name):
+        opened = relay.files.open(call_sid, file_name)
     else:
         opened = None
     if opened is None:
-        raise Refused(404, f"no recording {name} of {call_sid}")
-    return _file_response(opened, f"{call_sid}-{name}", request.args.get("download"))
+        raise Refused(404, f"no recording {file_name} of {call_sid}")
+    codec = ENCODED_NAMES.get(file_name)
+    return _file_response(
+        opened,
+        codec.content_type if codec else "audio/wav",
+        f"{call_sid}-{file_name}",
+        request.args.get("download"),
+    )
 
 
 def delete_call(relay: Relay, call_sid: str) -> tuple[str, int]:
@@ -144,13 +150,15 @@ def delete_call(relay: Relay, call_sid: str) -> tuple[str, int]:
     return "", 204
 
 
-def _file_response(file: BinaryIO, download_name: str, download: str | None) -> Response:
+def _file_response(
+    file: BinaryIO, content_type: str, download_name: str, download: str | None
+) -> Response:
     """A stored file with byte ranges (`206` with the part asked for), so that an `<audio>`
     element can seek; `?download` makes it an attachment."""
     size = file.seek(0, os.SEEK_END)
     file.seek(0)
     response = Response(
-        wrap_file(request.environ, file), mimetype="audio/wav", direct_passthrough=True
+        wrap_file(request.environ, file), content_type=content_type, direct_passthrough=True
     )
     response.content_length = size
     response.cache_control.no_cache = True

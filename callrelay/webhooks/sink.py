@@ -50,7 +50,7 @@ class WebhookSink(CallSink, TranscriptListener, CompletionListener):
             "call": path,
             "transcript": f"{path}/transcript",
             "captions": f"{path}/transcript?format=vtt",
-            "recording": f"{path}/recording.wav",
+            **({"recording": f"{path}/{record['stereo']['name']}"} if "stereo" in record else {}),
         }
         self._send("call.completed", call, {**call_events.completed(record), "links": links})
 

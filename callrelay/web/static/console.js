@@ -477,10 +477,12 @@ function showRecordings(recordings, stereo, transcriptUrl) {
     div.querySelector("a").href = `${recording.url}&download`;
     return div;
   };
-  // Both sides in one stereo file (caller left, receiver right) first, then each on its own.
+  // Both sides in one stereo file (caller left, receiver right) first, then each on its own
+  // (a call kept as FLAC or Opus has only the stereo file).
+  const sides = recordings.filter((r) => !stereo || r.name !== stereo.name);
   $("recordings").replaceChildren(
     ...(stereo ? [card(stereo, "Both sides (stereo)")] : []),
-    ...recordings.map((r) => card(r, r.name.startsWith("caller") ? "Caller" : "Receiver")),
+    ...sides.map((r) => card(r, r.name.startsWith("caller") ? "Caller" : "Receiver")),
   );
   for (const format of ["txt", "vtt", "srt"]) {
     $(`transcript-${format}`).href = `${transcriptUrl}&format=${format}&download`;
