@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     workers: str = "1"
     """Server processes behind the one port: a number, or `auto` for one per core."""
     redis_url: str | None = None
+    database_url: SecretStr | None = None
+    """`postgresql://user:password@host:5432/db`: the history index in PostgreSQL, shared by
+    every process and host; none: SQLite beside the recordings."""
 
     asr_engine: Literal["auto", "whisper", "vosk", "off"] = "auto"
     whisper_model: str | None = None
@@ -149,6 +152,7 @@ class Settings(BaseSettings):
         "relay_api_token",
         "redis_url",
         "webhook_secret",
+        "database_url",
         mode="before",
     )
     @classmethod
@@ -254,6 +258,15 @@ class Settings(BaseSettings):
     def _redis_url(cls, value: str | None) -> str | None:
         if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
             raise ValueError("must be a redis:// (or rediss://, unix://) URL")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parts = urlsplit(value.get_secret_value())
+            if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+                raise ValueError("must be a postgresql://user:password@host:5432/db URL")
         return value
 
     @model_validator(mode="after")
@@ -384,8 +397,9 @@ class Settings(BaseSettings):
             )
             if secret is not None and secret.get_secret_value()
         ]
-        redis_password = urlsplit(self.redis_url).password if self.redis_url else None
-        return secrets + ([redis_password] if redis_password else [])
+        urls = [self.redis_url, self.database_url.get_secret_value() if self.database_url else None]
+        passwords = [urlsplit(url).password for url in urls if url]
+        return secrets + [password for password in passwords if password]
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -11,13 +11,13 @@ is rebuilt from the files when missing.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from callrelay.call import OUTPUT_RATE, CallInfo, CallSink
 from callrelay.call_log import CallLogs, fold
+from callrelay.indexing import IndexWriter
 from callrelay.logs import log_event
 from callrelay.recording import HEADER_BYTES
 from callrelay.recording_formats import ENCODED_NAMES, SIDE_FILES, encoded_frames
@@ -36,6 +36,10 @@ STEREO_CHANNELS = ("caller", "receiver")
 logger = logging.getLogger("callrelay.history")
 
 
+class HistoryUnavailable(Exception):
+    """The index cannot be reached (its database is down): nothing was listed or deleted."""
+
+
 class CallHistory(CallSink, TranscriptListener):
     """The history sink and listener (it hears each call start and end, and its transcripts
     end), and the queries `GET /calls` answers."""
@@ -44,23 +48,21 @@ class CallHistory(CallSink, TranscriptListener):
         self.files = files
         self.index = index
         self._logs = CallLogs(files)
+        self.indexer = IndexWriter(files, index, self._row)
+        """Writes the index's rows in the background, catching up after an outage."""
 
     def open(self) -> None:
-        """Open the index, rebuilding it from the call files if it is new."""
-        if self.index.open():
-            count = self.rebuild()
-            log_event(logger, "history_index_built", calls=count)
+        """Open the index and start keeping it up to date (its schema first, then any call it
+        lacks), in the background."""
+        self.index.open()
+        self.indexer.start()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued (what is not written by `timeout` is flagged: the next start
+        writes it), then close the index."""
+        self.indexer.wait_indexed(timeout)
+        self.indexer.stop()
         self.index.close()
-
-    def rebuild(self) -> int:
-        """Index every call again; the number of calls indexed."""
-        count = 0
-        for call_sid in self.files.calls():
-            self.index.record(self._row(call_sid, with_words=True))
-            count += 1
-        return count
 
     # What happens to calls.
 
@@ -128,8 +130,7 @@ class CallHistory(CallSink, TranscriptListener):
         line.update({k: v for k, v in fields.items() if v is not None})
         try:
             self.files.append_line(call_sid, EVENTS_FILE, line)
-            self.index.record(self._row(call_sid, with_words=False))
-        except (OSError, sqlite3.Error) as error:
+        except OSError as error:
             log_event(
                 logger,
                 "history_write_failed",
@@ -138,6 +139,8 @@ class CallHistory(CallSink, TranscriptListener):
                 event=event,
                 error=f"{type(error).__name__}: {error}",
             )
+            return
+        self.indexer.mark(call_sid)
 
     def _row(self, call_sid: str, with_words: bool) -> CallRow:
         """The call's index row. Its words are read once its transcript is complete (and at a
@@ -165,7 +168,12 @@ class CallHistory(CallSink, TranscriptListener):
     # Queries.
 
     def calls(self, query: CallQuery) -> list[dict[str, Any]]:
-        return [_summary(row) for row in self.index.query(query)]
+        """The calls the index lists; raises HistoryUnavailable while it cannot be read."""
+        try:
+            rows = self.index.query(query)
+        except Exception as error:  # whatever the index's driver raises when it is away
+            raise HistoryUnavailable from error
+        return [_summary(row) for row in rows]
 
     def call(self, call_sid: str) -> dict[str, Any] | None:
         """Everything about one call, or None if it left nothing here."""
@@ -240,8 +248,11 @@ class CallHistory(CallSink, TranscriptListener):
 
     def delete(self, call_sid: str) -> bool:
         """Remove a call's recordings, transcript and history; False if there was nothing."""
+        try:
+            self.index.forget(call_sid)
+        except Exception as error:
+            raise HistoryUnavailable from error
         existed = self.files.delete(call_sid)
-        self.index.forget(call_sid)
         self._logs.forget(call_sid)
         return existed
 

@@ -30,6 +30,7 @@ from callrelay.recording import CallRecorder, repair_captures
 from callrelay.recording_formats import CODECS, RecordingEncoder, RecordingFormat
 from callrelay.redis_state import RedisState
 from callrelay.storage.files import LocalCallFiles
+from callrelay.storage.index import HistoryIndex
 from callrelay.storage.sqlite_index import INDEX_FILE, SqliteHistoryIndex
 from callrelay.transcript_file import TranscriptFile
 from callrelay.transcription import TranscriptionSink, TranscriptListener
@@ -77,7 +78,7 @@ class RelayParts:
         token = settings.relay_api_token
         shared = RedisState(settings.redis_url) if settings.redis_url else None
         files = LocalCallFiles(settings.captures_dir)
-        index = SqliteHistoryIndex(settings.captures_dir / INDEX_FILE)
+        index = _history_index(settings)
         auth_token = settings.twilio_auth_token
         return cls(
             api_token=ApiToken(token.get_secret_value() if token else None),
@@ -92,6 +93,15 @@ class RelayParts:
             shared=shared,
             webhooks=_webhooks(settings),
         )
+
+
+def _history_index(settings: Settings) -> HistoryIndex:
+    if settings.database_url is None:
+        return SqliteHistoryIndex(settings.captures_dir / INDEX_FILE)
+    # Imported only when used; psycopg checks for gevent's patching as it is imported.
+    from callrelay.storage.postgres_index import PostgresHistoryIndex
+
+    return PostgresHistoryIndex(settings.database_url.get_secret_value())
 
 
 def _webhooks(settings: Settings) -> WebhookDelivery | None:

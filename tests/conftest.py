@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from callrelay.simulator.fake_twilio import FakeTwilio
 from callrelay.simulator.local_relay import RunningRelay, stop_relay
 from tests.helpers import calling_settings, simulated_twilio, start_relay
+from tests.postgres import PostgresServer
 
 
 @pytest.fixture(autouse=True)
@@ -38,3 +42,15 @@ def relay(
     running = start_relay(tmp, {"ASR_ENGINE": "off", **calling_settings(fake_twilio)})
     yield running
     stop_relay(running)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One throwaway cluster for the run (each test takes a database of its own). Not under
+    pytest's temporary folder: that is private to this user, and the cluster may run as
+    `postgres`."""
+    folder = Path(tempfile.mkdtemp(prefix="callrelay-postgres-"))
+    server = PostgresServer(folder).create()
+    yield server
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)

@@ -7,7 +7,9 @@ import http.client
 import io
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,7 +22,8 @@ from callrelay.simulator.fake_twilio import FakeTwilio
 from callrelay.simulator.local_relay import RunningRelay, stop_relay
 from callrelay.simulator.media_client import StreamOptions, new_sid
 from callrelay.storage.files import LocalCallFiles
-from callrelay.storage.index import CallQuery
+from callrelay.storage.index import CallQuery, HistoryIndex
+from callrelay.storage.postgres_index import PostgresHistoryIndex
 from callrelay.storage.sqlite_index import INDEX_FILE, SqliteHistoryIndex
 from tests.helpers import (
     TWILIO_NUMBER,
@@ -275,10 +278,30 @@ def test_the_history_outlives_the_server(tmp_path: Path) -> None:
 # The history itself, without a server.
 
 
-def new_history(tmp_path: Path) -> CallHistory:
-    history = CallHistory(LocalCallFiles(tmp_path), SqliteHistoryIndex(tmp_path / INDEX_FILE))
+IndexMaker = Callable[[], HistoryIndex]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def make_index(request: pytest.FixtureRequest, tmp_path: Path) -> IndexMaker:
+    """Each backend of the index: SQLite beside the recordings, and PostgreSQL (a database of
+    the test's own in the run's throwaway cluster)."""
+    if request.param == "sqlite":
+        return lambda: SqliteHistoryIndex(tmp_path / INDEX_FILE)
+    url = request.getfixturevalue("postgres").new_database()
+    return lambda: PostgresHistoryIndex(url)
+
+
+def new_history(tmp_path: Path, make_index: IndexMaker | None = None) -> CallHistory:
+    index = make_index() if make_index else SqliteHistoryIndex(tmp_path / INDEX_FILE)
+    history = CallHistory(LocalCallFiles(tmp_path), index)
     history.open()
     return history
+
+
+def listed(history: CallHistory, query: CallQuery) -> list[dict[str, Any]]:
+    """What `GET /calls` lists once the index has caught up with what was written."""
+    assert history.indexer.wait_indexed(30)
+    return history.calls(query)
 
 
 def a_call(history: CallHistory, started_at: float, to: str, words: str) -> str:
@@ -300,19 +323,19 @@ def tmp_path_of(history: CallHistory) -> Path:
 
 
 def test_calls_are_listed_newest_first_in_pages_and_found_by_number_text_and_date(
-    tmp_path: Path,
+    tmp_path: Path, make_index: IndexMaker
 ) -> None:
-    history = new_history(tmp_path)
+    history = new_history(tmp_path, make_index)
     day = 1_796_000_000.0
     old = a_call(history, day, "+442071234567", "I would like to cancel my order")
     middle = a_call(history, day + 3600, "+14155550199", "Where is my parcel?")
     new = a_call(history, day + 7200, "+14155550188", "Cancel it, 100% sure_now")
 
     def sids(query: CallQuery) -> list[str]:
-        return [call["callSid"] for call in history.calls(query)]
+        return [call["callSid"] for call in listed(history, query)]
 
     assert sids(CallQuery()) == [new, middle, old]
-    page = history.calls(CallQuery(limit=2))
+    page = listed(history, CallQuery(limit=2))
     assert [c["callSid"] for c in page] == [new, middle]
     assert sids(CallQuery(limit=2, before=page[-1]["startedAt"])) == [old]
     assert sids(CallQuery(number="5550188")) == [new]
@@ -328,14 +351,14 @@ def test_calls_are_listed_newest_first_in_pages_and_found_by_number_text_and_dat
 def test_the_index_is_rebuilt_from_the_call_folders(tmp_path: Path) -> None:
     history = new_history(tmp_path)
     kept = a_call(history, time.time(), "+14155550111", "hello")
-    before = history.calls(CallQuery())
+    before = listed(history, CallQuery())
     history.close()
     (tmp_path / INDEX_FILE).write_bytes(b"this is not a database")  # damaged: rebuilt too
     for suffix in ("-wal", "-shm"):
         (tmp_path / (INDEX_FILE + suffix)).unlink(missing_ok=True)
     rebuilt = new_history(tmp_path)
-    assert rebuilt.calls(CallQuery()) == before and before[0]["callSid"] == kept
-    assert rebuilt.calls(CallQuery(text="hello"))[0]["callSid"] == kept
+    assert listed(rebuilt, CallQuery()) == before and before[0]["callSid"] == kept
+    assert listed(rebuilt, CallQuery(text="hello"))[0]["callSid"] == kept
     rebuilt.close()
 
 
@@ -353,15 +376,15 @@ def test_a_call_whose_stream_never_came_says_so(tmp_path: Path) -> None:
     history = new_history(tmp_path)
     call_sid = new_sid("CA")
     history.webhook(call_sid, {"From": "+14155550100", "To": "+14155550101"})
-    [listed] = history.calls(CallQuery())
-    assert listed["callSid"] == call_sid and listed["status"] == "no-stream"
+    [call] = listed(history, CallQuery())
+    assert call["callSid"] == call_sid and call["status"] == "no-stream"
     history.close()
 
 
 def test_an_append_reads_only_what_the_log_gained_even_from_another_writer(
-    tmp_path: Path,
+    tmp_path: Path, make_index: IndexMaker
 ) -> None:
-    history = new_history(tmp_path)
+    history = new_history(tmp_path, make_index)
     call_sid = a_call(history, time.time(), "+14155550113", "hello")
     files = LocalCallFiles(tmp_path)  # another process's writer, on the same folder
     files.append_line(call_sid, "call.jsonl", {"event": "status", "callStatus": "completed"})
@@ -369,5 +392,5 @@ def test_an_append_reads_only_what_the_log_gained_even_from_another_writer(
     call = history.call(call_sid)
     assert call is not None and call["status"] == "completed" and call["twilioDuration"] == 7
     assert [e["event"] for e in call["events"]].count("status") == 2
-    assert history.calls(CallQuery(text="hello"))[0]["status"] == "completed"
+    assert listed(history, CallQuery(text="hello"))[0]["status"] == "completed"
     history.close()

@@ -56,9 +56,9 @@ class RunningRelay:
     def get(self, path: str) -> requests.Response:
         return requests.get(self.url + path, timeout=10)
 
-    def get_with_token(self, path: str) -> requests.Response:
+    def get_with_token(self, path: str, timeout: float = 10) -> requests.Response:
         return requests.get(
-            self.url + path, headers={"Authorization": f"Bearer {self.api_token}"}, timeout=10
+            self.url + path, headers={"Authorization": f"Bearer {self.api_token}"}, timeout=timeout
         )
 
     def post(self, path: str, token: str | None = None, **kwargs: Any) -> requests.Response:

@@ -67,6 +67,13 @@ class CallFiles(Protocol):
     def modified_at(self, call_sid: str) -> float:
         """When the call's files last changed (for calls whose log says no time)."""
 
+    def set_flag(self, call_sid: str, flag: str, on: bool) -> None:
+        """Raise or lower one of the call's flags (a mark that outlives the process, not one
+        of its files); raises OSError when it cannot."""
+
+    def flagged(self, flag: str) -> Iterator[str]:
+        """Every call with `flag` raised."""
+
 
 class LocalCallFiles:
     """`root/<CallSid>/<name>`: the folder the recorder writes each call's WAVs into live."""
@@ -134,6 +141,19 @@ class LocalCallFiles:
             return round(self.folder(call_sid).stat().st_mtime, 3)
         except OSError:
             return 0.0
+
+    def set_flag(self, call_sid: str, flag: str, on: bool) -> None:
+        path = self.folder(call_sid) / f".{_SAFE_NAME.sub('_', flag)}"  # a dot: not a file of it
+        if on:
+            path.touch()
+        else:
+            path.unlink(missing_ok=True)
+
+    def flagged(self, flag: str) -> Iterator[str]:
+        if self.root.is_dir():
+            for path in sorted(self.root.glob(f"*/.{_SAFE_NAME.sub('_', flag)}")):
+                if is_call_sid(path.parent.name):
+                    yield path.parent.name
 
 
 def parse_json_lines(data: bytes) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -39,15 +40,22 @@ class CallRow:
 
 
 class HistoryIndex(Protocol):
-    """One row per call. Every method may wait on its store (a file, a database): call it from
-    request handlers and sinks, never per frame."""
+    """One row per call. Every method may wait on its store (a file, a database server): the
+    relay writes rows from one background task (`IndexWriter`) and reads them in request
+    handlers, never on the audio path. A method that cannot reach its store raises."""
 
-    def open(self) -> bool:
-        """Make the index ready; True when it was missing or unreadable and is new (empty):
-        the caller rebuilds it from the call files."""
+    def open(self) -> None:
+        """Get ready without waiting on a server (a pool connects in the background)."""
+
+    def migrate(self) -> None:
+        """Create or bring up to date what the index keeps (safe to run from several processes
+        at once); raises while the store is unreachable."""
 
     def record(self, row: CallRow) -> None:
         """Add the call, or replace what was kept of it."""
+
+    def known(self, call_sids: Sequence[str]) -> set[str]:
+        """Which of these calls the index has a row for."""
 
     def query(self, query: CallQuery) -> list[CallRow]:
         """The calls `query` asks for, newest first."""
@@ -55,3 +63,33 @@ class HistoryIndex(Protocol):
     def forget(self, call_sid: str) -> None: ...
 
     def close(self) -> None: ...
+
+
+def sql_conditions(
+    query: CallQuery, placeholder: str, like: str = "LIKE"
+) -> tuple[list[str], list[object]]:
+    """The WHERE conditions (and their values) of a query of the `calls` columns, for SQL that
+    marks a value with `placeholder` and matches text, any case, with `like`."""
+    p = placeholder
+    where: list[str] = []
+    values: list[object] = []
+    if query.before is not None:
+        where.append(f"started_at < {p}")
+        values.append(query.before)
+    if query.since is not None:
+        where.append(f"started_at >= {p}")
+        values.append(query.since)
+    if query.until is not None:
+        where.append(f"started_at < {p}")
+        values.append(query.until)
+    if query.number:
+        where.append(f"(from_number {like} {p} ESCAPE '\\' OR to_number {like} {p} ESCAPE '\\')")
+        values += [f"%{_like(query.number)}%"] * 2
+    if query.text:
+        where.append(f"transcript {like} {p} ESCAPE '\\'")
+        values.append(f"%{_like(query.text)}%")
+    return where, values
+
+
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -7,10 +7,11 @@ import dataclasses
 import logging
 import sqlite3
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from callrelay.logs import log_event
-from callrelay.storage.index import MAX_PAGE, CallQuery, CallRow
+from callrelay.storage.index import MAX_PAGE, CallQuery, CallRow, sql_conditions
 
 logger = logging.getLogger("callrelay.history")
 
@@ -38,16 +39,27 @@ class SqliteHistoryIndex:
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
 
-    def open(self) -> bool:
+    def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fresh = not self.path.exists()
         try:
             self._db = _connect(self.path)
         except sqlite3.DatabaseError as error:
             log_event(logger, "history_index_unreadable", logging.WARNING, error=str(error))
             self.path.unlink(missing_ok=True)
-            self._db, fresh = _connect(self.path), True
-        return fresh
+            self._db = _connect(self.path)
+
+    def migrate(self) -> None:
+        """The schema is created as the file is opened."""
+
+    def known(self, call_sids: Sequence[str]) -> set[str]:
+        with self._lock:
+            if self._db is None or not call_sids:
+                return set()
+            rows = self._db.execute(
+                f"SELECT call_sid FROM calls WHERE call_sid IN ({', '.join('?' * len(call_sids))})",
+                list(call_sids),
+            ).fetchall()
+        return {row[0] for row in rows}
 
     def record(self, row: CallRow) -> None:
         with self._lock:
@@ -59,7 +71,7 @@ class SqliteHistoryIndex:
                 )
 
     def query(self, query: CallQuery) -> list[CallRow]:
-        where, values = _conditions(query)
+        where, values = sql_conditions(query, "?")
         sql = f"SELECT {', '.join(COLUMNS)} FROM calls"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -89,28 +101,3 @@ def _connect(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA synchronous=NORMAL")  # a cache of the call files: no fsync per event
     db.executescript(SCHEMA)
     return db
-
-
-def _conditions(query: CallQuery) -> tuple[list[str], list[object]]:
-    where: list[str] = []
-    values: list[object] = []
-    if query.before is not None:
-        where.append("started_at < ?")
-        values.append(query.before)
-    if query.since is not None:
-        where.append("started_at >= ?")
-        values.append(query.since)
-    if query.until is not None:
-        where.append("started_at < ?")
-        values.append(query.until)
-    if query.number:
-        where.append("(from_number LIKE ? ESCAPE '\\' OR to_number LIKE ? ESCAPE '\\')")
-        values += [f"%{_like(query.number)}%"] * 2
-    if query.text:
-        where.append("transcript LIKE ? ESCAPE '\\'")
-        values.append(f"%{_like(query.text)}%")
-    return where, values
-
-
-def _like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -19,7 +19,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.wsgi import wrap_file
 
 from callrelay.exports import CAPTION_FORMATS, render
-from callrelay.history import STEREO_FILE
+from callrelay.history import STEREO_FILE, HistoryUnavailable
 from callrelay.logs import log_event
 from callrelay.recording_formats import ENCODED_NAMES
 from callrelay.relay import Relay
@@ -39,6 +39,7 @@ def history_routes(relay: Relay) -> Blueprint:
     routes.before_request(lambda: _require_token_or_signed_url(relay, signer))
     routes.url_value_preprocessor(_check_call_sid)
     routes.register_error_handler(Refused, lambda refused: refused.response())
+    routes.register_error_handler(HistoryUnavailable, _history_unavailable)
     for path, view, methods in (
         ("/calls", list_calls, ["GET"]),
         ("/calls/<call_sid>", one_call, ["GET"]),
@@ -48,6 +49,21 @@ def history_routes(relay: Relay) -> Blueprint:
     ):
         routes.add_url_rule(path, view.__name__, partial(view, relay), methods=methods)
     return routes
+
+
+def _history_unavailable(error: HistoryUnavailable) -> tuple[Response, int]:
+    log_event(
+        logger,
+        "history_unavailable",
+        logging.WARNING,
+        path=request.path,
+        error=type(error.__cause__).__name__,
+    )
+    return Refused(
+        503,
+        "the call history's index is unreachable; calls are still recorded, and it "
+        "catches up when it is back",
+    ).response()
 
 
 def _require_token_or_signed_url(
