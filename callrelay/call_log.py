@@ -70,6 +70,8 @@ def fold(events: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             call["completedAt"] = at
             call["analytics"] = event.get("analytics")
             call["speech"] = event.get("speech")
+            if event.get("recordedSeconds") is not None:
+                call["recordedSeconds"] = event["recordedSeconds"]
     if not call["streams"] and call.get("status") is None:
         call["status"] = "no-stream"  # Twilio asked for TwiML, but no media stream came (yet)
     started, ended = call.get("startedAt"), call.get("endedAt")

@@ -37,6 +37,7 @@ from callrelay.tracks import FILE_STEMS, SPEAKER_NAMES
 from callrelay.transcription import TranscriptListener
 from callrelay.twilio.media_stream import Track
 from callrelay.twilio.sids import is_call_sid
+from callrelay.uploads import CallUploader
 
 logger = logging.getLogger("callrelay.completion")
 
@@ -49,7 +50,7 @@ class CompletionListener:
     """Told when a call is complete, with its record as `GET /calls/<CallSid>` shows it.
     Called from a background task."""
 
-    def call_completed(self, call: CallInfo, record: dict[str, Any]) -> None:
+    def call_completed(self, call_sid: str, record: dict[str, Any]) -> None:
         pass
 
 
@@ -62,6 +63,7 @@ class CallCompletion(CallSink, TranscriptListener):
         transcribing: bool,
         listeners: Sequence[CompletionListener] = (),
         encoder: RecordingEncoder | None = None,
+        uploader: CallUploader | None = None,
     ) -> None:
         """`encoder`: where the recordings are encoded for keeping (`RECORDINGS_FORMAT`), if
         they are not kept as WAVs."""
@@ -69,6 +71,7 @@ class CallCompletion(CallSink, TranscriptListener):
         self._files = files
         self._transcribing = transcribing
         self._encoder = encoder
+        self._uploader = uploader
         self._listeners = listeners
         self._pending = 0
         self._idle = threading.Condition()
@@ -105,22 +108,29 @@ class CallCompletion(CallSink, TranscriptListener):
             activity, words = self.speech(call.call_sid)
             analytics = call_analytics(activity, words)
             spans = {side: speech_spans(active) for side, active in activity.items()}
-            self._history.completed(call.call_sid, analytics, spans)
+            self._history.completed(call.call_sid, analytics, spans, self._seconds(call.call_sid))
             log_event(
                 logger,
                 "call_completed",
                 callSid=call.call_sid,
                 talkSeconds={side: analytics[side]["talkSeconds"] for side in SIDE_TRACKS},
             )
-            record = self._history.call(call.call_sid) or {"callSid": call.call_sid}
-            for listener in self._listeners:
-                listener.call_completed(call, record)
+            if self._uploader is not None:  # announced once its files are stored
+                self._uploader.store(call.call_sid, announce=True)
+            else:
+                self.announce(call.call_sid)
         except Exception:
             logger.exception("completing %s failed", call.call_sid)
         finally:
             with self._idle:
                 self._pending -= 1
                 self._idle.notify_all()
+
+    def announce(self, call_sid: str) -> None:
+        """Tell the completion listeners that the call is complete, with its record."""
+        record = self._history.call(call_sid) or {"callSid": call_sid}
+        for listener in self._listeners:
+            listener.call_completed(call_sid, record)
 
     def speech(self, call_sid: str) -> tuple[dict[str, Activity], dict[str, int | None]]:
         """Each side's speech per frame and words: from its finals' utterances when it was

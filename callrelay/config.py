@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     twilio_api_base: str = "https://api.twilio.com"
 
     captures_dir: Path = Path("captures")
+    recordings_url: str | None = None
+    """`s3://bucket/prefix`: each complete call's files are stored there (any S3-compatible
+    store, through boto3 and the standard AWS variables); none: the local folder only."""
+    recordings_keep_local: bool = False
+    """With RECORDINGS_URL: keep the local recordings once stored (by default they are removed
+    once the store has confirmed them; the call's logs stay)."""
     recordings_format: Literal["wav", "flac", "opus"] = "wav"
     """How a complete call's recordings are kept: mono WAVs, or one stereo FLAC or Opus."""
     log_file: Path = Path("media.log")
@@ -153,6 +159,7 @@ class Settings(BaseSettings):
         "redis_url",
         "webhook_secret",
         "database_url",
+        "recordings_url",
         mode="before",
     )
     @classmethod
@@ -258,6 +265,15 @@ class Settings(BaseSettings):
     def _redis_url(cls, value: str | None) -> str | None:
         if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
             raise ValueError("must be a redis:// (or rediss://, unix://) URL")
+        return value
+
+    @field_validator("recordings_url")
+    @classmethod
+    def _recordings_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme != "s3" or not parts.netloc:
+                raise ValueError("must be an s3://bucket/prefix URL")
         return value
 
     @field_validator("database_url")

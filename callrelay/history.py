@@ -22,11 +22,18 @@ from callrelay.logs import log_event
 from callrelay.recording import HEADER_BYTES
 from callrelay.recording_formats import ENCODED_NAMES, SIDE_FILES, encoded_frames
 from callrelay.stereo import StereoWav
-from callrelay.storage.files import EVENTS_FILE, TRANSCRIPT_FILE, CallFiles, StoredFile
+from callrelay.storage.files import (
+    EVENTS_FILE,
+    TRANSCRIPT_FILE,
+    CallFiles,
+    LocalCallFiles,
+    StoredFile,
+)
 from callrelay.storage.index import CallQuery, CallRow, HistoryIndex
 from callrelay.tracks import FILE_STEMS
 from callrelay.transcription import TranscriptListener
 from callrelay.twilio.sids import is_call_sid
+from callrelay.uploads import CallUploader
 
 STEREO_FILE = "recording.wav"
 """The stereo recording's name in the API (it is computed, never stored)."""
@@ -44,9 +51,14 @@ class CallHistory(CallSink, TranscriptListener):
     """The history sink and listener (it hears each call start and end, and its transcripts
     end), and the queries `GET /calls` answers."""
 
-    def __init__(self, files: CallFiles, index: HistoryIndex) -> None:
+    def __init__(
+        self, files: CallFiles, index: HistoryIndex, uploader: CallUploader | None = None
+    ) -> None:
+        """`files`: where the calls' files are read (and this host's written); `uploader`,
+        with an object store: told when a stored call's files change."""
         self.files = files
         self.index = index
+        self._uploader = uploader
         self._logs = CallLogs(files)
         self.indexer = IndexWriter(files, index, self._row)
         """Writes the index's rows in the background, catching up after an outage."""
@@ -111,11 +123,20 @@ class CallHistory(CallSink, TranscriptListener):
         self._append(call.call_sid, "transcribed", {})
 
     def completed(
-        self, call_sid: str, analytics: Mapping[str, Any], speech: Mapping[str, Any]
+        self,
+        call_sid: str,
+        analytics: Mapping[str, Any],
+        speech: Mapping[str, Any],
+        recorded_seconds: float | None = None,
     ) -> None:
-        """Everything the call produced is final: its figures (`callrelay.analytics`) and
-        each side's [start, end] runs of speech."""
-        self._append(call_sid, "completed", {"analytics": analytics, "speech": speech})
+        """Everything the call produced is final: its figures (`callrelay.analytics`), each
+        side's [start, end] runs of speech, and how long its recordings are (kept in the log
+        for when they have left this host)."""
+        self._append(
+            call_sid,
+            "completed",
+            {"analytics": analytics, "speech": speech, "recordedSeconds": recorded_seconds},
+        )
 
     def _append(
         self,
@@ -141,6 +162,8 @@ class CallHistory(CallSink, TranscriptListener):
             )
             return
         self.indexer.mark(call_sid)
+        if self._uploader is not None:
+            self._uploader.changed(call_sid)
 
     def _row(self, call_sid: str, with_words: bool) -> CallRow:
         """The call's index row. Its words are read once its transcript is complete (and at a
@@ -161,7 +184,7 @@ class CallHistory(CallSink, TranscriptListener):
             from_number=call.get("from"),
             to_number=call.get("to"),
             status=call.get("status"),
-            seconds=_seconds(self.recordings(call_sid), call),
+            seconds=_seconds(self._local_recordings(call_sid), call),
             transcript=words,
         )
 
@@ -213,6 +236,13 @@ class CallHistory(CallSink, TranscriptListener):
                 or (file.name.startswith(f"{stem}-") and file.name.endswith(".wav"))
             ),
         ]
+
+    def _local_recordings(self, call_sid: str) -> list[dict[str, Any]]:
+        """The call's recordings on this host, without asking an object store (an index row is
+        made from what is here and what the call's log says)."""
+        local = getattr(self.files, "local", None)
+        files = local if isinstance(local, LocalCallFiles) else self.files
+        return [_recording(f) for f in files.files(call_sid) if f.name.endswith(".wav")]
 
     def _encoded(self, call_sid: str, file: StoredFile) -> dict[str, Any]:
         opened = self.files.open(call_sid, file.name)
@@ -292,7 +322,11 @@ def _summary(row: CallRow) -> dict[str, Any]:
 
 
 def _seconds(recordings: list[dict[str, Any]], call: Mapping[str, Any]) -> float | None:
-    """How long the call lasted: its longest recording (what was heard), else the time between
-    its first stream's start and its last stream's end."""
-    recorded = [r["seconds"] for r in recordings]
-    return max(recorded) if recorded else call.get("seconds")
+    """How long the call lasted: its longest recording (what was heard), else what its log
+    says its recordings were, else the time between its first stream's start and its last
+    stream's end."""
+    recorded = [float(r["seconds"]) for r in recordings]
+    if recorded:
+        return max(recorded)
+    seconds = call.get("recordedSeconds") or call.get("seconds")
+    return float(seconds) if seconds is not None else None

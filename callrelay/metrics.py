@@ -93,6 +93,24 @@ WEBHOOK_OLDEST_SECONDS = Gauge(
     "Age of the oldest webhook delivery waiting in the outbox",
     multiprocess_mode="livemax",
 )
+STORED_FILES = Counter("callrelay_stored_files", "Call files uploaded to the object store")
+STORED_BYTES = Counter("callrelay_stored_bytes", "Bytes uploaded to the object store")
+STORE_FAILURES = Counter(
+    "callrelay_store_failures", "Uploads to the object store that failed and will be retried"
+)
+STORE_BACKLOG = Gauge(
+    "callrelay_store_backlog",
+    "Complete calls whose files wait to be stored",
+    multiprocess_mode="livemax",
+)
+INDEX_BACKLOG = Gauge(
+    "callrelay_history_index_backlog",
+    "Calls whose latest state the history index does not have yet",
+    multiprocess_mode="livemax",
+)
+INDEX_FAILURES = Counter(
+    "callrelay_history_index_failures", "History index writes that failed and will be retried"
+)
 QUEUE_UP = Gauge(
     "callrelay_message_queue_up",
     "1 when Redis carries Socket.IO events between processes (0 down, -1 none configured)",
@@ -150,6 +168,10 @@ class RelayMetrics(CallSink):
                 "recordingBytes": RECORDING_BYTES,
                 "recordingErrors": RECORDING_ERRORS,
                 "twilioErrors": TWILIO_ERRORS,
+                "storedFiles": STORED_FILES,
+                "storedBytes": STORED_BYTES,
+                "storeFailures": STORE_FAILURES,
+                "indexFailures": INDEX_FAILURES,
             }
             for name, counter in totals.items():
                 if name in figures:
@@ -161,6 +183,8 @@ class RelayMetrics(CallSink):
             "socketioQueueMax": SOCKETIO_QUEUE_MAX,
             "asrLag": ASR_LAG,
             "queueUp": QUEUE_UP,
+            "storeBacklog": STORE_BACKLOG,
+            "indexBacklog": INDEX_BACKLOG,
         }
         for name, gauge in gauges.items():
             if name in figures:

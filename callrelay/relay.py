@@ -31,11 +31,14 @@ from callrelay.recording_formats import CODECS, RecordingEncoder, RecordingForma
 from callrelay.redis_state import RedisState
 from callrelay.storage.files import LocalCallFiles
 from callrelay.storage.index import HistoryIndex
+from callrelay.storage.object_store import ObjectStore
+from callrelay.storage.shared_files import SharedCallFiles
 from callrelay.storage.sqlite_index import INDEX_FILE, SqliteHistoryIndex
 from callrelay.transcript_file import TranscriptFile
 from callrelay.transcription import TranscriptionSink, TranscriptListener
 from callrelay.twilio.calls import TwilioCalls
 from callrelay.twilio.signatures import TwilioSignatures
+from callrelay.uploads import CallUploader
 from callrelay.webhooks.delivery import WebhookDelivery, WebhookPolicy
 from callrelay.webhooks.outbox import OUTBOX_FILE, SqliteOutbox
 from callrelay.webhooks.sink import WebhookSink
@@ -72,26 +75,38 @@ class RelayParts:
     """What the processes share, when there are several (REDIS_URL)."""
     webhooks: WebhookDelivery | None
     """Posts each call's events (WEBHOOK_URL), from the outbox beside the recordings."""
+    uploader: CallUploader | None = None
+    """Stores each complete call's files in the object store (RECORDINGS_URL)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RelayParts:
         token = settings.relay_api_token
         shared = RedisState(settings.redis_url) if settings.redis_url else None
         files = LocalCallFiles(settings.captures_dir)
-        index = _history_index(settings)
+        store = ObjectStore(settings.recordings_url) if settings.recordings_url else None
+        uploader = (
+            CallUploader(files, store, keep_local=settings.recordings_keep_local)
+            if store is not None
+            else None
+        )
         auth_token = settings.twilio_auth_token
         return cls(
             api_token=ApiToken(token.get_secret_value() if token else None),
             live_calls=LiveCalls(max_streams=settings.max_calls, shared=shared),
             files=files,
             recorder=CallRecorder(files),
-            history=CallHistory(files, index),
+            history=CallHistory(
+                SharedCallFiles(files, store) if store is not None else files,
+                _history_index(settings),
+                uploader=uploader,
+            ),
             calls=TwilioCalls(settings),
             signatures=TwilioSignatures(auth_token.get_secret_value()) if auth_token else None,
             call_rate=RateLimit(settings.make_call_limit, 60.0),
             metrics=RelayMetrics(),
             shared=shared,
             webhooks=_webhooks(settings),
+            uploader=uploader,
         )
 
 
@@ -142,6 +157,7 @@ class Relay:
         self.metrics = parts.metrics
         self.shared = parts.shared
         self.webhooks = parts.webhooks
+        self.uploader = parts.uploader
         self.webhook_sink = (
             WebhookSink(parts.webhooks, settings.webhook_event_types, settings.public_url)
             if parts.webhooks is not None
@@ -183,6 +199,7 @@ class Relay:
                 *([self.webhook_sink] if self.webhook_sink is not None else []),
             ],
             encoder=self._encoder(),
+            uploader=self.uploader,
         )
         if isinstance(engine, SpeechEngine):
             self.transcription = TranscriptionSink(
@@ -195,6 +212,8 @@ class Relay:
             self.shared.start()
         if self.webhooks is not None:
             self.webhooks.start()
+        if self.uploader is not None:
+            self.uploader.start(announce=self.completion.announce)
         self.metrics.watch(self._figures)
         self.metrics.start()
         if self.signatures is None:
@@ -256,6 +275,8 @@ class Relay:
             self.shared.stop()
         if self.webhooks is not None:
             self.webhooks.stop()  # what is not delivered yet stays in the outbox
+        if self.uploader is not None:
+            self.uploader.stop()  # what is not stored yet stays flagged: the next start stores it
         self.history.close()
         for handler in logging.getLogger("callrelay").handlers:
             handler.flush()
@@ -283,6 +304,18 @@ class Relay:
             "recordingBytes": self.recorder.bytes_written,
             "recordingErrors": self.recorder.write_errors,
             "twilioErrors": self.calls.errors,
+            "indexBacklog": self.history.indexer.backlog,
+            "indexFailures": self.history.indexer.failures,
+            **(
+                {
+                    "storedFiles": self.uploader.uploaded_files,
+                    "storedBytes": self.uploader.uploaded_bytes,
+                    "storeFailures": self.uploader.failures,
+                    "storeBacklog": self.uploader.backlog,
+                }
+                if self.uploader is not None
+                else {}
+            ),
         }
 
     def allow_call(self) -> float:

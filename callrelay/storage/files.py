@@ -142,8 +142,14 @@ class LocalCallFiles:
         except OSError:
             return 0.0
 
+    def _flag(self, call_sid: str, flag: str) -> Path:
+        return self.folder(call_sid) / f".{_SAFE_NAME.sub('_', flag)}"  # a dot: not a file of it
+
+    def has_flag(self, call_sid: str, flag: str) -> bool:
+        return self._flag(call_sid, flag).exists()
+
     def set_flag(self, call_sid: str, flag: str, on: bool) -> None:
-        path = self.folder(call_sid) / f".{_SAFE_NAME.sub('_', flag)}"  # a dot: not a file of it
+        path = self._flag(call_sid, flag)
         if on:
             path.touch()
         else:

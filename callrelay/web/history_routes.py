@@ -24,6 +24,7 @@ from callrelay.logs import log_event
 from callrelay.recording_formats import ENCODED_NAMES
 from callrelay.relay import Relay
 from callrelay.storage.index import MAX_PAGE, CallQuery
+from callrelay.storage.shared_files import StoreUnavailable
 from callrelay.twilio.sids import is_call_sid
 from callrelay.web.http_errors import Refused, token_refused
 
@@ -40,11 +41,12 @@ def history_routes(relay: Relay) -> Blueprint:
     routes.url_value_preprocessor(_check_call_sid)
     routes.register_error_handler(Refused, lambda refused: refused.response())
     routes.register_error_handler(HistoryUnavailable, _history_unavailable)
+    routes.register_error_handler(StoreUnavailable, _store_unavailable)
     for path, view, methods in (
         ("/calls", list_calls, ["GET"]),
         ("/calls/<call_sid>", one_call, ["GET"]),
         ("/calls/<call_sid>/transcript", transcript, ["GET"]),
-        ("/calls/<call_sid>/<file_name>", recording, ["GET"]),
+        ("/calls/<call_sid>/<stem>.<any(wav, flac, opus):extension>", recording, ["GET"]),
         ("/calls/<call_sid>", delete_call, ["DELETE"]),
     ):
         routes.add_url_rule(path, view.__name__, partial(view, relay), methods=methods)
@@ -64,6 +66,11 @@ def _history_unavailable(error: HistoryUnavailable) -> tuple[Response, int]:
         "the call history's index is unreachable; calls are still recorded, and it "
         "catches up when it is back",
     ).response()
+
+
+def _store_unavailable(error: StoreUnavailable) -> tuple[Response, int]:
+    log_event(logger, "recordings_store_unreadable", logging.WARNING, path=request.path)
+    return Refused(503, "the recordings' object store is unreachable; try again").response()
 
 
 def _require_token_or_signed_url(
@@ -138,12 +145,13 @@ def transcript(relay: Relay, call_sid: str) -> tuple[Response, int]:
     return response, 200
 
 
-def recording(relay: Relay, call_sid: str, file_name: str) -> Response:
+def recording(relay: Relay, call_sid: str, stem: str, extension: str) -> Response:
+    file_name = f"{stem}.{extension}"
     opened: BinaryIO | None
     if file_name == STEREO_FILE:
         opened = cast(BinaryIO | None, relay.history.stereo(call_sid))
     elif relay.history.is_recording(call_sid, file_name):
-        opened = relay.files.open(call_sid, file_name)
+        opened = relay.history.files.open(call_sid, file_name)
     else:
         opened = None
     if opened is None:

@@ -187,9 +187,12 @@ class SocketIORelay(CallPublisher):
     def transcription_ended(self, call: CallInfo) -> None:
         self._emit("transcription_ended", call, call.ids)
 
-    def call_completed(self, call: CallInfo, record: dict[str, Any]) -> None:
-        """From the completion's background task: emitting only queues packets."""
-        self._emit("call_completed", call, call_events.completed(record))
+    def call_completed(self, call_sid: str, record: dict[str, Any]) -> None:
+        """From the completion's (or the upload's) background task: emitting only queues
+        packets."""
+        self._socketio.emit(
+            "call_completed", call_events.completed(record), to=[ALL_CALLS, call_room(call_sid)]
+        )
 
     def lagging(self, call: CallInfo, track: Track, lag: float, skipped: float) -> None:
         self._emit(

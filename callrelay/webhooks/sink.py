@@ -34,30 +34,30 @@ class WebhookSink(CallSink, TranscriptListener, CompletionListener):
         """Events the outbox could not take (a full disk): logged and lost."""
 
     def call_started(self, call: CallInfo) -> None:
-        self._send("call.started", call, call_events.started(call))
+        self._send("call.started", call.call_sid, call_events.started(call))
 
     def call_ended(self, call: CallInfo, reason: str) -> None:
-        self._send("call.ended", call, call_events.ended(call, reason))
+        self._send("call.ended", call.call_sid, call_events.ended(call, reason))
 
     def transcript(self, call: CallInfo, track: Track, transcript: Transcript) -> None:
         kind = "transcript.final" if transcript.is_final else "transcript.partial"
         data = {**call_events.transcribed(call, transcript), "speaker": SPEAKER_NAMES[track]}
-        self._send(kind, call, data)
+        self._send(kind, call.call_sid, data)
 
-    def call_completed(self, call: CallInfo, record: dict[str, Any]) -> None:
-        path = f"{self._base}/calls/{call.call_sid}"
+    def call_completed(self, call_sid: str, record: dict[str, Any]) -> None:
+        path = f"{self._base}/calls/{call_sid}"
         links = {
             "call": path,
             "transcript": f"{path}/transcript",
             "captions": f"{path}/transcript?format=vtt",
             **({"recording": f"{path}/{record['stereo']['name']}"} if "stereo" in record else {}),
         }
-        self._send("call.completed", call, {**call_events.completed(record), "links": links})
+        self._send("call.completed", call_sid, {**call_events.completed(record), "links": links})
 
-    def _send(self, event_type: str, call: CallInfo, data: dict[str, Any]) -> None:
-        if event_type not in self._types or not is_call_sid(call.call_sid):
+    def _send(self, event_type: str, call_sid: str, data: dict[str, Any]) -> None:
+        if event_type not in self._types or not is_call_sid(call_sid):
             return
-        event = WebhookEvent.new(event_type, call.call_sid, data)
+        event = WebhookEvent.new(event_type, call_sid, data)
         try:
             self._delivery.enqueue(event)
         except Exception as error:
@@ -67,6 +67,6 @@ class WebhookSink(CallSink, TranscriptListener, CompletionListener):
                 "webhook_outbox_write_failed",
                 logging.ERROR,
                 eventType=event_type,
-                callSid=call.call_sid,
+                callSid=call_sid,
                 error=f"{type(error).__name__}: {error}",
             )
