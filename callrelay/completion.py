@@ -151,7 +151,7 @@ class CallCompletion(CallSink, TranscriptListener):
         return activity, words
 
     def _seconds(self, call_sid: str) -> float:
-        seconds = [r["seconds"] for r in self._history.recordings(call_sid)]
+        seconds = [r["seconds"] for r in self._history.recordings(call_sid, here_only=True)]
         return max(seconds, default=0.0)
 
     def _heard(self, call_sid: str, track: Track) -> Activity:

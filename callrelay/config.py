@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     recordings_keep_local: bool = False
     """With RECORDINGS_URL: keep the local recordings once stored (by default they are removed
     once the store has confirmed them; the call's logs stay)."""
+    retention_days: Annotated[float, Field(gt=0, le=36_500)] | None = None
+    """Calls older than this are deleted everywhere (object store, folder, index); none: kept
+    for ever."""
     recordings_format: Literal["wav", "flac", "opus"] = "wav"
     """How a complete call's recordings are kept: mono WAVs, or one stereo FLAC or Opus."""
     log_file: Path = Path("media.log")
@@ -160,6 +163,7 @@ class Settings(BaseSettings):
         "webhook_secret",
         "database_url",
         "recordings_url",
+        "retention_days",
         mode="before",
     )
     @classmethod
@@ -415,6 +419,8 @@ class Settings(BaseSettings):
         ]
         urls = [self.redis_url, self.database_url.get_secret_value() if self.database_url else None]
         passwords = [urlsplit(url).password for url in urls if url]
+        # boto3 reads the object store's secret itself, from the standard variable.
+        passwords.append(os.environ.get("AWS_SECRET_ACCESS_KEY"))
         return secrets + [password for password in passwords if password]
 
 

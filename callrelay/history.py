@@ -26,7 +26,6 @@ from callrelay.storage.files import (
     EVENTS_FILE,
     TRANSCRIPT_FILE,
     CallFiles,
-    LocalCallFiles,
     StoredFile,
 )
 from callrelay.storage.index import CallQuery, CallRow, HistoryIndex
@@ -52,12 +51,18 @@ class CallHistory(CallSink, TranscriptListener):
     end), and the queries `GET /calls` answers."""
 
     def __init__(
-        self, files: CallFiles, index: HistoryIndex, uploader: CallUploader | None = None
+        self,
+        files: CallFiles,
+        index: HistoryIndex,
+        uploader: CallUploader | None = None,
+        here: CallFiles | None = None,
     ) -> None:
-        """`files`: where the calls' files are read (and this host's written); `uploader`,
-        with an object store: told when a stored call's files change."""
+        """`files`: where the calls' files are read (and this host's written); `here`, when
+        `files` reads other places too (an object store): this host's own; `uploader`, with
+        an object store: told when a stored call's files change."""
         self.files = files
         self.index = index
+        self._here = here or files
         self._uploader = uploader
         self._logs = CallLogs(files)
         self.indexer = IndexWriter(files, index, self._row)
@@ -184,7 +189,7 @@ class CallHistory(CallSink, TranscriptListener):
             from_number=call.get("from"),
             to_number=call.get("to"),
             status=call.get("status"),
-            seconds=_seconds(self._local_recordings(call_sid), call),
+            seconds=_seconds(self.recordings(call_sid, here_only=True), call),
             transcript=words,
         )
 
@@ -200,7 +205,7 @@ class CallHistory(CallSink, TranscriptListener):
 
     def call(self, call_sid: str) -> dict[str, Any] | None:
         """Everything about one call, or None if it left nothing here."""
-        if not self.files.has(call_sid):
+        if not self.has(call_sid):
             return None
         events = self._logs.events(call_sid)
         recordings = self.recordings(call_sid)
@@ -218,16 +223,31 @@ class CallHistory(CallSink, TranscriptListener):
         }
 
     def has(self, call_sid: str) -> bool:
-        """Whether the call left anything here."""
-        return self.files.has(call_sid)
+        """Whether the call left anything here. A call deleted from another host is not: what
+        this host still held of it is removed now."""
+        if not self.files.has(call_sid):
+            return False
+        try:
+            deleted = call_sid in self.index.forgotten([call_sid])
+        except Exception:  # the index is away: serve what is here
+            return True
+        if deleted:
+            self._remove_local(call_sid)
+        return not deleted
 
-    def recordings(self, call_sid: str) -> list[dict[str, Any]]:
+    def _remove_local(self, call_sid: str) -> None:
+        self._here.delete(call_sid)
+        self._logs.forget(call_sid)
+        log_event(logger, "deleted_call_removed", callSid=call_sid)
+
+    def recordings(self, call_sid: str, here_only: bool = False) -> list[dict[str, Any]]:
         """The call's recordings with their length: its stereo encoded file, if it was encoded
         (`RECORDINGS_FORMAT`), then its WAVs (`caller.wav`, `caller-2.wav`...), caller's
-        first."""
-        stored = self.files.files(call_sid)
+        first. `here_only`: on this host only, without asking an object store."""
+        files = self._here if here_only else self.files
+        stored = files.files(call_sid)
         return [
-            *(self._encoded(call_sid, file) for file in stored if file.name in ENCODED_NAMES),
+            *(_encoded(files, call_sid, file) for file in stored if file.name in ENCODED_NAMES),
             *(
                 _recording(file)
                 for stem in FILE_STEMS.values()
@@ -237,26 +257,11 @@ class CallHistory(CallSink, TranscriptListener):
             ),
         ]
 
-    def _local_recordings(self, call_sid: str) -> list[dict[str, Any]]:
-        """The call's recordings on this host, without asking an object store (an index row is
-        made from what is here and what the call's log says)."""
-        local = getattr(self.files, "local", None)
-        files = local if isinstance(local, LocalCallFiles) else self.files
-        return [_recording(f) for f in files.files(call_sid) if f.name.endswith(".wav")]
-
-    def _encoded(self, call_sid: str, file: StoredFile) -> dict[str, Any]:
-        opened = self.files.open(call_sid, file.name)
-        frames = encoded_frames(opened) if opened is not None else 0
-        return {
-            "name": file.name,
-            "bytes": file.size,
-            "seconds": round(frames / OUTPUT_RATE, 3),
-            "channels": list(STEREO_CHANNELS),
-        }
-
     def stereo(self, call_sid: str) -> StereoWav | None:
         """The call's first stream as one stereo WAV (caller left, receiver right), read from
         its mono recordings as it is read; None if it has none."""
+        if not self.has(call_sid):
+            return None
         names = {r["name"] for r in self.recordings(call_sid)}
         sides = [
             self.files.open(call_sid, f"{FILE_STEMS[track]}.wav")
@@ -270,7 +275,7 @@ class CallHistory(CallSink, TranscriptListener):
 
     def is_recording(self, call_sid: str, name: str) -> bool:
         """Whether `name` is one of the call's recordings."""
-        return name in {r["name"] for r in self.recordings(call_sid)}
+        return self.has(call_sid) and name in {r["name"] for r in self.recordings(call_sid)}
 
     def transcript_lines(self, call_sid: str) -> list[dict[str, Any]]:
         lines = self.files.read_lines(call_sid, TRANSCRIPT_FILE).lines
@@ -300,6 +305,17 @@ def _stereo(recordings: list[dict[str, Any]]) -> dict[str, Any] | None:
         "name": STEREO_FILE,
         "channels": list(STEREO_CHANNELS),
         "seconds": max(r["seconds"] for r in sides),
+    }
+
+
+def _encoded(files: CallFiles, call_sid: str, file: StoredFile) -> dict[str, Any]:
+    opened = files.open(call_sid, file.name)
+    frames = encoded_frames(opened) if opened is not None else 0
+    return {
+        "name": file.name,
+        "bytes": file.size,
+        "seconds": round(frames / OUTPUT_RATE, 3),
+        "channels": list(STEREO_CHANNELS),
     }
 
 

@@ -120,7 +120,10 @@ class IndexWriter:
             for call_sid in self._files.flagged(UNINDEXED):
                 self.mark(call_sid, with_words=True)
             for batch in _batches(self._files.calls(), KNOWN_BATCH):
-                for call_sid in set(batch) - self._index.known(batch):
+                deleted = self._index.forgotten(batch)
+                for call_sid in deleted:  # deleted from another host while this one was down
+                    self._files.delete(call_sid)
+                for call_sid in set(batch) - self._index.known(batch) - deleted:
                     self.mark(call_sid, with_words=True)
         except Exception as error:  # whatever the index's driver raises when it is away
             self._outage.failed(error)

@@ -29,6 +29,7 @@ from callrelay.metrics import RelayMetrics
 from callrelay.recording import CallRecorder, repair_captures
 from callrelay.recording_formats import CODECS, RecordingEncoder, RecordingFormat
 from callrelay.redis_state import RedisState
+from callrelay.retention import RetentionSweeper
 from callrelay.storage.files import LocalCallFiles
 from callrelay.storage.index import HistoryIndex
 from callrelay.storage.object_store import ObjectStore
@@ -99,6 +100,7 @@ class RelayParts:
                 SharedCallFiles(files, store) if store is not None else files,
                 _history_index(settings),
                 uploader=uploader,
+                here=files,
             ),
             calls=TwilioCalls(settings),
             signatures=TwilioSignatures(auth_token.get_secret_value()) if auth_token else None,
@@ -158,6 +160,11 @@ class Relay:
         self.shared = parts.shared
         self.webhooks = parts.webhooks
         self.uploader = parts.uploader
+        self.retention = (
+            RetentionSweeper(self.history, settings.retention_days, self.live_call_sids)
+            if settings.retention_days
+            else None
+        )
         self.webhook_sink = (
             WebhookSink(parts.webhooks, settings.webhook_event_types, settings.public_url)
             if parts.webhooks is not None
@@ -214,6 +221,8 @@ class Relay:
             self.webhooks.start()
         if self.uploader is not None:
             self.uploader.start(announce=self.completion.announce)
+        if self.retention is not None:
+            self.retention.start()
         self.metrics.watch(self._figures)
         self.metrics.start()
         if self.signatures is None:
@@ -275,6 +284,8 @@ class Relay:
             self.shared.stop()
         if self.webhooks is not None:
             self.webhooks.stop()  # what is not delivered yet stays in the outbox
+        if self.retention is not None:
+            self.retention.stop()
         if self.uploader is not None:
             self.uploader.stop()  # what is not stored yet stays flagged: the next start stores it
         self.history.close()

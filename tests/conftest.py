@@ -14,6 +14,7 @@ from callrelay.simulator.fake_twilio import FakeTwilio
 from callrelay.simulator.local_relay import RunningRelay, stop_relay
 from tests.helpers import calling_settings, simulated_twilio, start_relay
 from tests.postgres import PostgresServer
+from tests.s3_server import S3Server
 
 
 @pytest.fixture(autouse=True)
@@ -54,3 +55,11 @@ def postgres() -> Iterator[PostgresServer]:
     yield server
     server.stop()
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    """One S3-compatible server for the run (each test takes a bucket of its own)."""
+    server = S3Server().start()
+    yield server
+    server.stop()

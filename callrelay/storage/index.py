@@ -60,7 +60,12 @@ class HistoryIndex(Protocol):
     def query(self, query: CallQuery) -> list[CallRow]:
         """The calls `query` asks for, newest first."""
 
-    def forget(self, call_sid: str) -> None: ...
+    def forget(self, call_sid: str) -> None:
+        """Remove the call's row, and remember that it was deleted (so that a host still
+        holding a copy of it stops serving it and never indexes it again)."""
+
+    def forgotten(self, call_sids: Sequence[str]) -> set[str]:
+        """Which of these calls were deleted."""
 
     def close(self) -> None: ...
 

@@ -29,6 +29,7 @@ from callrelay.storage.index import MAX_PAGE, CallQuery, CallRow, sql_conditions
 logger = logging.getLogger("callrelay.history")
 
 TABLE = "callrelay_calls"
+FORGOTTEN = "callrelay_deleted_calls"
 MIGRATION_LOCK = 0x63616C6C72656C61  # "callrela": one advisory lock key for every relay
 MIGRATIONS: tuple[str, ...] = (
     f"""
@@ -44,6 +45,12 @@ MIGRATIONS: tuple[str, ...] = (
         transcript text NOT NULL DEFAULT ''
     );
     CREATE INDEX {TABLE}_by_time ON {TABLE} (started_at DESC);
+    """,
+    f"""
+    CREATE TABLE {FORGOTTEN} (
+        call_sid text PRIMARY KEY,
+        deleted_at double precision NOT NULL
+    );
     """,
 )
 """Each migration, in order; a new one is appended, never edited."""
@@ -147,8 +154,20 @@ class PostgresHistoryIndex:
         return [CallRow(*row) for row in rows]
 
     def forget(self, call_sid: str) -> None:
-        with self._connection() as db:
+        with self._connection() as db, db.transaction():
             db.execute(f"DELETE FROM {TABLE} WHERE call_sid = %s", (call_sid,))
+            db.execute(
+                f"INSERT INTO {FORGOTTEN} VALUES (%s, extract(epoch from now())) "
+                "ON CONFLICT (call_sid) DO NOTHING",
+                (call_sid,),
+            )
+
+    def forgotten(self, call_sids: Sequence[str]) -> set[str]:
+        with self._connection() as db:
+            rows = db.execute(
+                f"SELECT call_sid FROM {FORGOTTEN} WHERE call_sid = ANY(%s)", (list(call_sids),)
+            ).fetchall()
+        return {row[0] for row in rows}
 
     def close(self) -> None:
         if self._pool is not None:

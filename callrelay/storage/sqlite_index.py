@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +30,7 @@ CREATE TABLE IF NOT EXISTS calls (
     transcript TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS calls_by_time ON calls (started_at DESC);
+CREATE TABLE IF NOT EXISTS forgotten (call_sid TEXT PRIMARY KEY, deleted_at REAL);
 """
 COLUMNS = tuple(field.name for field in dataclasses.fields(CallRow))
 
@@ -87,6 +89,20 @@ class SqliteHistoryIndex:
         with self._lock:
             if self._db is not None:
                 self._db.execute("DELETE FROM calls WHERE call_sid = ?", (call_sid,))
+                self._db.execute(
+                    "INSERT OR REPLACE INTO forgotten VALUES (?, ?)", (call_sid, time.time())
+                )
+
+    def forgotten(self, call_sids: Sequence[str]) -> set[str]:
+        with self._lock:
+            if self._db is None or not call_sids:
+                return set()
+            rows = self._db.execute(
+                "SELECT call_sid FROM forgotten "
+                f"WHERE call_sid IN ({', '.join('?' * len(call_sids))})",
+                list(call_sids),
+            ).fetchall()
+        return {row[0] for row in rows}
 
     def close(self) -> None:
         with self._lock:
