@@ -6,9 +6,15 @@ listen on the bridge's address, where the load generator sends every stream and 
 listener, as Twilio and browsers would reach one public address. A listener lands on any host,
 so about half of the audio it hears crosses from another host through Redis.
 
-Needs root (namespaces), iproute2, nginx and redis-server; the hosts share this machine's
-cores with the balancer, Redis and the load generator, so the figures to read are the cost
-and latency per relay process, beside `callrelay bench relay --workers N` on one host.
+With `--shared-history` the hosts also share the history as users who outgrow one host run
+it: the index in PostgreSQL (Debian's, a throwaway cluster on the bridge's address) and each
+complete call's files in an S3-compatible store (moto's server, there too), so every call is
+indexed as it goes and uploaded when it ends.
+
+Needs root (namespaces), iproute2, nginx and redis-server (and postgresql, for
+`--shared-history`); the hosts share this machine's cores with the balancer, Redis and the
+load generator, so the figures to read are the cost and latency per relay process, beside
+`callrelay bench relay --workers N` on one host.
 """
 
 from __future__ import annotations
@@ -21,9 +27,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import requests
 
 from benchmarks.meter import ProcessMeter
@@ -124,6 +132,39 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
+def shared_history(
+    processes: list[subprocess.Popen[bytes]], cleanups: list[Callable[[], None]]
+) -> dict[str, Any]:
+    """PostgreSQL and an S3-compatible store on the bridge's address; the relays' settings
+    for them, and the processes to meter."""
+    from tests.postgres import PostgresServer
+    from tests.s3_server import S3Server
+
+    folder = Path(tempfile.mkdtemp(prefix="callrelay-hosts-postgres-"))  # the cluster's user
+    database = PostgresServer(folder, host=FRONT, clients=f"{SUBNET}.0/24").create()
+    store = S3Server(host=FRONT).start()
+    assert store.process is not None
+    processes.append(store.process)
+    bucket = store.new_bucket()
+    postmaster = int((database.data / "postmaster.pid").read_text().split()[0])
+    cleanups += [database.stop, lambda: shutil.rmtree(folder, ignore_errors=True)]
+    url = database.new_database()
+
+    def stored() -> str:
+        """How many calls are indexed and stored so far (the last ones are stored as the
+        next round starts: a call is uploaded once it is complete)."""
+        with psycopg.connect(url) as db:
+            row = db.execute("SELECT count(*) FROM callrelay_calls").fetchone()
+        calls = {key.split("/")[1] for key in store.objects(bucket)}
+        return f"calls indexed {row[0] if row else 0}, stored {len(calls)}"
+
+    return {
+        "env": {"DATABASE_URL": url, **store.env(bucket)},
+        "pids": {"postgres": postmaster, "s3": store.process.pid},
+        "stored": stored,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hosts", type=int, default=2)
@@ -137,6 +178,11 @@ def main() -> None:
         default="call",
         help="how nginx picks a host: by the call a connection names (default), or in turn",
     )
+    parser.add_argument(
+        "--shared-history",
+        action="store_true",
+        help="the index in PostgreSQL and the calls' files in an S3-compatible store",
+    )
     args = parser.parse_args()
     missing = [tool for tool in ("ip", "nginx", "redis-server") if shutil.which(tool) is None]
     if os.geteuid() != 0 or missing:
@@ -144,6 +190,7 @@ def main() -> None:
 
     token = generate_token()
     processes: list[subprocess.Popen[bytes]] = []
+    cleanups: list[Callable[[], None]] = []
     with tempfile.TemporaryDirectory(prefix="callrelay-hosts-") as tmp, network(args.hosts) as ns:
         try:
             redis_password = generate_token()  # off loopback, Redis wants a password
@@ -155,6 +202,7 @@ def main() -> None:
                 stdout=subprocess.DEVNULL,
             )
             processes.append(redis)
+            shared = shared_history(processes, cleanups) if args.shared_history else {}
             relays = []
             for number, name in enumerate(ns, start=1):
                 env = {
@@ -167,6 +215,7 @@ def main() -> None:
                     "MAX_CALLS": "10000",
                     "CAPTURES_DIR": f"{tmp}/host{number}/captures",
                     "LOG_FILE": f"{tmp}/host{number}/media.log",
+                    **shared.get("env", {}),
                 }
                 relay = subprocess.Popen(
                     ["ip", "netns", "exec", name, sys.executable, "-m", "callrelay", "serve"],
@@ -205,7 +254,11 @@ def main() -> None:
             )
             print(HEADER)
             for calls in (int(n) for n in args.calls.split(",")):
-                others = {"nginx": ProcessMeter(balancer.pid), "redis": ProcessMeter(redis.pid)}
+                others = {
+                    "nginx": ProcessMeter(balancer.pid),
+                    "redis": ProcessMeter(redis.pid),
+                    **{name: ProcessMeter(pid) for name, pid in shared.get("pids", {}).items()},
+                }
                 before = {name: meter.cpu_seconds() for name, meter in others.items()}
                 started = time.monotonic()
                 row = measure(server, calls, args.seconds, args.listeners)
@@ -220,11 +273,15 @@ def main() -> None:
                 print(f"    cores beside the relays: {beside}", flush=True)
                 for failure in row.result.failures[:3]:
                     print(f"    failure: {failure}")
+                if shared:
+                    print(f"    {shared['stored']()}", flush=True)
         finally:
             for process in reversed(processes):  # Redis last: the relays use it to stop
                 process.terminate()
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     process.wait(30)
+            for cleanup in cleanups:
+                cleanup()
             for number in range(1, args.hosts + 1):
                 log = Path(f"{tmp}/host{number}/media.log")
                 problems = [

@@ -31,6 +31,7 @@ BENCHMARKS = {
     "soak": "many calls in a row: does any server process's memory creep?",
     "webhook-outage": "an hour of a webhook receiver's outage, compressed: outbox and lag",
     "recording-formats": "a 10-minute call kept as WAV, FLAC and Opus: size and CPU",
+    "store-upload": "a 10-minute call stored in S3-compatible storage: time and CPU",
 }
 
 

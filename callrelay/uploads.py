@@ -130,7 +130,7 @@ class CallUploader:
                 del self._queue[call_sid]
                 self._busy = True
             try:
-                self._store_call(call_sid)
+                self.store_files(call_sid)
             except Exception as error:  # boto3's errors, or the disk's
                 self.failures += 1
                 self._outage.failed(error)
@@ -146,7 +146,9 @@ class CallUploader:
                 self._busy = False
                 self._changed.notify_all()
 
-    def _store_call(self, call_sid: str) -> None:
+    def store_files(self, call_sid: str) -> None:
+        """Store the call's files now, in the calling task (what the upload task does for each
+        call it takes from the queue); raises while the store is unreachable."""
         folder = self._files.folder(call_sid)
         if not folder.is_dir():
             return  # deleted meanwhile

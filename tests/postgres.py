@@ -32,13 +32,16 @@ class PostgresServer:
     folder: Path
     port: int = field(default_factory=free_port)
     password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    host: str = "127.0.0.1"
+    clients: str | None = None
+    """A network (`10.77.0.0/24`) whose clients may connect too, with the password."""
 
     @property
     def data(self) -> Path:
         return self.folder / "data"
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql://{USER}:{self.password}@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://{USER}:{self.password}@{self.host}:{self.port}/{database}"
 
     def create(self) -> PostgresServer:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -57,11 +60,14 @@ class PostgresServer:
             f"--pwfile={self.folder / 'password'}",
             "--no-sync",
         )
+        if self.clients:
+            with (self.data / "pg_hba.conf").open("a") as rules:
+                rules.write(f"host all all {self.clients} scram-sha-256\n")
         return self.start()
 
     def start(self) -> PostgresServer:
         options = (
-            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off "
+            f"-p {self.port} -k {self.folder} -c listen_addresses={self.host} -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off"
         )
         log = self.folder / "server.log"

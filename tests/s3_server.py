@@ -22,12 +22,13 @@ REGION = "eu-west-1"
 @dataclass
 class S3Server:
     port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
     secret_key: str = field(default_factory=lambda: "s3secret-" + secrets.token_hex(12))
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def env(self, bucket: str, prefix: str = "calls") -> dict[str, str]:
         """What a relay is given to store its calls in `bucket`: the standard AWS variables."""
@@ -50,7 +51,7 @@ class S3Server:
 
     def start(self) -> S3Server:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -17,6 +17,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
+from callrelay.access import generate_token
 from callrelay.simulator.fake_twilio import FakeTwilio
 from callrelay.simulator.local_relay import RunningRelay, stop_relay
 from callrelay.simulator.media_client import StreamOptions, new_sid
@@ -28,7 +29,9 @@ from tests.helpers import (
     stream_call,
     wait_for,
 )
+from tests.postgres import PostgresServer
 from tests.receiver import Answer, WebhookReceiver, new_secret
+from tests.s3_server import S3Server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(os.environ.get("CALLRELAY_ARTIFACTS", "artifacts")) / "console"
@@ -401,3 +404,44 @@ def test_a_call_kept_compressed_plays_and_seeks_in_the_browser(
         page.close()
     finally:
         stop_relay(relay)
+
+
+def test_the_console_on_one_host_lists_and_plays_a_call_another_host_took(
+    browser: Browser, tmp_path: Path, postgres: PostgresServer, s3: S3Server
+) -> None:
+    shared = {
+        "ASR_ENGINE": "off",
+        "DATABASE_URL": postgres.new_database(),
+        **s3.env(s3.new_bucket()),
+    }
+    token = generate_token()
+    a = start_relay(tmp_path / "a", shared, api_token=token)
+    b = start_relay(tmp_path / "b", shared, api_token=token)
+    try:
+        call_sid = new_sid("CA")
+        observer = a.observer(call_sid=call_sid, audio=False)
+        stream_call(a, call_audio(4), StreamOptions(speed=0), call_sid)
+        assert observer.completed.wait(60)  # stored, and removed from A's folder
+        observer.close()
+        page = signed_in(browser, b)
+        page.get_by_role("tab", name="History").click()
+        page.locator(f"#call-list .call-item[data-call-sid='{call_sid}']").click()
+        expect(page.locator(".recording audio")).to_have_count(3)
+        page.wait_for_function("() => document.querySelector('.recording audio').readyState >= 1")
+        assert page.evaluate(
+            "document.querySelector('.recording audio').duration"
+        ) == pytest.approx(4.0, abs=0.1)
+        page.evaluate(
+            """() => new Promise((seeked) => {
+                const audio = document.querySelector('.recording audio');
+                audio.onseeked = seeked;
+                audio.currentTime = 3;
+            })"""
+        )
+        page.evaluate("document.querySelector('.recording audio').play()")
+        page.wait_for_function("() => document.querySelector('.recording audio').currentTime > 3.2")
+        no_page_errors(page)
+        page.close()
+    finally:
+        stop_relay(a)
+        stop_relay(b)
