@@ -237,10 +237,13 @@ class MediaStreamSession:
         registry: CallRegistry,
         clock: Callable[[], float] = time.time,
         call_sid: str | None = None,
+        mask_dtmf: bool = False,
     ) -> None:
         """`call_sid`: the call the stream's URL names (`/stream/<CallSid>`), if it names one;
-        a `start` for another call is refused."""
+        a `start` for another call is refused. `mask_dtmf`: keypad digits reach the sinks as
+        `*` (keypads enter PINs and card numbers)."""
         self.state = StreamState.AWAITING_START
+        self._mask_dtmf = mask_dtmf
         self._expected_call_sid = call_sid
         self.on_mark: Callable[[CallInfo, str], None] | None = None
         """Twilio echoed a mark (bidirectional streams): the audio before it has played."""
@@ -275,8 +278,9 @@ class MediaStreamSession:
                 self.close("stop")
             case Dtmf():
                 call = self._require_streaming("dtmf")
+                digit = "*" if self._mask_dtmf else message.digit
                 for sink in self._sinks:
-                    sink.dtmf(call, message.digit)
+                    sink.dtmf(call, digit)
             case Mark():
                 call = self._require_streaming("mark")
                 if self.on_mark is not None:

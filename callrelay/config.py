@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     whisper_beam_size: Annotated[int, Field(ge=1, le=10)] = 5
     endpoint_silence_seconds: Annotated[float, Field(ge=0.1, le=5)] = 0.4
     """Whisper: the pause that ends an utterance (the segmenter's `min_silence`)."""
+    redact: Literal["off", "pci", "pii"] = "off"
+    """Mask card numbers (`pci`), and SSNs, phone numbers and emails too (`pii`), in every
+    output, before anything hears a transcript."""
     asr_word_timestamps: bool = True
     """Whisper: each final's words with their times, in the transcript's JSON."""
     vosk_model_path: Path = Path("model")

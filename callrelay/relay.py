@@ -28,6 +28,7 @@ from callrelay.logs import log_event
 from callrelay.metrics import RelayMetrics
 from callrelay.recording import CallRecorder, repair_captures
 from callrelay.recording_formats import CODECS, RecordingEncoder, RecordingFormat
+from callrelay.redaction.track import RedactMode
 from callrelay.redis_state import RedisState
 from callrelay.retention import RetentionSweeper
 from callrelay.storage.files import LocalCallFiles
@@ -213,7 +214,9 @@ class Relay:
                 engine,
                 self._transcript_listeners(),
                 max_lag_seconds=self.settings.asr_max_lag_seconds,
+                redact=RedactMode(self.settings.redact),
             )
+            self.transcription.start()
         self._sinks = self._sinks_in_order()
         if self.shared is not None:
             self.shared.start()
@@ -295,7 +298,12 @@ class Relay:
 
     def new_stream(self, call_sid: str | None = None) -> MediaStreamSession:
         """The session for a Twilio socket that has just connected (to `/stream/<call_sid>`)."""
-        return MediaStreamSession(self._sinks, self.live_calls, call_sid=call_sid)
+        return MediaStreamSession(
+            self._sinks,
+            self.live_calls,
+            call_sid=call_sid,
+            mask_dtmf=self.settings.redact != "off",
+        )
 
     def call_status(self, status: dict[str, Any]) -> None:
         """Twilio's status callback for a call."""

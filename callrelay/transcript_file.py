@@ -38,6 +38,10 @@ class TranscriptFile(TranscriptListener):
                 {"word": w.text, "start": w.start, "end": w.end, "probability": w.probability}
                 for w in transcript.words
             ]
+        if transcript.redacted:  # where the recordings are to be silenced
+            line["redacted"] = [
+                {"kind": r.kind, "start": r.start, "end": r.end} for r in transcript.redacted
+            ]
         try:
             self._files.append_line(call.call_sid, TRANSCRIPT_FILE, line)
         except OSError as error:

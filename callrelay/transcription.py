@@ -26,9 +26,11 @@ import numpy as np
 from callrelay.asr import SpeechEngine, TrackRecogniser, Transcript
 from callrelay.asr.base import Answer, RecogniserMethod
 from callrelay.audio import Int16Array
+from callrelay.background import start_task
 from callrelay.call import AudioChunk, CallInfo, CallSink
 from callrelay.logs import log_event
 from callrelay.metrics import TRANSCRIPT_SECONDS
+from callrelay.redaction.track import RedactMode, TrackRedactor
 from callrelay.tracks import SPEAKER_NAMES
 from callrelay.twilio.media_stream import Track
 
@@ -40,6 +42,8 @@ two VAD windows): a request to the recognition process per frame would cost more
 hand-offs than it saves in latency; many more frames would add to every final's latency."""
 LAG_WARNING_SECONDS = 2.0
 LAG_LOG_INTERVAL = 10.0
+RELEASE_EVERY_SECONDS = 0.5
+"""With redaction on, how often held finals are checked for having waited their time."""
 
 
 class TranscriptListener:
@@ -85,8 +89,13 @@ class TrackTranscriber:
         rate: int,
         max_pending: int,
         start_at: int = 0,
+        redactor: TrackRedactor | None = None,
     ) -> None:
         self._sink = sink
+        self.redactor = redactor
+        """Masks what the track's transcripts say before anyone hears it (`REDACT`)."""
+        self.redaction_lock = threading.Lock()
+        """One redaction step at a time: answers and the release of held finals."""
         self.call = call
         self.track = track
         self._recogniser = recogniser
@@ -222,9 +231,11 @@ class TranscriptionSink(CallSink):
         listeners: Sequence[TranscriptListener],
         *,
         max_lag_seconds: float = 30.0,
+        redact: RedactMode = RedactMode.OFF,
     ) -> None:
         self.engine = engine
         self._listeners = listeners
+        self._redact = redact
         self._max_pending = int(max_lag_seconds * engine.sample_rate)
         self._lock = threading.Lock()
         self._calls: dict[str, dict[Track, TrackTranscriber]] = {}
@@ -244,6 +255,9 @@ class TranscriptionSink(CallSink):
                 self.engine.sample_rate,
                 self._max_pending,
                 start_at=call.offset_ms * self.engine.sample_rate // 1000,
+                redactor=TrackRedactor(self._redact)
+                if self._redact is not RedactMode.OFF
+                else None,
             )
             for track in call.tracks
         }
@@ -268,6 +282,37 @@ class TranscriptionSink(CallSink):
     # The recogniser's side
 
     def deliver(self, transcriber: TrackTranscriber, transcript: Transcript) -> None:
+        """A transcript from the recogniser: to every listener, masked first when the track
+        is redacted (a final that may begin a sensitive number waits for the next)."""
+        if transcriber.redactor is None:
+            self._send(transcriber, transcript)
+            return
+        with transcriber.redaction_lock:
+            for ready in transcriber.redactor.pass_on(transcript, time.monotonic()):
+                self._send(transcriber, ready)
+
+    def start(self) -> None:
+        """With redaction on: a background task that sends on, twice a second, the held
+        finals whose number did not go on."""
+        if self._redact is not RedactMode.OFF:
+            start_task("redaction-holds", self._release_held_forever)
+
+    def _release_held_forever(self) -> None:
+        while True:
+            time.sleep(RELEASE_EVERY_SECONDS)
+            self.release_held()
+
+    def release_held(self) -> None:
+        """Send on every held final whose number did not go on."""
+        with self._lock:
+            transcribers = [t for tracks in self._calls.values() for t in tracks.values()]
+        for transcriber in transcribers:
+            if transcriber.redactor is not None and transcriber.redactor.holding:
+                with transcriber.redaction_lock:
+                    for ready in transcriber.redactor.expire(time.monotonic()):
+                        self._send(transcriber, ready)
+
+    def _send(self, transcriber: TrackTranscriber, transcript: Transcript) -> None:
         call = transcriber.call
         if transcript.is_final:
             self.transcripts += 1
@@ -294,6 +339,10 @@ class TranscriptionSink(CallSink):
 
     def track_done(self, transcriber: TrackTranscriber) -> None:
         call = transcriber.call
+        if transcriber.redactor is not None:
+            with transcriber.redaction_lock:
+                for ready in transcriber.redactor.flush():
+                    self._send(transcriber, ready)
         with self._lock:
             tracks = self._calls.get(call.stream_sid, {})
             if not all(t.done.is_set() for t in tracks.values()):

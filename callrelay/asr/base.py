@@ -33,6 +33,16 @@ class Word:
 
 
 @dataclass(frozen=True)
+class Redacted:
+    """A stretch of a transcript masked by redaction (`REDACT`): what it was (`card number`),
+    and when it was said, in seconds on the call's timeline (for the recordings)."""
+
+    kind: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
 class Transcript:
     """A recognised stretch of one track; times in seconds on the call's timeline."""
 
@@ -43,10 +53,12 @@ class Transcript:
     is_final: bool = True
     queue_seconds: float | None = field(default=None, compare=False)
     decode_seconds: float | None = field(default=None, compare=False)
-    words: tuple[Word, ...] = field(default=(), compare=False)
-    """Each word's times, from engines that align them (Whisper); empty otherwise."""
     """How long the utterance waited for a decoder and how long its decode took, from engines
     that decode whole utterances: where a late final's time went (logged, not compared)."""
+    words: tuple[Word, ...] = field(default=(), compare=False)
+    """Each word's times, from engines that align them (Whisper); empty otherwise."""
+    redacted: tuple[Redacted, ...] = ()
+    """What redaction masked in it, if anything."""
 
 
 RecogniserMethod = Literal["accept", "skip", "finish"]

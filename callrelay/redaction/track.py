@@ -1,0 +1,322 @@
+"""One track's redaction (pure: no I/O, no clock; the caller says what time it is).
+
+A card number read out in groups comes from the recogniser as several finals, each a
+harmless-looking group of digits. So a final that ends in a group of digits is held back
+(up to `HOLD_SECONDS`) while the next final may continue the number; once the number is
+complete, or cannot be, the held finals and the new one go out together, each masked where it
+holds part of a sensitive number. Nothing leaves here unmasked that is later found to be part
+of one, so every output sees only masked text; the price is that a final ending in digits
+reaches listeners up to `HOLD_SECONDS` later. Partials, which are shown live and replaced, have
+every number masked.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from callrelay.asr.base import Redacted, Transcript, Word
+from callrelay.redaction.spoken import Run, Token, runs, tokens
+
+HOLD_SECONDS = 10.0
+"""How long a final ending in digits waits for the rest of a number said in groups."""
+MAX_NUMBER_DIGITS = 24
+"""The longest number looked for: a card number said with its expiry and code in one breath."""
+CARD_CONTEXT_SECONDS = 60.0
+"""After a card number, how long (on the call's timeline) the digits said are taken for its
+expiry date and security code."""
+
+
+class RedactMode(StrEnum):
+    OFF = "off"
+    PCI = "pci"
+    PII = "pii"
+
+
+class Kind(StrEnum):
+    CARD = "card number"
+    EXPIRY = "expiry"
+    CODE = "security code"
+    SSN = "ssn"
+    PHONE = "phone"
+    EMAIL = "email"
+    NUMBER = "number"
+    """A number in a partial: every one is masked there, whatever it turns out to be."""
+
+    @property
+    def label(self) -> str:
+        return f"[{self.value}]"
+
+
+@dataclass
+class _Final:
+    transcript: Transcript
+    words: list[Token]
+    runs: list[Run]
+    masks: dict[int, Kind] = field(default_factory=dict)
+    held_at: float = 0.0
+
+    @property
+    def ends_in_digits(self) -> bool:
+        last = _last_said(self.words)
+        return bool(self.runs) and last is not None and self.runs[-1].last >= last
+
+    @property
+    def starts_in_digits(self) -> bool:
+        first = _first_said(self.words)
+        return bool(self.runs) and first is not None and self.runs[0].first <= first
+
+    def mask(self, run: Run, kind: Kind) -> None:
+        for index in range(run.first, run.last + 1):
+            self.masks.setdefault(index, kind)
+
+    def masked(self) -> Transcript:
+        if not self.masks:
+            return self.transcript
+        texts: list[str] = []
+        words: list[Word] = []
+        spans: list[Redacted] = []
+        timed = self.transcript.words if len(self.transcript.words) == len(self.words) else None
+        index = 0
+        while index < len(self.words):
+            kind = self.masks.get(index)
+            word = self.words[index]
+            if kind is None:
+                texts.append(word.text)
+                words.append(timed[index] if timed else Word(word.text, word.start, word.end, 0))
+                index += 1
+                continue
+            end = index
+            while self.masks.get(end + 1) is kind:
+                end += 1
+            tail = re.search(r"[.,;:!?]+$", self.words[end].text)
+            texts.append(kind.label + (tail.group() if tail else ""))
+            words.append(Word(kind.label, word.start, self.words[end].end, 0.0))
+            spans.append(Redacted(kind.value, word.start, self.words[end].end))
+            index = end + 1
+        return replace(
+            self.transcript,
+            text=" ".join(texts),
+            words=tuple(words) if self.transcript.words else (),
+            redacted=tuple(spans),
+        )
+
+
+class TrackRedactor:
+    def __init__(self, mode: RedactMode, hold_seconds: float = HOLD_SECONDS) -> None:
+        self.mode = mode
+        self.hold_seconds = hold_seconds
+        self._held: list[_Final] = []
+        self._card_until = float("-inf")
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
+
+    def pass_on(self, transcript: Transcript, now: float) -> list[Transcript]:
+        """What to send on now for a transcript from the recogniser: a partial masked at
+        once; for a final, the finals that are ready, masked, in order."""
+        if not transcript.is_final:
+            return [self.partial(transcript)]
+        return self.final(transcript, now)
+
+    def final(self, transcript: Transcript, now: float) -> list[Transcript]:
+        """The finals to send now, masked, in order: none while this one is held."""
+        said = tokens(transcript)
+        final = _Final(transcript, said, runs(said), held_at=now)
+        self._mask_said_within(final)
+        chain = [*self._held, final]
+        self._mask_numbers(chain)
+        if final.ends_in_digits and self._may_continue(chain):
+            self._held.append(final)
+            return []
+        self._held = []
+        return [f.masked() for f in chain]
+
+    def expire(self, now: float) -> list[Transcript]:
+        """The held finals, if the first has waited its time: the number did not go on."""
+        if not self._held or now - self._held[0].held_at < self.hold_seconds:
+            return []
+        return self.flush()
+
+    def flush(self) -> list[Transcript]:
+        """Every held final (the track ended)."""
+        held, self._held = self._held, []
+        return [f.masked() for f in held]
+
+    def partial(self, transcript: Transcript) -> Transcript:
+        """A partial with every number in it masked, and whatever else a final would be."""
+        said = tokens(transcript)
+        final = _Final(transcript, said, runs(said))
+        self._mask_said_within(final)
+        for run in final.runs:
+            if len(run.digits) >= 2:
+                final.mask(run, Kind.NUMBER)
+        return final.masked()
+
+    # Finding what is sensitive.
+
+    def _mask_said_within(self, final: _Final) -> None:
+        """What one final shows by itself: emails (pii), and digits after a keyword that says
+        what they are (an expiry date, a security code, a social security number)."""
+        if self.mode is RedactMode.PII:
+            for first, last in _emails(final.words):
+                for index in range(first, last + 1):
+                    final.masks.setdefault(index, Kind.EMAIL)
+        for run in final.runs:
+            before = " ".join(w.bare for w in final.words[max(0, run.first - 6) : run.first])
+            if re.search(r"expir|\bexp\b|valid (thru|through|until)", before):
+                if 3 <= len(run.digits) <= 6:
+                    final.mask(run, Kind.EXPIRY)
+            elif _CODE_WORDS.search(before) and 3 <= len(run.digits) <= 4:
+                final.mask(run, Kind.CODE)
+
+    def _mask_numbers(self, chain: Sequence[_Final]) -> None:
+        for segment in _segments(chain):
+            self._mask_segment(segment, chain)
+
+    def _mask_segment(self, segment: list[tuple[_Final, Run]], chain: Sequence[_Final]) -> None:
+        context = " ".join(w.bare for f in chain for w in f.words)
+        about_cards = bool(_CARD_WORDS.search(context))
+        card = _longest(segment, lambda d: _like_a_card(d, about_cards))
+        if card is not None:
+            for final, run in card:
+                final.mask(run, Kind.CARD)
+            self._card_until = card[-1][0].transcript.end + CARD_CONTEXT_SECONDS
+        rest = [(f, r) for f, r in segment if r.first not in f.masks]
+        if self.mode is RedactMode.PII:
+            ssn = _longest(rest, lambda d: len(d) == 9)
+            for final, run in ssn or []:
+                final.mask(run, Kind.SSN)
+            rest = [(f, r) for f, r in rest if r.first not in f.masks]
+            phone = _longest(
+                rest, lambda d: len(d) == 10 or (len(d) == 11 and d[0] == "1") or len(d) == 12
+            )
+            for final, run in phone or []:
+                final.mask(run, Kind.PHONE)
+            rest = [(f, r) for f, r in rest if r.first not in f.masks]
+        for final, run in rest:  # a card's expiry and code, said soon after it
+            if final.transcript.start <= self._card_until and 3 <= len(run.digits) <= 6:
+                final.mask(run, Kind.EXPIRY if _looks_like_expiry(run) else Kind.CODE)
+
+    def _may_continue(self, chain: Sequence[_Final]) -> bool:
+        """Whether the digits at the end of the chain could still grow into something to mask."""
+        segments = _segments(chain)
+        if not segments:
+            return False
+        last = segments[-1]
+        digits = "".join(run.digits for _, run in last)
+        kinds = {final.masks.get(run.first) for final, run in last}
+        complete = (
+            len(digits) >= 19
+            or (13 <= len(digits) and _luhn(digits))
+            or kinds <= {Kind.SSN, Kind.PHONE, Kind.EXPIRY, Kind.CODE}
+        )
+        if complete:
+            return False  # what is said next, near a card, is masked as its expiry or code
+        return len(last[-1][1].digits) >= 2 or len(last) > 1
+
+
+def _segments(chain: Sequence[_Final]) -> list[list[tuple[_Final, Run]]]:
+    """The chain's runs grouped into numbers: runs next to each other in one final (nothing
+    but fillers between), or the run that ends one final and the one that starts the next."""
+    segments: list[list[tuple[_Final, Run]]] = []
+    previous: tuple[_Final, Run] | None = None
+    for final in chain:
+        for position, run in enumerate(final.runs):
+            if previous is None:
+                joins = False
+            elif previous[0] is final:
+                joins = _only_fillers(final.words, previous[1].last + 1, run.first)
+            else:
+                joins = (
+                    position == 0
+                    and previous[0].ends_in_digits
+                    and previous[1] is previous[0].runs[-1]
+                    and final.starts_in_digits
+                )
+            if joins:
+                segments[-1].append((final, run))
+            else:
+                segments.append([(final, run)])
+            previous = (final, run)
+    return segments
+
+
+def _only_fillers(words: Sequence[Token], start: int, end: int) -> bool:
+    return all(word.is_filler for word in words[start:end])
+
+
+def _longest(
+    segment: list[tuple[_Final, Run]], wanted: Callable[[str], bool]
+) -> list[tuple[_Final, Run]] | None:
+    """The longest stretch of whole runs whose digits `wanted(digits)` accepts."""
+    best: list[tuple[_Final, Run]] | None = None
+    for first in range(len(segment)):
+        digits = ""
+        for last in range(first, len(segment)):
+            digits += segment[last][1].digits
+            if len(digits) > MAX_NUMBER_DIGITS:
+                break
+            if wanted(digits) and (best is None or last + 1 - first > len(best)):
+                best = segment[first : last + 1]
+    return best
+
+
+def _like_a_card(digits: str, about_cards: bool) -> bool:
+    """A card number: 13 to 19 digits that pass Luhn's check; or, since a recogniser drops and
+    mishears digits (`zero three four three` as `0.3.3`), any 12 or more said in a row, or 8
+    or more where the call speaks of cards. Masking a long account number too is the price."""
+    return (13 <= len(digits) <= 19 and _luhn(digits)) or len(digits) >= (8 if about_cards else 12)
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for position, digit in enumerate(reversed(digits)):
+        value = int(digit) * (2 if position % 2 else 1)
+        total += value - 9 if value > 9 else value
+    return total % 10 == 0
+
+
+def _looks_like_expiry(run: Run) -> bool:
+    digits = run.digits
+    return len(digits) == 4 and 1 <= int(digits[:2]) <= 12
+
+
+_CARD_WORDS = re.compile(r"\bcard\b|credit|debit|\bvisa\b|mastercard|master card|\bamex\b")
+_CODE_WORDS = re.compile(r"security code|\bcvv|\bcvc|\bcsc\b|verification (code|number)|card code")
+_TOP_LEVEL = {"com", "org", "net", "io", "co", "uk", "edu", "gov", "us", "de", "fr", "ca", "info"}
+
+
+def _emails(words: Sequence[Token]) -> list[tuple[int, int]]:
+    """Emails written (`ann@example.com`) or said (`ann at example dot com`): their words."""
+    found = []
+    for index, word in enumerate(words):
+        if "@" in word.text:
+            found.append((index, index))
+        elif word.bare == "at" and index > 0:
+            end = index + 1
+            while end + 1 < len(words) and words[end + 1].bare == "dot":
+                end += 2
+            if end > index + 1 and words[end].bare in _TOP_LEVEL:
+                start = index - 1
+                while start >= 2 and words[start - 1].bare == "dot":
+                    start -= 2
+                found.append((start, min(end, len(words) - 1)))
+    return found
+
+
+def _last_said(words: Sequence[Token]) -> int | None:
+    for index in range(len(words) - 1, -1, -1):
+        if not words[index].is_filler:
+            return index
+    return None
+
+
+def _first_said(words: Sequence[Token]) -> int | None:
+    for index, word in enumerate(words):
+        if not word.is_filler:
+            return index
+    return None

@@ -1,0 +1,147 @@
+"""Redaction of one track's finals: a card number, an SSN or a phone number said in groups
+across several finals is masked in every one of them (the finals that may begin one are held
+until it is complete or cannot be); emails are masked; ordinary numbers stay."""
+
+from __future__ import annotations
+
+import pytest
+
+from callrelay.asr.base import Transcript, Word
+from callrelay.redaction.track import Kind, RedactMode, TrackRedactor
+
+PCI, PII = RedactMode.PCI, RedactMode.PII
+
+
+def final(text: str, start: float = 0.0) -> Transcript:
+    return Transcript(text=text, start=start, end=start + 1.0)
+
+
+def said(redactor: TrackRedactor, *finals: str, now: float = 0.0) -> list[str]:
+    """What leaves the redactor, in order, once all of `finals` were said (1 s apart)."""
+    out: list[str] = []
+    for number, text in enumerate(finals):
+        out += [t.text for t in redactor.final(final(text, 2.0 * number), now + number)]
+    return out + [t.text for t in redactor.flush()]
+
+
+@pytest.mark.parametrize(
+    "groups",
+    [
+        ("4539", "1488", "0343", "6467."),
+        ("My card number is 4539", "1488", "0343", "6467, thanks."),
+        ("4, 5, 3, 9,", "1, 4, 8, 8,", "0, 3, 4, 3,", "6, 4, 6, 7."),
+        (
+            "four five three nine",
+            "one four eight eight",
+            "oh three four three",
+            "six four six seven",
+        ),
+        ("It's 4111 1111 1111 1111.",),
+    ],
+)
+def test_a_card_number_said_in_groups_is_masked_in_every_final(groups: tuple[str, ...]) -> None:
+    out = said(TrackRedactor(PCI), *groups)
+    assert len(out) == len(groups)
+    assert all("[card number]" in text for text in out), out
+    assert not any(ch.isdigit() for text in out for ch in text), out
+
+
+def test_nothing_of_a_card_number_leaves_before_it_is_complete() -> None:
+    redactor = TrackRedactor(PCI)
+    assert redactor.final(final("4539"), 0.0) == []
+    assert redactor.final(final("1488", 2), 1.0) == []
+    assert redactor.final(final("0343", 4), 2.0) == []
+    out = redactor.final(final("6467.", 6), 3.0)
+    assert [t.text for t in out] == ["[card number]"] * 3 + ["[card number]."]
+
+
+def test_a_number_that_stops_short_of_a_card_goes_out_as_said() -> None:
+    assert said(TrackRedactor(PCI), "My order number is 4567", "thanks a lot.") == [
+        "My order number is 4567",
+        "thanks a lot.",
+    ]
+
+
+def test_a_held_final_goes_out_when_its_number_does_not_go_on() -> None:
+    redactor = TrackRedactor(PCI, hold_seconds=10)
+    assert redactor.final(final("The code on the box is 4567"), 100.0) == []
+    assert redactor.expire(105.0) == []
+    [out] = redactor.expire(110.0)
+    assert out.text == "The code on the box is 4567" and out.redacted == ()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I'd like two tickets for the 3 pm show.",
+        "I'm in room 2.",
+        "Order 15 items, it costs 49 dollars.",
+        "We open at 9 and close at 5.",
+        "It was 2019 when I moved.",
+    ],
+)
+def test_ordinary_numbers_stay(text: str) -> None:
+    assert said(TrackRedactor(PII), text) == [text]
+
+
+def test_a_card_s_expiry_and_security_code_said_after_it_are_masked() -> None:
+    out = said(
+        TrackRedactor(PCI),
+        "5555 5555 5555 4444.",
+        "It expires oh four twenty seven.",
+        "And the security code is 123.",
+    )
+    assert out == [
+        "[card number].",
+        "It expires [expiry].",
+        "And the security code is [security code].",
+    ]
+
+
+def test_a_social_security_number_in_three_finals_is_masked_with_pii_only() -> None:
+    groups = ("My social is 123", "45", "6789.")
+    assert said(TrackRedactor(PII), *groups) == [
+        "My social is [ssn]",
+        "[ssn]",
+        "[ssn].",
+    ]
+    assert said(TrackRedactor(PCI), *groups) == list(groups)
+
+
+def test_phone_numbers_are_masked_with_pii() -> None:
+    assert said(TrackRedactor(PII), "Call me on 415 555", "0100 please.") == [
+        "Call me on [phone]",
+        "[phone] please.",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("Write to ann.lee@example.com please.", "Write to [email] please."),
+        ("It's ann dot lee at example dot com.", "It's [email]."),
+    ],
+)
+def test_emails_written_or_said_are_masked_with_pii(text: str, masked: str) -> None:
+    assert said(TrackRedactor(PII), text) == [masked]
+    assert said(TrackRedactor(PCI), text) == [text]
+
+
+def test_masked_words_keep_their_times_for_the_recordings() -> None:
+    words = tuple(
+        Word(text, 1.0 + i, 1.8 + i, 0.9)
+        for i, text in enumerate(["Card", "4111", "1111", "1111", "1111."])
+    )
+    transcript = Transcript("Card 4111 1111 1111 1111.", 1.0, 5.8, words=words)
+    [out] = TrackRedactor(PCI).final(transcript, 0.0)
+    assert out.text == "Card [card number]."
+    assert [w.text for w in out.words] == ["Card", "[card number]"]
+    [masked] = out.redacted
+    assert (masked.kind, masked.start, masked.end) == (Kind.CARD.value, 2.0, 5.8)
+
+
+def test_partials_show_no_number() -> None:
+    redactor = TrackRedactor(PCI)
+    partial = Transcript("my card is 4539 14", 0.0, 1.0, is_final=False)
+    assert redactor.partial(partial).text == "my card is [number]"
+    assert redactor.partial(final("room 2 please")).text == "room 2 please"

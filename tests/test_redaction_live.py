@@ -1,0 +1,142 @@
+"""REDACT=pci end to end, over real sockets with the bundled Whisper: a caller reads a card
+number in four groups with pauses, then its expiry, and keys in a PIN. No digit of the card,
+its expiry or the PIN reaches a Socket.IO client, transcript.jsonl, the history's search, the
+exports, a webhook receiver or the log; and with REDACT=off the same call comes out as said."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from callrelay.audio import MULAW_SILENCE
+from callrelay.simulator.audio_source import load_telephone_audio
+from callrelay.simulator.local_relay import RunningRelay, stop_relay
+from callrelay.simulator.media_client import StreamOptions, new_sid
+from callrelay.speech import Speech
+from tests.helpers import start_relay, stream_call
+from tests.receiver import WebhookReceiver, new_secret
+
+CARD = "4539148803436467"
+SAID = [
+    "My card number is four five three nine",
+    "one four eight eight",
+    "zero three four three",
+    "six four six seven.",
+    "Thank you very much.",
+]
+PIN = "2580"
+
+
+@pytest.fixture(scope="module")
+def card_call(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """The caller, spoken by eSpeak NG with a pause of 1.5 s after each group, as a phone line
+    carries it; the receiver silent."""
+    speech = Speech()
+    pieces = []
+    for text in SAID:
+        samples, rate = speech.say(text)
+        pieces += [samples, np.zeros(int(1.5 * rate), np.int16)]
+    path = tmp_path_factory.mktemp("card") / "caller.wav"
+    soundfile.write(path, np.concatenate(pieces), rate)
+    caller = load_telephone_audio(path)
+    return {"inbound": caller, "outbound": bytes([MULAW_SILENCE]) * len(caller)}
+
+
+def run_call(relay: RunningRelay, audio: dict[str, bytes]) -> tuple[str, list[str]]:
+    """Stream the call in real time with the PIN keyed in; the Caller texts a client got."""
+    call_sid = new_sid("CA")
+    observer = relay.observer(call_sid=call_sid, audio=False)
+    try:
+        dtmf = [(digit, 1.0 + 0.2 * i) for i, digit in enumerate(PIN)]
+        stream_call(relay, audio, StreamOptions(speed=1, dtmf=dtmf), call_sid)  # type: ignore[arg-type]
+        assert observer.completed.wait(120)
+    finally:
+        observer.close()
+    texts = [data["text"] for name, data in observer.events if name == "Caller"]
+    keys = [data["digit"] for name, data in observer.events if name == "dtmf"]
+    return call_sid, [*texts, "".join(keys)]
+
+
+def digits_of(text: str) -> str:
+    return "".join(ch for ch in text if ch.isdigit())
+
+
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def leaks(text: str) -> bool:
+    """Whether any group of the card number or the PIN is in `text`, as digits or as words."""
+    digits, lowered = digits_of(text), text.lower()
+    for group in [CARD[i : i + 4] for i in range(0, 16, 4)] + [PIN]:
+        if group in digits or " ".join(WORDS[int(d)] for d in group) in lowered:
+            return True
+    return False
+
+
+def test_a_card_number_read_in_groups_reaches_nothing_unmasked(
+    tmp_path: Path, card_call: dict[str, bytes]
+) -> None:
+    receiver = WebhookReceiver(new_secret())
+    relay = start_relay(
+        tmp_path,
+        {
+            "ASR_ENGINE": "whisper",
+            "REDACT": "pci",
+            "WEBHOOK_URL": receiver.url,
+            "WEBHOOK_SECRET": receiver.secret,
+        },
+    )
+    try:
+        call_sid, heard = run_call(relay, card_call)
+        *texts, keys = heard
+        assert keys == "*" * len(PIN)
+        said = " ".join(texts)
+        assert "[card number]" in said, texts
+        assert "thank you" in said.lower()  # the rest of what was said stays
+        receiver.wait_for(
+            lambda: any(p["type"] == "call.completed" for p in receiver.accepted(call_sid))
+        )
+        transcript = (relay.captures / call_sid / "transcript.jsonl").read_text()
+        lines = [json.loads(line) for line in transcript.splitlines()]
+        logged = [json.loads(line) for line in relay.log_file.read_text().splitlines()]
+        outputs = {
+            "socket.io": said,
+            "transcript.jsonl": " ".join(
+                [line["text"] for line in lines]
+                + [w["word"] for line in lines for w in line.get("words", [])]
+            ),
+            "webhooks": " ".join(p["data"].get("text", "") for p in receiver.accepted(call_sid)),
+            "log": " ".join(line.get("text", "") for line in logged),
+            "vtt": relay.get_with_token(f"/calls/{call_sid}/transcript?format=vtt").text,
+            "txt": relay.get_with_token(f"/calls/{call_sid}/transcript?format=txt").text,
+        }
+        assert "[card number]" in outputs["webhooks"] and "[card number]" in outputs["vtt"]
+        for name, text in outputs.items():
+            assert not leaks(text), f"{name}: {text}"
+        for group in ("4539", "1488", "0343", "6467", "four five three nine"):
+            found = relay.get_with_token(f"/calls?q={group}").json()["calls"]
+            assert found == [], group
+        masked = [r for line in lines for r in line.get("redacted", [])]
+        assert masked and {r["kind"] for r in masked} == {"card number"}
+        assert all(0 < r["start"] < r["end"] for r in masked)
+    finally:
+        stop_relay(relay)
+        receiver.stop()
+
+
+def test_with_redaction_off_the_same_call_comes_out_as_said(
+    tmp_path: Path, card_call: dict[str, bytes]
+) -> None:
+    relay = start_relay(tmp_path, {"ASR_ENGINE": "whisper"})
+    try:
+        _, heard = run_call(relay, card_call)
+        *texts, keys = heard
+        assert keys == PIN
+        assert "[card number]" not in " ".join(texts)
+        assert leaks(" ".join(texts))  # the card's groups, as Whisper wrote them
+    finally:
+        stop_relay(relay)
