@@ -293,6 +293,15 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _redaction_needs_transcripts(self) -> Settings:
+        if self.redact != "off" and self.asr_engine == "off":
+            raise ValueError(
+                f"REDACT={self.redact} needs a speech engine (ASR_ENGINE=off): redaction finds "
+                "what to mask in the transcripts"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _workers_share_redis(self) -> Settings:
         if self.asr_processes.isdigit() and int(self.asr_processes) > self.worker_count:
             raise ValueError(

@@ -23,6 +23,7 @@ import numpy as np
 from callrelay.audio import Int16Array
 from callrelay.call import OUTPUT_RATE, AudioChunk, CallInfo, CallSink
 from callrelay.logs import log_event
+from callrelay.recording_masks import DelayedMasking
 from callrelay.storage.files import LocalCallFiles
 from callrelay.tracks import FILE_STEMS
 from callrelay.twilio.media_stream import Track
@@ -97,6 +98,12 @@ class WavWriter:
             if self.samples - self._header_samples >= self.rate or written < len(data):
                 self._write_header()
 
+    def silence_at(self, start_sample: int, end_sample: int) -> None:
+        """Overwrite samples already written with silence (a stretch redaction masked late)."""
+        end = min(end_sample, self.samples)
+        if end > start_sample >= 0:
+            os.pwrite(self._fd, bytes(2 * (end - start_sample)), HEADER_BYTES + 2 * start_sample)
+
     def _truncate_to_whole_samples(self, written: int) -> None:
         size = HEADER_BYTES + 2 * self.samples + written - written % 2
         try:
@@ -123,8 +130,10 @@ class WavWriter:
 class TrackRecording:
     """One track's WAV, written at the positions the call's timeline gives."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, masking: DelayedMasking | None = None) -> None:
         self.path = path
+        self.masking = masking
+        """With redaction: the audio waits here to be masked before it is written."""
         self._writer: WavWriter | None = None
         self._next_try = 0.0
         self.failures = 0
@@ -149,7 +158,31 @@ class TrackRecording:
         self._next_try = now + RETRY_SECONDS
 
     def write(self, chunk: AudioChunk) -> bool:
-        """Write the chunk at its place; False if the disk refused it (it is retried later)."""
+        """Write the chunk at its place (once masked, with redaction); False if the disk
+        refused it (it is retried later)."""
+        if self.masking is None:
+            return self._write_now(chunk)
+        return all([self._write_now(ready) for ready in self.masking.push(chunk)])
+
+    def mask(self, start_sample: int, end_sample: int) -> bool:
+        """Silence a stretch redaction masked; True if part of it was already on disk (and is
+        silenced there now)."""
+        if self.masking is None:
+            return False
+        written = self.masking.mask(start_sample, end_sample)
+        if written is None or self._writer is None:
+            return False
+        with contextlib.suppress(OSError):
+            self._writer.silence_at(*written)
+        return True
+
+    def drain(self) -> None:
+        """Write whatever still waits to be masked."""
+        if self.masking is not None:
+            for ready in self.masking.drain():
+                self._write_now(ready)
+
+    def _write_now(self, chunk: AudioChunk) -> bool:
         now = time.monotonic()
         if self.error is not None and now < self._next_try:
             return False
@@ -208,7 +241,7 @@ class CallRecorder(CallSink):
         except OSError as error:
             self._warn(call, error)
         tracks = {
-            track: TrackRecording(folder / f"{FILE_STEMS[track]}{suffix}.wav")
+            track: self._new_track(folder / f"{FILE_STEMS[track]}{suffix}.wav")
             for track in call.tracks
         }
         with self._lock:
@@ -246,13 +279,21 @@ class CallRecorder(CallSink):
             self.write_errors += 1
             self._warn(call, recording.error)
 
+    def _new_track(self, path: Path) -> TrackRecording:
+        return TrackRecording(path)
+
     def call_ended(self, call: CallInfo, reason: str) -> None:
         with self._lock:
             tracks = self._calls.pop(call.stream_sid, {})
             self._warned.discard(call.stream_sid)
             self._resumed.discard(call.stream_sid)
-        if not tracks:
-            return
+        if tracks:
+            self._finish(call, tracks)
+
+    def _finish(self, call: CallInfo, tracks: dict[Track, TrackRecording]) -> None:
+        """Pad the tracks to one length and close them: the recordings are final."""
+        for recording in tracks.values():
+            recording.drain()
         end = max(recording.samples for recording in tracks.values())
         for recording in tracks.values():
             recording.pad_to(end)

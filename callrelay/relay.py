@@ -28,6 +28,7 @@ from callrelay.logs import log_event
 from callrelay.metrics import RelayMetrics
 from callrelay.recording import CallRecorder, repair_captures
 from callrelay.recording_formats import CODECS, RecordingEncoder, RecordingFormat
+from callrelay.redacted_recording import RedactedCallRecorder
 from callrelay.redaction.track import RedactMode
 from callrelay.redis_state import RedisState
 from callrelay.retention import RetentionSweeper
@@ -96,7 +97,9 @@ class RelayParts:
             api_token=ApiToken(token.get_secret_value() if token else None),
             live_calls=LiveCalls(max_streams=settings.max_calls, shared=shared),
             files=files,
-            recorder=CallRecorder(files),
+            recorder=RedactedCallRecorder(files)
+            if settings.redact != "off"
+            else CallRecorder(files),
             history=CallHistory(
                 SharedCallFiles(files, store) if store is not None else files,
                 _history_index(settings),
@@ -243,7 +246,15 @@ class Relay:
         file is complete; then the completion, which reads it."""
         publisher = [self.publisher] if self.publisher is not None else []
         webhooks = [self.webhook_sink] if self.webhook_sink is not None else []
-        return [*publisher, TranscriptFile(self.files), self.history, *webhooks, self.completion]
+        recorder = [self.recorder] if isinstance(self.recorder, RedactedCallRecorder) else []
+        return [
+            *publisher,
+            *recorder,  # what to mask in the recordings, and when they are final
+            TranscriptFile(self.files),
+            self.history,
+            *webhooks,
+            self.completion,
+        ]
 
     def _sinks_in_order(self) -> list[CallSink]:
         """Every sink hears each event in this order, and the order is the point: the metrics
@@ -274,6 +285,8 @@ class Relay:
         if self.transcription is not None:
             transcribed = self.transcription.wait_idle(timeout - (time.monotonic() - started))
             self.transcription.engine.close()
+        if isinstance(self.recorder, RedactedCallRecorder):
+            self.recorder.flush_all()
         completed = self.completion.wait_idle(max(0.0, timeout - (time.monotonic() - started)))
         done = ended and transcribed and completed
         log_event(

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from callrelay.audio import MULAW_SILENCE
+from callrelay.audio import MULAW_SILENCE, mulaw_decode
 from callrelay.simulator.audio_source import load_telephone_audio
 from callrelay.simulator.local_relay import RunningRelay, stop_relay
 from callrelay.simulator.media_client import StreamOptions, new_sid
@@ -59,6 +59,10 @@ def run_call(relay: RunningRelay, audio: dict[str, bytes]) -> tuple[str, list[st
     texts = [data["text"] for name, data in observer.events if name == "Caller"]
     keys = [data["digit"] for name, data in observer.events if name == "dtmf"]
     return call_sid, [*texts, "".join(keys)]
+
+
+def rms(samples: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(samples**2))) if len(samples) else 0.0
 
 
 def digits_of(text: str) -> str:
@@ -123,6 +127,15 @@ def test_a_card_number_read_in_groups_reaches_nothing_unmasked(
         masked = [r for line in lines for r in line.get("redacted", [])]
         assert masked and {r["kind"] for r in masked} == {"card number"}
         assert all(0 < r["start"] < r["end"] for r in masked)
+        recorded, rate = soundfile.read(relay.captures / call_sid / "caller.wav", dtype="int16")
+        original = mulaw_decode(card_call["inbound"]).astype(np.float64)
+        for span in masked:  # silence where the card was said, in what was kept only
+            first, last = int(span["start"] * rate), int(span["end"] * rate)
+            assert not recorded[first:last].any(), span
+            assert rms(original[first // 2 : last // 2]) > 300  # the line carried speech there
+        spoken = next(line for line in lines if "thank" in line["text"].lower())
+        rest = recorded[int(spoken["start"] * rate) : int(spoken["end"] * rate)]
+        assert rms(rest.astype(np.float64)) > 300  # the rest of the call is kept
     finally:
         stop_relay(relay)
         receiver.stop()

@@ -211,7 +211,7 @@ class TrackRedactor:
         kinds = {final.masks.get(run.first) for final, run in last}
         complete = (
             len(digits) >= 19
-            or (13 <= len(digits) and _luhn(digits))
+            or (len(digits) >= 13 and _luhn(digits))
             or kinds <= {Kind.SSN, Kind.PHONE, Kind.EXPIRY, Kind.CODE}
         )
         if complete:
