@@ -19,12 +19,15 @@ import enum
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
+
+import numpy as np
 
 from callrelay.audio import MULAW_SILENCE, Int16Array, Upsampler2x, mulaw_decode
 from callrelay.close_codes import CloseCode
 from callrelay.logs import log_event
+from callrelay.pauses import CallPauses
 from callrelay.twilio.media_stream import (
     Connected,
     Dtmf,
@@ -92,6 +95,15 @@ class AudioChunk:
     @property
     def end_sample(self) -> int:
         return self.start_sample + len(self.pcm)
+
+    def silenced(self) -> AudioChunk:
+        """The same stretch of the call as silence, as for a gap (a paused call's audio)."""
+        return replace(
+            self,
+            pcm=np.zeros(len(self.pcm), np.int16),
+            mulaw=bytes([MULAW_SILENCE]) * len(self.mulaw),
+            is_gap=True,
+        )
 
     @property
     def pcm_8k(self) -> Int16Array:
@@ -238,12 +250,15 @@ class MediaStreamSession:
         clock: Callable[[], float] = time.time,
         call_sid: str | None = None,
         mask_dtmf: bool = False,
+        pauses: CallPauses | None = None,
     ) -> None:
         """`call_sid`: the call the stream's URL names (`/stream/<CallSid>`), if it names one;
         a `start` for another call is refused. `mask_dtmf`: keypad digits reach the sinks as
-        `*` (keypads enter PINs and card numbers)."""
+        `*` (keypads enter PINs and card numbers). `pauses`: which calls are paused (their
+        audio reaches the sinks as silence)."""
         self.state = StreamState.AWAITING_START
         self._mask_dtmf = mask_dtmf
+        self._pauses = pauses
         self._expected_call_sid = call_sid
         self.on_mark: Callable[[CallInfo, str], None] | None = None
         """Twilio echoed a mark (bidirectional streams): the audio before it has played."""
@@ -279,6 +294,8 @@ class MediaStreamSession:
             case Dtmf():
                 call = self._require_streaming("dtmf")
                 digit = "*" if self._mask_dtmf else message.digit
+                if self._pauses is not None:
+                    self._pauses.keyed(call.call_sid)
                 for sink in self._sinks:
                     sink.dtmf(call, digit)
             case Mark():
@@ -316,6 +333,8 @@ class MediaStreamSession:
             dropped=dict(self.problems.counts),
             **self.ids,
         )
+        if self._pauses is not None:
+            self._pauses.forget(call.call_sid)
         for sink in self._sinks:
             sink.call_ended(call, reason)
 
@@ -393,6 +412,8 @@ class MediaStreamSession:
             self._drop_frame("bad_timestamp", str(error))
 
     def _deliver(self, call: CallInfo, chunk: AudioChunk) -> None:
+        if self._pauses is not None and self._pauses.is_paused(call.call_sid):
+            chunk = chunk.silenced()
         for sink in self._audio_sinks:
             sink.audio(call, chunk)
 

@@ -1,6 +1,6 @@
 """What a call's events say to the outside world, the same in every channel: Socket.IO's
-`call_started`, `Caller`/`Receiver`, `call_ended`, `call_completed` and the webhooks carrying
-them. Pure functions of the call."""
+`call_started`, `Caller`/`Receiver`, `call_paused`/`call_resumed`, `call_ended`,
+`call_completed` and the webhooks carrying them. Pure functions of the call."""
 
 from __future__ import annotations
 
@@ -28,6 +28,11 @@ def ended(call: CallInfo, reason: str) -> dict[str, Any]:
         "reason": reason,
         "customParameters": dict(call.custom_parameters),
     }
+
+
+def paused(call_sid: str, reason: str, at: float) -> dict[str, Any]:
+    """A pause's start or end: why (`api`, `dtmf`), and when (seconds since 1970)."""
+    return {"callSid": call_sid, "reason": reason, "at": at}
 
 
 def transcribed(call: CallInfo, transcript: Transcript) -> dict[str, Any]:

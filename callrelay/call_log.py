@@ -66,12 +66,21 @@ def fold(events: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
                     call.setdefault(key, event[key])
         elif kind == "transcribed":
             call["transcribed"] = True
+        elif kind == "paused":
+            call.setdefault("pauses", []).append(
+                {"start": at, "end": None, "reason": event.get("reason")}
+            )
+        elif kind == "resumed" and call.get("pauses") and call["pauses"][-1]["end"] is None:
+            call["pauses"][-1]["end"] = at
         elif kind == "completed":
             call["completedAt"] = at
             call["analytics"] = event.get("analytics")
             call["speech"] = event.get("speech")
             if event.get("recordedSeconds") is not None:
                 call["recordedSeconds"] = event["recordedSeconds"]
+    for pause in call.get("pauses", []):
+        if pause["end"] is None and call.get("endedAt") is not None:
+            pause["end"] = call["endedAt"]  # paused until its stream ended
     if not call["streams"] and call.get("status") is None:
         call["status"] = "no-stream"  # Twilio asked for TwiML, but no media stream came (yet)
     started, ended = call.get("startedAt"), call.get("endedAt")

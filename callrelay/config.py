@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     redact: Literal["off", "pci", "pii"] = "off"
     """Mask card numbers (`pci`), and SSNs, phone numbers and emails too (`pii`), in every
     output, before anything hears a transcript."""
+    pause_on_dtmf: bool = False
+    """Pause a call (silence in its recordings, nothing transcribed, no audio to listeners)
+    while keypad digits are being entered."""
     asr_word_timestamps: bool = True
     """Whisper: each final's words with their times, in the transcript's JSON."""
     vosk_model_path: Path = Path("model")

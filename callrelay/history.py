@@ -19,6 +19,7 @@ from callrelay.call import OUTPUT_RATE, CallInfo, CallSink
 from callrelay.call_log import CallLogs, fold
 from callrelay.indexing import IndexWriter
 from callrelay.logs import log_event
+from callrelay.pauses import PauseListener
 from callrelay.recording import HEADER_BYTES
 from callrelay.recording_formats import ENCODED_NAMES, SIDE_FILES, encoded_frames
 from callrelay.stereo import StereoWav
@@ -46,7 +47,7 @@ class HistoryUnavailable(Exception):
     """The index cannot be reached (its database is down): nothing was listed or deleted."""
 
 
-class CallHistory(CallSink, TranscriptListener):
+class CallHistory(CallSink, TranscriptListener, PauseListener):
     """The history sink and listener (it hears each call start and end, and its transcripts
     end), and the queries `GET /calls` answers."""
 
@@ -122,6 +123,12 @@ class CallHistory(CallSink, TranscriptListener):
         self._append(
             call.call_sid, "stream_ended", {"streamSid": call.stream_sid, "reason": reason}
         )
+
+    def call_paused(self, call_sid: str, reason: str, at: float) -> None:
+        self._append(call_sid, "paused", {"reason": reason}, at=at)
+
+    def call_resumed(self, call_sid: str, reason: str, at: float) -> None:
+        self._append(call_sid, "resumed", {"reason": reason}, at=at)
 
     def transcription_ended(self, call: CallInfo) -> None:
         """The transcript is complete: its words are indexed for search from now on."""

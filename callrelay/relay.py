@@ -26,6 +26,7 @@ from callrelay.history import CallHistory
 from callrelay.live_calls import LiveCalls
 from callrelay.logs import log_event
 from callrelay.metrics import RelayMetrics
+from callrelay.pauses import CallPauses, PauseListener
 from callrelay.recording import CallRecorder, repair_captures
 from callrelay.recording_formats import CODECS, RecordingEncoder, RecordingFormat
 from callrelay.redacted_recording import RedactedCallRecorder
@@ -49,9 +50,10 @@ from callrelay.webhooks.sink import WebhookSink
 logger = logging.getLogger("callrelay.relay")
 
 LOAD_FROM_SETTINGS: Literal["load"] = "load"
+PauseOutcome = Literal["changed", "unchanged", "forwarded", "not_live"]
 
 
-class CallPublisher(CallSink, TranscriptListener, CompletionListener):
+class CallPublisher(CallSink, TranscriptListener, CompletionListener, PauseListener):
     """Where a call's events go to the outside world (Socket.IO, in the server)."""
 
     def call_status(self, status: dict[str, Any]) -> None:
@@ -174,6 +176,15 @@ class Relay:
             if parts.webhooks is not None
             else None
         )
+        self.pauses = CallPauses(
+            [
+                self.history,
+                *([publisher] if publisher is not None else []),
+                *([self.webhook_sink] if self.webhook_sink is not None else []),
+            ],
+            on_dtmf=settings.pause_on_dtmf,
+        )
+        """Which of this process's calls are paused (PCI): their audio is silence."""
         self.transcription: TranscriptionSink | None = None
         self.completion: CallCompletion
         self._speech_engine = speech_engine
@@ -316,7 +327,29 @@ class Relay:
             self.live_calls,
             call_sid=call_sid,
             mask_dtmf=self.settings.redact != "off",
+            pauses=self.pauses,
         )
+
+    def set_paused(self, call_sid: str, paused: bool) -> PauseOutcome:
+        """Pause or resume a live call wherever its stream is: here, or (with REDIS_URL) on
+        the process that holds it, through Redis."""
+        if call_sid in {call.call_sid for call in self.live_calls.active()}:
+            changed = self.pauses.pause(call_sid) if paused else self.pauses.resume(call_sid)
+            return "changed" if changed else "unchanged"
+        if self.shared is not None and self.shared.holds_elsewhere(call_sid):
+            action = "pause" if paused else "resume"
+            if self.shared.send_command({"action": action, "callSid": call_sid}):
+                return "forwarded"
+        return "not_live"
+
+    def run_pause_command(self, command: dict[str, Any]) -> None:
+        """A `pause` or `resume` another process received for a call whose stream is here."""
+        call_sid = str(command.get("callSid"))
+        if call_sid in {call.call_sid for call in self.live_calls.active()}:
+            if command.get("action") == "pause":
+                self.pauses.pause(call_sid)
+            elif command.get("action") == "resume":
+                self.pauses.resume(call_sid)
 
     def call_status(self, status: dict[str, Any]) -> None:
         """Twilio's status callback for a call."""

@@ -17,6 +17,8 @@ WATCHED_EVENTS = (
     "call_ended",
     "dtmf",
     "call_status",
+    "call_paused",
+    "call_resumed",
     *SPEAKER_EVENTS,
     "partial",
     "transcription_ended",

@@ -70,9 +70,11 @@ def create_web_relay(
     forward = None
     if shared is not None:
         forward = partial(_forward_to_holder, talkback, shared)
-        shared.receive_commands(talkback.run_command)
+        shared.receive_commands(partial(_run_command, relay, talkback))
     relay.start()
-    ClientEvents(relay.api_token, audio_rooms, talkback, forward).register(socketio)
+    ClientEvents(relay.api_token, audio_rooms, talkback, forward, relay.set_paused).register(
+        socketio
+    )
     relay.metrics.watch(partial(_socketio_figures, socketio, publisher))
     add_http_routes(app, relay, lambda: {"socketio": {"droppedAudio": publisher.dropped_audio}})
     app.register_blueprint(history_routes(relay))
@@ -111,6 +113,14 @@ def _socketio(app: Flask, settings: Settings) -> SocketIO:
 def _refuse(socketio: SocketIO, sid: str, event: str, call_sid: str, error: str) -> None:
     """Tell a client (on whichever process it is) that its forwarded command was refused."""
     socketio.emit("error", {"event": event, "callSid": call_sid, "error": error}, to=sid)
+
+
+def _run_command(relay: Relay, talkback: TalkBackCalls, command: dict[str, Any]) -> None:
+    """A command another process sent for a call whose stream may be here."""
+    if command.get("action") in ("pause", "resume"):
+        relay.run_pause_command(command)
+    else:
+        talkback.run_command(command)
 
 
 def _forward_to_holder(

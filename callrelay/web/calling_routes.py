@@ -4,6 +4,7 @@ or cut people off, all behind the API token (checked in `routes.py`)."""
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from flask import Blueprint, Response, jsonify, request
 
@@ -43,6 +44,13 @@ def calling_routes(relay: Relay) -> Blueprint:
         lambda call_sid: hang_up(relay, call_sid),
         methods=["POST"],
     )
+    for action, paused in (("pause", True), ("resume", False)):
+        routes.add_url_rule(
+            f"/calls/<call_sid>/{action}",
+            action,
+            partial(set_paused, relay, paused=paused),
+            methods=["POST"],
+        )
     routes.add_url_rule("/token", "browser_token", lambda: browser_token(relay))
     return routes
 
@@ -127,6 +135,25 @@ def hang_up(relay: Relay, call_sid: str) -> tuple[Response, int]:
         status = 404 if refusal.status == 404 else 502
         return error(status, refusal.message, twilioCode=refusal.code, twilioStatus=refusal.status)
     return jsonify({"callSid": result.call_sid, "status": result.status}), 200
+
+
+def set_paused(relay: Relay, call_sid: str, paused: bool) -> tuple[Response, int]:
+    """Pause or resume recording, transcription and listening (PCI), on whichever process
+    streams the call: `200` with `paused`, or `202` when another process was told."""
+    if not is_call_sid(call_sid):
+        return error(400, "call SID must be 'CA' followed by 32 hex digits")
+    outcome = relay.set_paused(call_sid, paused)
+    if outcome == "not_live":
+        return error(404, f"{call_sid} is not streaming here or on any process")
+    log_event(
+        logger,
+        "pause_requested" if paused else "resume_requested",
+        callSid=call_sid,
+        outcome=outcome,
+        remote=request.remote_addr,
+    )
+    status = 202 if outcome == "forwarded" else 200
+    return jsonify({"callSid": call_sid, "paused": paused, "forwarded": status == 202}), status
 
 
 def browser_token(relay: Relay) -> tuple[Response, int]:

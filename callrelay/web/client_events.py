@@ -16,6 +16,7 @@ import base64
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from flask import request
@@ -41,6 +42,8 @@ class ClientEvents:
     audio_rooms: AudioRooms
     talkback: TalkBackCalls | None = None
     forward: Forward | None = None
+    set_paused: Callable[[str, bool], str] | None = None
+    """Pause or resume a call wherever it streams (`Relay.set_paused`)."""
 
     def register(self, socketio: SocketIO) -> None:
         for name, handler in (
@@ -50,6 +53,8 @@ class ClientEvents:
             ("disconnect", self.disconnect),
             ("play", self.play),
             ("clear", self.clear),
+            ("pause", partial(self.pause, paused=True)),
+            ("resume", partial(self.pause, paused=False)),
         ):
             socketio.on_event(name, handler)
 
@@ -87,6 +92,25 @@ class ClientEvents:
         own = _sid()
         if own is not None:
             self.audio_rooms.leave(own)
+
+    # Pausing (PCI).
+
+    def pause(self, data: object = None, *, paused: bool) -> dict[str, Any]:
+        """`pause` / `resume` `{"callSid"}`: what the HTTP routes do, from a client."""
+        event = "pause" if paused else "resume"
+        call_sid = requested_call_sid(data)
+        if call_sid is None or self.set_paused is None:
+            return _refused(event, call_sid, f"{event} needs {{'callSid': 'CA...'}}")
+        outcome = self.set_paused(call_sid, paused)
+        if outcome == "not_live":
+            return _refused(event, call_sid, f"{call_sid} is not streaming")
+        log_event(logger, f"{event}_requested", callSid=call_sid, outcome=outcome, sid=_sid())
+        return {
+            "ok": True,
+            "callSid": call_sid,
+            "paused": paused,
+            "forwarded": outcome == "forwarded",
+        }
 
     # Talking back.
 

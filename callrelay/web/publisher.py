@@ -187,6 +187,14 @@ class SocketIORelay(CallPublisher):
     def transcription_ended(self, call: CallInfo) -> None:
         self._emit("transcription_ended", call, call.ids)
 
+    def call_paused(self, call_sid: str, reason: str, at: float) -> None:
+        payload = call_events.paused(call_sid, reason, at)
+        self._socketio.emit("call_paused", payload, to=[ALL_CALLS, call_room(call_sid)])
+
+    def call_resumed(self, call_sid: str, reason: str, at: float) -> None:
+        payload = call_events.paused(call_sid, reason, at)
+        self._socketio.emit("call_resumed", payload, to=[ALL_CALLS, call_room(call_sid)])
+
     def call_completed(self, call_sid: str, record: dict[str, Any]) -> None:
         """From the completion's (or the upload's) background task: emitting only queues
         packets."""

@@ -14,6 +14,8 @@ EVENT_TYPES = (
     "call.started",
     "transcript.final",
     "transcript.partial",
+    "call.paused",
+    "call.resumed",
     "call.ended",
     "call.completed",
 )

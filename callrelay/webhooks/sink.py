@@ -12,6 +12,7 @@ from callrelay.asr.base import Transcript
 from callrelay.call import CallInfo, CallSink
 from callrelay.completion import CompletionListener
 from callrelay.logs import log_event
+from callrelay.pauses import PauseListener
 from callrelay.tracks import SPEAKER_NAMES
 from callrelay.transcription import TranscriptListener
 from callrelay.twilio.media_stream import Track
@@ -22,7 +23,7 @@ from callrelay.webhooks.events import WebhookEvent
 logger = logging.getLogger("callrelay.webhooks")
 
 
-class WebhookSink(CallSink, TranscriptListener, CompletionListener):
+class WebhookSink(CallSink, TranscriptListener, CompletionListener, PauseListener):
     def __init__(
         self, delivery: WebhookDelivery, event_types: frozenset[str], public_url: str | None
     ) -> None:
@@ -43,6 +44,12 @@ class WebhookSink(CallSink, TranscriptListener, CompletionListener):
         kind = "transcript.final" if transcript.is_final else "transcript.partial"
         data = {**call_events.transcribed(call, transcript), "speaker": SPEAKER_NAMES[track]}
         self._send(kind, call.call_sid, data)
+
+    def call_paused(self, call_sid: str, reason: str, at: float) -> None:
+        self._send("call.paused", call_sid, call_events.paused(call_sid, reason, at))
+
+    def call_resumed(self, call_sid: str, reason: str, at: float) -> None:
+        self._send("call.resumed", call_sid, call_events.paused(call_sid, reason, at))
 
     def call_completed(self, call_sid: str, record: dict[str, Any]) -> None:
         path = f"{self._base}/calls/{call_sid}"
