@@ -156,6 +156,13 @@ def test_a_call_placed_from_the_console_is_seen_heard_and_hung_up(
         "give me", timeout=SLOW
     )
     shot(page, "2-live-call")
+    # Pausing for card details: the relay confirms, and the console says so until resumed.
+    page.get_by_role("button", name="Pause").click()
+    expect(page.locator("#pause")).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#timeline")).to_contain_text("paused")
+    page.get_by_role("button", name="Resume").click()
+    expect(page.locator("#pause")).to_have_attribute("aria-pressed", "false")
+    expect(page.locator("#timeline")).to_contain_text("resumed")
     call_sid = page.evaluate("window.callrelayConsole.selected")
     page.get_by_role("button", name="Hang up").click()
     assert twilio.wait_for_call(call_sid).done.wait(15)

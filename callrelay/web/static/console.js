@@ -139,6 +139,15 @@ function start() {
     refresh(call);
   });
   socket.on("dtmf", (data) => withCall(data, (call) => note(call, "DTMF", data.digit)));
+  for (const [event, paused] of [["call_paused", true], ["call_resumed", false]]) {
+    socket.on(event, (data) =>
+      withCall(data, (call) => {
+        call.paused = paused;
+        note(call, paused ? "paused" : "resumed", data.reason === "dtmf" ? "keypad" : "by an operator");
+        if (state.selected === call.callSid) showPaused(call);
+      }),
+    );
+  }
   socket.on("played", (data) =>
     withCall(data, (call) => note(call, "played", `${data.name}${data.interrupted ? " (cut off)" : ""}`)),
   );
@@ -364,6 +373,8 @@ async function select(callSid) {
   for (const mode of ["outbound", "both"]) $("listen").querySelector(`[data-listen=${mode}]`).hidden = Boolean(oneWay);
   $("listen-control").hidden = !call.live;
   $("hangup").hidden = !call.live;
+  $("pause").hidden = !call.live;
+  showPaused(call);
   $("delete").hidden = call.live;
   try {
     const full = await api(`/calls/${callSid}`);
@@ -447,6 +458,8 @@ function describeEvent(event) {
     stream_ended: () => event.reason,
     status: () => event.callStatus,
     transcribed: () => "every final is out",
+    paused: () => (event.reason === "dtmf" ? "keypad" : "by an operator"),
+    resumed: () => (event.reason === "dtmf" ? "keypad" : "by an operator"),
     completed: () => "recordings, transcript and analytics final",
   }[event.event];
   const kind = { stream_started: "started", stream_ended: "ended" }[event.event] || event.event;
@@ -525,6 +538,25 @@ function showAnalytics(full) {
   );
   svg.setAttribute("aria-label", `Caller talks ${share("caller")}% of the call, the receiver ${share("receiver")}%`);
 }
+
+// Pausing (PCI): the recordings get silence, nothing is transcribed, nobody hears it.
+function showPaused(call) {
+  const button = $("pause");
+  button.textContent = call.paused ? "Resume" : "Pause";
+  button.setAttribute("aria-pressed", String(Boolean(call.paused)));
+  button.classList.toggle("active", Boolean(call.paused));
+}
+
+$("pause").addEventListener("click", async () => {
+  const call = state.calls.get(state.selected);
+  if (!call) return;
+  const action = call.paused ? "resume" : "pause";
+  try {
+    await api(`/calls/${call.callSid}/${action}`, { method: "POST" });
+  } catch (error) {
+    toast(`Could not ${action}: ${error.message}`);
+  }
+});
 
 $("hangup").addEventListener("click", async () => {
   try {
