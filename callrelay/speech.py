@@ -28,9 +28,16 @@ class SpeechUnavailable(RuntimeError):
     pass
 
 
+ESPEAK_RATE = 1
+"""eSpeak NG's parameter for the speaking rate, in words per minute (its default is 175)."""
+
+
 class Speech:
-    def __init__(self, voice: str = "en-us") -> None:
+    def __init__(self, voice: str = "en-us", words_per_minute: int | None = None) -> None:
+        """`words_per_minute`: slower than eSpeak's own 175 is easier to follow on a phone
+        line (and for a recogniser)."""
         self._voice = voice
+        self._words_per_minute = words_per_minute
         self._lock = threading.Lock()
         self._library: ctypes.CDLL | None = None
         self._rate = 0
@@ -93,6 +100,8 @@ class Speech:
         library.espeak_SetSynthCallback(self._callback)
         if library.espeak_SetVoiceByName(self._voice.encode()) != 0:
             raise SpeechUnavailable(f"eSpeak NG has no voice {self._voice!r}")
+        if self._words_per_minute is not None:
+            library.espeak_SetParameter(ESPEAK_RATE, self._words_per_minute, 0)
         self._library, self._rate = library, rate
         return library
 

@@ -145,3 +145,8 @@ def test_partials_show_no_number() -> None:
     partial = Transcript("my card is 4539 14", 0.0, 1.0, is_final=False)
     assert redactor.partial(partial).text == "my card is [number]"
     assert redactor.partial(final("room 2 please")).text == "room 2 please"
+
+
+def test_the_last_group_of_a_phone_number_said_after_a_pause_is_masked_too() -> None:
+    out = said(TrackRedactor(PII), "Call me on 415 555", "0100, thank you.", "2389.")
+    assert out == ["Call me on [phone]", "[phone], thank you.", "[phone]."]

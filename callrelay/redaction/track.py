@@ -13,6 +13,7 @@ every number masked.
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -24,6 +25,8 @@ HOLD_SECONDS = 10.0
 """How long a final ending in digits waits for the rest of a number said in groups."""
 MAX_NUMBER_DIGITS = 24
 """The longest number looked for: a card number said with its expiry and code in one breath."""
+RECENT_FINALS = 3
+"""How many of the track's last finals are read for words that say what a number is."""
 CARD_CONTEXT_SECONDS = 60.0
 """After a card number, how long (on the call's timeline) the digits said are taken for its
 expiry date and security code."""
@@ -110,6 +113,12 @@ class TrackRedactor:
         self.hold_seconds = hold_seconds
         self._held: list[_Final] = []
         self._card_until = float("-inf")
+        self._number_until = float("-inf")
+        """After an SSN or a phone number (pii): until when a group of digits is its rest."""
+        self._number_kind = Kind.PHONE
+        self._recent: deque[str] = deque(maxlen=RECENT_FINALS)
+        """What the last few finals said: "my card number is", said just before the digits,
+        tells what they are."""
 
     @property
     def holding(self) -> bool:
@@ -133,6 +142,7 @@ class TrackRedactor:
             self._held.append(final)
             return []
         self._held = []
+        self._recent.extend(" ".join(w.bare for w in f.words) for f in chain)
         return [f.masked() for f in chain]
 
     def expire(self, now: float) -> list[Transcript]:
@@ -178,28 +188,33 @@ class TrackRedactor:
             self._mask_segment(segment, chain)
 
     def _mask_segment(self, segment: list[tuple[_Final, Run]], chain: Sequence[_Final]) -> None:
-        context = " ".join(w.bare for f in chain for w in f.words)
+        """One number (its runs, across finals): a card if a stretch of it is one, else, by
+        how many digits it has, a card, an SSN or a phone number; digits soon after a card
+        are its expiry and code."""
+        context = " ".join([*self._recent, *(w.bare for f in chain for w in f.words)])
+        digits = "".join(run.digits for _, run in segment)
+        kind = None
+        card = _longest(segment, lambda d: 13 <= len(d) <= 19 and _luhn(d))
         about_cards = bool(_CARD_WORDS.search(context))
-        card = _longest(segment, lambda d: _like_a_card(d, about_cards))
+        about_ssn = bool(_SSN_WORDS.search(context))
+        if card is None and _long_as_a_card(len(digits), len(segment), about_cards, about_ssn):
+            card = segment
         if card is not None:
             for final, run in card:
                 final.mask(run, Kind.CARD)
             self._card_until = card[-1][0].transcript.end + CARD_CONTEXT_SECONDS
-        rest = [(f, r) for f, r in segment if r.first not in f.masks]
-        if self.mode is RedactMode.PII:
-            ssn = _longest(rest, lambda d: len(d) == 9)
-            for final, run in ssn or []:
-                final.mask(run, Kind.SSN)
-            rest = [(f, r) for f, r in rest if r.first not in f.masks]
-            phone = _longest(
-                rest, lambda d: len(d) == 10 or (len(d) == 11 and d[0] == "1") or len(d) == 12
-            )
-            for final, run in phone or []:
-                final.mask(run, Kind.PHONE)
-            rest = [(f, r) for f, r in rest if r.first not in f.masks]
-        for final, run in rest:  # a card's expiry and code, said soon after it
-            if final.transcript.start <= self._card_until and 3 <= len(run.digits) <= 6:
+        elif self.mode is RedactMode.PII:
+            kind = _personal_number(len(digits), about_ssn)
+            if kind is not None:
+                self._number_until = segment[-1][0].transcript.end + CARD_CONTEXT_SECONDS
+                self._number_kind = kind
+        for final, run in segment:
+            if kind is not None:
+                final.mask(run, kind)
+            elif final.transcript.start <= self._card_until and 3 <= len(run.digits) <= 6:
                 final.mask(run, Kind.EXPIRY if _looks_like_expiry(run) else Kind.CODE)
+            elif final.transcript.start <= self._number_until and 3 <= len(run.digits) <= 6:
+                final.mask(run, self._number_kind)  # the rest of a number the last one began
 
     def _may_continue(self, chain: Sequence[_Final]) -> bool:
         """Whether the digits at the end of the chain could still grow into something to mask."""
@@ -265,11 +280,27 @@ def _longest(
     return best
 
 
-def _like_a_card(digits: str, about_cards: bool) -> bool:
-    """A card number: 13 to 19 digits that pass Luhn's check; or, since a recogniser drops and
-    mishears digits (`zero three four three` as `0.3.3`), any 12 or more said in a row, or 8
-    or more where the call speaks of cards. Masking a long account number too is the price."""
-    return (13 <= len(digits) <= 19 and _luhn(digits)) or len(digits) >= (8 if about_cards else 12)
+def _long_as_a_card(count: int, groups: int, about_cards: bool, about_ssn: bool) -> bool:
+    """Besides a stretch that passes Luhn's check: since a recogniser drops and mishears digits
+    (`zero three four three` as `0.3.3`), any 12 or more said in a row, 9 or more in three
+    groups or more (read out with pauses) unless the call speaks of social security, or 8 or
+    more where it speaks of cards. Masking a long account number, or a phone number read out
+    in groups, is the price."""
+    return (
+        count >= 12
+        or (count >= 9 and groups >= 3 and not about_ssn)
+        or (about_cards and count >= 8)
+    )
+
+
+def _personal_number(count: int, about_ssn: bool) -> Kind | None:
+    """With `pii`, a number by its length: 9 digits (8 to 10 where the call speaks of social
+    security) an SSN, 7 to 11 a phone number."""
+    if count == 9 or (about_ssn and 8 <= count <= 10):
+        return Kind.SSN
+    if 7 <= count <= 11:
+        return Kind.PHONE
+    return None
 
 
 def _luhn(digits: str) -> bool:
@@ -286,6 +317,7 @@ def _looks_like_expiry(run: Run) -> bool:
 
 
 _CARD_WORDS = re.compile(r"\bcard\b|credit|debit|\bvisa\b|mastercard|master card|\bamex\b")
+_SSN_WORDS = re.compile(r"social|security number|\bssn\b")
 _CODE_WORDS = re.compile(r"security code|\bcvv|\bcvc|\bcsc\b|verification (code|number)|card code")
 _TOP_LEVEL = {"com", "org", "net", "io", "co", "uk", "edu", "gov", "us", "de", "fr", "ca", "info"}
 
