@@ -31,7 +31,9 @@ import soxr
 from callrelay.asr import load_engine
 from callrelay.asr.base import Transcript
 from callrelay.audio import Upsampler2x
+from callrelay.call import AudioChunk
 from callrelay.config import Settings
+from callrelay.recording_masks import DelayedMasking
 from callrelay.redaction.track import RedactMode, TrackRedactor
 from callrelay.simulator.audio_source import frames, load_telephone_audio
 from callrelay.speech import Speech
@@ -151,6 +153,31 @@ def said_at(said: list[Said], starts: list[float], moment: float) -> Said:
     return said[index]
 
 
+def masked_energy(pcm: np.ndarray, out: list[Transcript]) -> list[tuple[float, float]]:
+    """The level (dBFS) of each masked stretch as said and as the recorder keeps it: the
+    call's audio through the recorder's own masking, in 20 ms chunks."""
+    masking = DelayedMasking()
+    for transcript in out:
+        for span in transcript.redacted:
+            masking.mask(int(span.start * 16000), int(span.end * 16000))
+    kept = []
+    for first in range(0, len(pcm), 320):
+        chunk = AudioChunk("inbound", first // 16, first, pcm[first : first + 320], b"")
+        kept += masking.push(chunk)
+    kept += masking.drain()
+    recorded = np.concatenate([chunk.pcm for chunk in kept])
+    levels = []
+    for span in (span for transcript in out for span in transcript.redacted):
+        first, last = int(span.start * 16000), int(span.end * 16000)
+        levels.append((_dbfs(pcm[first:last]), _dbfs(recorded[first:last])))
+    return levels
+
+
+def _dbfs(samples: np.ndarray) -> float:
+    power = float(np.mean((samples.astype(np.float64) / 32768) ** 2)) if len(samples) else 0.0
+    return 10 * float(np.log10(power + 1e-12))
+
+
 def left_of_it(kind: str, texts: list[str]) -> bool:
     """Whether anything of a number (a digit, or a digit said as a word), or of an email (its
     words), is left unmasked in the finals said while it was."""
@@ -170,6 +197,7 @@ def main() -> None:
     digits = digit_voice(engine)
     caught: dict[str, list[bool]] = {}
     true_spans = false_spans = finals_seen = 0
+    energy: list[tuple[float, float]] = []
     redact_seconds = 0.0
     with tempfile.TemporaryDirectory() as scratch:
         for name, said in CALLS.items():
@@ -189,6 +217,7 @@ def main() -> None:
                     continue
                 during = [t.text for t in out if said_at(said, starts, t.start).kind == kind]
                 caught.setdefault(kind, []).append(bool(during) and not left_of_it(kind, during))
+            energy += masked_energy(pcm, out)
             for span in (span for transcript in out for span in transcript.redacted):
                 if said_at(said, starts, span.start).kind:
                     true_spans += 1
@@ -203,6 +232,12 @@ def main() -> None:
         print(f"  recall {kind:<6} {sum(results)}/{len(results)}")
     masked = true_spans + false_spans
     print(f"  precision {true_spans}/{masked} masked stretches were sensitive")
+    if energy:
+        before, after = (float(np.median([e[i] for e in energy])) for i in (0, 1))
+        print(
+            f"  audio over the masked stretches, median: {before:.1f} dBFS as said, "
+            f"{after:.1f} dBFS as recorded ({len(energy)} stretches)"
+        )
     print(f"  redaction per final {1e6 * redact_seconds / max(1, finals_seen):.0f} us "
           f"({finals_seen} finals)")  # fmt: skip
 
