@@ -33,6 +33,7 @@ BENCHMARKS = {
     "recording-formats": "a 10-minute call kept as WAV, FLAC and Opus: size and CPU",
     "store-upload": "a 10-minute call stored in S3-compatible storage: time and CPU",
     "redaction": "redaction on a test set of our own through Whisper: recall, precision, cost",
+    "keyterms": "ASR_KEYTERMS: names recognised with and without them",
 }
 
 

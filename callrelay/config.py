@@ -126,6 +126,8 @@ class Settings(BaseSettings):
     redact: Literal["off", "pci", "pii"] = "off"
     """Mask card numbers (`pci`), and SSNs, phone numbers and emails too (`pii`), in every
     output, before anything hears a transcript."""
+    asr_keyterms: str = ""
+    """Names, products and account words recognition should favour, comma-separated."""
     pause_on_dtmf: bool = False
     """Pause a call (silence in its recordings, nothing transcribed, no audio to listeners)
     while keypad digits are being entered."""
@@ -419,6 +421,10 @@ class Settings(BaseSettings):
             "TWILIO_NUMBER": self.twilio_number,
         }
         return [name for name, value in needed.items() if value is None]
+
+    @property
+    def keyterm_list(self) -> list[str]:
+        return [term.strip() for term in self.asr_keyterms.split(",") if term.strip()]
 
     def secrets(self) -> list[str]:
         """Every secret value, so that logging can redact them wherever they appear."""

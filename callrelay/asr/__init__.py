@@ -41,6 +41,7 @@ def _whisper(settings: Settings) -> SpeechEngine:
         beam_size=settings.whisper_beam_size,
         segmenter=SegmenterParams(min_silence=settings.endpoint_silence_seconds),
         word_timestamps=settings.asr_word_timestamps,
+        keyterms=settings.keyterm_list,
     )
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
@@ -85,8 +86,11 @@ class WhisperEngine(SpeechEngine):
         context: float = 12.0,
         early_decode: bool = True,
         word_timestamps: bool = True,
+        keyterms: Sequence[str] = (),
     ) -> None:
-        """`word_timestamps`: align each final's words to the audio (one more decoder pass)."""
+        """`word_timestamps`: align each final's words to the audio (one more decoder pass).
+        `keyterms`: names and words to favour (faster-whisper's `hotwords`: a prompt before
+        every utterance)."""
         from faster_whisper import WhisperModel
 
         started = time.monotonic()
@@ -117,6 +121,7 @@ class WhisperEngine(SpeechEngine):
         self.early_used = 0
         self.early_partials = 0
         self.no_repeat_ngram = NO_REPEAT_NGRAM
+        self.hotwords = ", ".join(term.strip() for term in keyterms if term.strip()) or None
         self._prepare_short_window()
         self._decodes = DecodeQueue(self.decode, workers=workers)
         self.load_seconds = time.monotonic() - started
@@ -138,6 +143,7 @@ class WhisperEngine(SpeechEngine):
             **super().describe(),
             "model": self.model_label,
             "beamSize": self.beam_size,
+            "keyterms": self.hotwords.split(", ") if self.hotwords else [],
             "utterances": self._decodes.decoded,
             "fullWindowFallbacks": self.fallbacks,
             "earlyDecodesUsed": self.early_used,
@@ -157,7 +163,9 @@ class WhisperEngine(SpeechEngine):
             language=self.language or "en",
         )
         self._tokenizer = tokenizer
-        self._prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        self._prompt = model.get_prompt(
+            tokenizer, [], without_timestamps=True, hotwords=self.hotwords
+        )
         self._suppress = get_suppressed_tokens(tokenizer, (-1,))
         silence = np.zeros(SAMPLE_RATE * 30, dtype=np.float32)
         self._silence_features = model.feature_extractor(silence)[:, :FULL_WINDOW_FRAMES]
@@ -276,6 +284,7 @@ class WhisperEngine(SpeechEngine):
             without_timestamps=True,
             vad_filter=False,
             word_timestamps=self.word_timestamps,
+            hotwords=self.hotwords,
         )
         kept: list[Any] = [s for s in segments if not silence_hallucination(s)]
         if not kept:
