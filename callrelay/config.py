@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from callrelay.keyterms import keyterm_list
 from callrelay.webhooks.events import DEFAULT_EVENT_TYPES, EVENT_TYPES
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -424,7 +425,13 @@ class Settings(BaseSettings):
 
     @property
     def keyterm_list(self) -> list[str]:
-        return [term.strip() for term in self.asr_keyterms.split(",") if term.strip()]
+        return keyterm_list(self.asr_keyterms)
+
+    @field_validator("asr_keyterms")
+    @classmethod
+    def _keyterms(cls, value: str) -> str:
+        keyterm_list(value)  # raises, naming what is wrong
+        return value
 
     def secrets(self) -> list[str]:
         """Every secret value, so that logging can redact them wherever they appear."""

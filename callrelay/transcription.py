@@ -28,6 +28,7 @@ from callrelay.asr.base import Answer, RecogniserMethod
 from callrelay.audio import Int16Array
 from callrelay.background import start_task
 from callrelay.call import AudioChunk, CallInfo, CallSink
+from callrelay.keyterms import KEYTERM_PARAMETER, keyterm_list
 from callrelay.logs import log_event
 from callrelay.metrics import TRANSCRIPT_SECONDS
 from callrelay.redaction.track import RedactMode, TrackRedactor
@@ -251,7 +252,7 @@ class TranscriptionSink(CallSink):
                 self,
                 call,
                 track,
-                self.engine.new_recogniser(),
+                self.engine.new_recogniser(_keyterms_of(call)),
                 self.engine.sample_rate,
                 self._max_pending,
                 start_at=call.offset_ms * self.engine.sample_rate // 1000,
@@ -418,6 +419,14 @@ class TranscriptionSink(CallSink):
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.02)
+
+
+def _keyterms_of(call: CallInfo) -> list[str]:
+    """The call's own keyterms, from its stream's `<Parameter>` (none if it is not valid)."""
+    try:
+        return keyterm_list(call.custom_parameters.get(KEYTERM_PARAMETER, ""))
+    except ValueError:
+        return []
 
 
 def _decode_timings(transcript: Transcript) -> dict[str, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -72,7 +73,7 @@ class CountingEngine(SpeechEngine):
             logging.getLogger("callrelay.asr"), "asr_loaded", engine=self.name, pid=os.getpid()
         )
 
-    def new_recogniser(self) -> TrackRecogniser:
+    def new_recogniser(self, keyterms: Sequence[str] = ()) -> TrackRecogniser:
         return CountingRecogniser()
 
     def describe(self) -> dict[str, object]:

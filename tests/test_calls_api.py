@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +221,30 @@ def test_secrets_never_reach_the_logs_or_answers(relay: RunningRelay) -> None:
     assert "call_placed" in written  # the log did see calls being placed
     for secret in (AUTH_TOKEN, API_SECRET, RELAY_TOKEN):
         assert secret not in written
+
+
+def test_a_call_s_own_keyterms_reach_its_stream(
+    relay: RunningRelay, fake_twilio: FakeTwilio
+) -> None:
+    answer = relay.post(
+        "/make-call", json={"to": "+14155550124", "keyterms": ["Okonkwo", "Zendesk"]}
+    )
+    assert answer.status_code == 200, answer.text
+    call_sid = answer.json()["callSid"]
+    call = fake_twilio.wait_for_call(call_sid)
+    assert call.done.wait(15)
+    assert call.script is not None and call.script.stream is not None
+    assert call.script.stream.parameters == {"keyterms": "Okonkwo,Zendesk"}
+    wait_for(lambda: (relay.captures / call_sid / "call.jsonl").exists())
+    started = [
+        json.loads(line)
+        for line in (relay.captures / call_sid / "call.jsonl").read_text().splitlines()
+        if '"stream_started"' in line
+    ]
+    assert started and started[0]["customParameters"] == {"keyterms": "Okonkwo,Zendesk"}
+
+
+@pytest.mark.parametrize("keyterms", [["x" * 51], [f"term{n}" for n in range(51)], 7, [1, 2]])
+def test_keyterms_that_are_not_words_are_refused(relay: RunningRelay, keyterms: object) -> None:
+    answer = relay.post("/make-call", json={"to": "+14155550125", "keyterms": keyterms})
+    assert answer.status_code == 400 and "keyterms" in answer.json()["error"]

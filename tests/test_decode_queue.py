@@ -30,7 +30,7 @@ class BlockingDecoder:
         self.release = threading.Event()
         self.calls: list[int] = []
 
-    def __call__(self, utterance: Utterance) -> Transcript | None:
+    def __call__(self, utterance: Utterance, hotwords: str | None) -> Transcript | None:
         self.calls.append(utterance.speech_start)
         self.release.wait(5)
         return Transcript(str(utterance.speech_start), 0, 0)
@@ -120,7 +120,7 @@ def test_a_confirmed_early_utterance_keeps_its_place_before_later_confirmed_ones
 
 
 def test_a_failed_decode_fails_its_utterance_only() -> None:
-    def decode(utterance: Utterance) -> Transcript | None:
+    def decode(utterance: Utterance, hotwords: str | None) -> Transcript | None:
         if utterance.speech_start == 1:
             raise RuntimeError("decoder broke")
         return Transcript(str(utterance.speech_start), 0, 0)

@@ -52,3 +52,18 @@ def test_a_keyterm_is_heard_that_tiny_en_hears_as_something_else(
 def test_asr_keyterms_is_a_comma_separated_list() -> None:
     settings = Settings(asr_keyterms=" Okonkwo, Zendesk ,, Kubernetes")
     assert settings.keyterm_list == ["Okonkwo", "Zendesk", "Kubernetes"]
+
+
+def test_a_call_s_own_keyterms_are_favoured_in_its_recognition(
+    sentence_on_the_line: np.ndarray,
+) -> None:
+    model = bundled_model_path()
+    assert model is not None
+    engine = WhisperEngine(model, workers=1)
+    assert engine.hotwords_with(["Callrelay"]) == "Callrelay"
+    recogniser = engine.new_recogniser(["Okonkwo", "Callrelay"])
+    finals = []
+    for first in range(0, len(sentence_on_the_line), 960):
+        finals += recogniser.accept(sentence_on_the_line[first : first + 960]).result()
+    finals += recogniser.finish().result()
+    assert "Callrelay" in " ".join(t.text for t in finals if t.is_final)

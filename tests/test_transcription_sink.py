@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
@@ -93,7 +94,7 @@ class LedgerEngine(SpeechEngine):
         self.remote = remote
         self.recognisers: list[LedgerRecogniser] = []
 
-    def new_recogniser(self) -> LedgerRecogniser:
+    def new_recogniser(self, keyterms: Sequence[str] = ()) -> LedgerRecogniser:
         recogniser = LedgerRecogniser(self.gate, later=self.remote)
         self.recognisers.append(recogniser)
         return recogniser

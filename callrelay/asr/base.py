@@ -8,6 +8,7 @@ recogniser can tell time by counting samples.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Literal
@@ -94,7 +95,9 @@ class SpeechEngine(ABC):
     """The rate the recognisers take: 16000, or 8000 to feed the telephone audio unchanged."""
 
     @abstractmethod
-    def new_recogniser(self) -> TrackRecogniser: ...
+    def new_recogniser(self, keyterms: Sequence[str] = ()) -> TrackRecogniser:
+        """A recogniser for one track; `keyterms`: words its call's recognition favours, as
+        far as the engine can (Whisper can; Vosk ignores them)."""
 
     def describe(self) -> dict[str, object]:
         return {"engine": self.name, "sampleRate": self.sample_rate}

@@ -27,7 +27,10 @@ class DecodeQueue:
     (`early=True`): it is taken only when no confirmed utterance waits, and it is withdrawn
     (`future.cancel()`) if the speaker goes on before a worker has started on it."""
 
-    def __init__(self, decode: Callable[[Utterance], Transcript | None], *, workers: int) -> None:
+    def __init__(
+        self, decode: Callable[[Utterance, str | None], Transcript | None], *, workers: int
+    ) -> None:
+        """`decode(utterance, hotwords)`: one utterance's transcript, favouring `hotwords`."""
         self._decode = decode
         self._workers = workers
         self._ready = threading.Condition()
@@ -55,8 +58,10 @@ class DecodeQueue:
             waits, decodes = list(self._waits), list(self._decode_seconds)
         return {"queueWait": _percentiles(waits), "decode": _percentiles(decodes)}
 
-    def submit(self, utterance: Utterance, *, early: bool = False) -> Future[Transcript | None]:
-        job = _Job(utterance, Future(), time.monotonic())
+    def submit(
+        self, utterance: Utterance, *, early: bool = False, hotwords: str | None = None
+    ) -> Future[Transcript | None]:
+        job = _Job(utterance, Future(), time.monotonic(), hotwords)
         with self._ready:
             (self._early if early else self._confirmed).append(job)
             self._ready.notify()
@@ -93,7 +98,7 @@ class DecodeQueue:
         while True:
             job, started = self._take()
             try:
-                result = self._decode(job.utterance)
+                result = self._decode(job.utterance, job.hotwords)
             except Exception as error:
                 job.future.set_exception(error)
                 continue
@@ -117,6 +122,7 @@ class _Job:
     utterance: Utterance
     future: Future[Transcript | None]
     submitted: float
+    hotwords: str | None = None
 
 
 def _percentiles(seconds: list[float]) -> dict[str, float]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ class VoskEngine(SpeechEngine):
             seconds=round(self.load_seconds, 2),
         )
 
-    def new_recogniser(self) -> VoskRecogniser:
+    def new_recogniser(self, keyterms: Sequence[str] = ()) -> VoskRecogniser:
         return VoskRecogniser(self)
 
     def describe(self) -> dict[str, object]:

@@ -135,8 +135,14 @@ class WhisperEngine(SpeechEngine):
             workers=workers,
         )
 
-    def new_recogniser(self) -> WhisperRecogniser:
-        return WhisperRecogniser(self)
+    def new_recogniser(self, keyterms: Sequence[str] = ()) -> WhisperRecogniser:
+        """`keyterms`: the call's own, favoured with `ASR_KEYTERMS`."""
+        return WhisperRecogniser(self, self.hotwords_with(keyterms))
+
+    def hotwords_with(self, keyterms: Sequence[str]) -> str | None:
+        """The hotwords prompt for a call: `ASR_KEYTERMS` and the call's own keyterms."""
+        own = [term.strip() for term in keyterms if term.strip()]
+        return ", ".join([*([self.hotwords] if self.hotwords else []), *own]) or None
 
     def describe(self) -> dict[str, object]:
         return {
@@ -163,9 +169,12 @@ class WhisperEngine(SpeechEngine):
             language=self.language or "en",
         )
         self._tokenizer = tokenizer
-        self._prompt = model.get_prompt(
-            tokenizer, [], without_timestamps=True, hotwords=self.hotwords
-        )
+        self._prompt: list[int] = [
+            int(token)
+            for token in model.get_prompt(
+                tokenizer, [], without_timestamps=True, hotwords=self.hotwords
+            )
+        ]
         self._suppress = get_suppressed_tokens(tokenizer, (-1,))
         silence = np.zeros(SAMPLE_RATE * 30, dtype=np.float32)
         self._silence_features = model.feature_extractor(silence)[:, :FULL_WINDOW_FRAMES]
@@ -194,9 +203,11 @@ class WhisperEngine(SpeechEngine):
         """Queue the utterance for a decode worker and wait for its transcript."""
         return self.submit(utterance).result()
 
-    def submit(self, utterance: Utterance, *, early: bool = False) -> Future[Transcript | None]:
+    def submit(
+        self, utterance: Utterance, *, early: bool = False, hotwords: str | None = None
+    ) -> Future[Transcript | None]:
         self.early_started += early
-        return self._decodes.submit(utterance, early=early)
+        return self._decodes.submit(utterance, early=early, hotwords=hotwords or self.hotwords)
 
     @property
     def has_idle_worker(self) -> bool:
@@ -213,16 +224,18 @@ class WhisperEngine(SpeechEngine):
         self.early_partials += 1
         return False
 
-    def decode(self, utterance: Utterance) -> Transcript | None:
+    def decode(self, utterance: Utterance, hotwords: str | None = None) -> Transcript | None:
         """The utterance's transcript, decoded on this thread: read in the short window, or in
         the full 30 s window when the short one's text is not to be trusted."""
-        text, log_probability, no_speech, words = self._short_window(utterance.audio)
+        text, log_probability, no_speech, words = self._short_window(utterance.audio, hotwords)
         if text is None:
             self.fallbacks += 1
-            text, log_probability, no_speech, words = self._full_window(utterance.audio)
+            text, log_probability, no_speech, words = self._full_window(utterance.audio, hotwords)
         return utterance_transcript(utterance, text, log_probability, no_speech, words)
 
-    def _short_window(self, audio: Any) -> tuple[str | None, float, float, list[WordTiming]]:
+    def _short_window(
+        self, audio: Any, hotwords: str | None = None
+    ) -> tuple[str | None, float, float, list[WordTiming]]:
         """Encode the utterance in a short window; None as a text that is not to be trusted."""
         features = self._model.feature_extractor(audio)
         frames = features.shape[-1]
@@ -235,7 +248,7 @@ class WhisperEngine(SpeechEngine):
         encoded = self._encode_in_context(padded)
         (result,) = self._model.model.generate(
             encoded,
-            [self._prompt],
+            [self._prompt_for(hotwords)],
             beam_size=self.beam_size,
             suppress_blank=True,
             suppress_tokens=self._suppress,
@@ -275,7 +288,18 @@ class WhisperEngine(SpeechEngine):
             return None, log_probability, no_speech
         return text, log_probability, no_speech
 
-    def _full_window(self, audio: Any) -> tuple[str, float, float, list[WordTiming]]:
+    def _prompt_for(self, hotwords: str | None) -> list[int]:
+        """The decoder's prompt: the engine's own, or one that favours a call's hotwords."""
+        if hotwords is None or hotwords == self.hotwords:
+            return self._prompt
+        prompt = self._model.get_prompt(
+            self._tokenizer, [], without_timestamps=True, hotwords=hotwords
+        )
+        return [int(token) for token in prompt]
+
+    def _full_window(
+        self, audio: Any, hotwords: str | None = None
+    ) -> tuple[str, float, float, list[WordTiming]]:
         segments, _ = self._model.transcribe(
             audio,
             language=self.language,
@@ -284,7 +308,7 @@ class WhisperEngine(SpeechEngine):
             without_timestamps=True,
             vad_filter=False,
             word_timestamps=self.word_timestamps,
-            hotwords=self.hotwords,
+            hotwords=hotwords or self.hotwords,
         )
         kept: list[Any] = [s for s in segments if not silence_hallucination(s)]
         if not kept:
@@ -310,8 +334,9 @@ class WhisperRecogniser(TrackRecogniser):
     If the speaker goes on, the early decode is withdrawn; one a worker had already started is
     not wasted: it comes out as a partial result (the words so far) unless the final is first."""
 
-    def __init__(self, engine: WhisperEngine) -> None:
+    def __init__(self, engine: WhisperEngine, hotwords: str | None = None) -> None:
         self._engine = engine
+        self._hotwords = hotwords
         self._segmenter = UtteranceSegmenter(StreamingVad().probabilities, engine.segmenter)
         self._early: tuple[Utterance, Future[Transcript | None]] | None = None
         self._overtaken: list[Future[Transcript | None]] = []
@@ -330,7 +355,7 @@ class WhisperRecogniser(TrackRecogniser):
             self._early = None
             self._engine.confirm(future)
             return future
-        return self._engine.submit(utterance)
+        return self._engine.submit(utterance, hotwords=self._hotwords)
 
     def _start_early(self) -> None:
         settled = self._segmenter.settled
@@ -339,7 +364,10 @@ class WhisperRecogniser(TrackRecogniser):
                 self._overtaken.append(self._early[1])
             self._early = None
         if settled is not None and self._early is None and self._engine.early_decode:
-            self._early = (settled, self._engine.submit(settled, early=True))
+            self._early = (
+                settled,
+                self._engine.submit(settled, early=True, hotwords=self._hotwords),
+            )
 
     def _partials(self, *, final_follows: bool) -> list[Transcript]:
         """Overtaken early decodes that are done, as partials; none once the final is due."""

@@ -7,6 +7,7 @@ fake REST API); it is done with a custom `http_client`, the hook twilio-python s
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -17,6 +18,7 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 from callrelay.config import Settings
+from callrelay.keyterms import KEYTERM_PARAMETER
 from callrelay.logs import log_event
 
 logger = logging.getLogger("callrelay.twilio")
@@ -97,12 +99,22 @@ class TwilioCalls:
             )
         return self._client
 
-    def place(self, to: str, bridge_to: str | None = None, mode: str = "listen") -> PlacedCall:
-        """`mode` "talk": the call streams bidirectionally, so clients can play audio into it."""
+    def place(
+        self,
+        to: str,
+        bridge_to: str | None = None,
+        mode: str = "listen",
+        keyterms: Sequence[str] = (),
+    ) -> PlacedCall:
+        """`mode` "talk": the call streams bidirectionally, so clients can play audio into it.
+        `keyterms`: words the call's recognition favours (carried by the voice URL to the
+        stream's `<Parameter>`)."""
         client = self._rest()
         base = self._settings.public_url
         voice_url = f"{base}/voice"
         query = {"bridgeTo": bridge_to} if bridge_to else {"mode": mode} if mode == "talk" else {}
+        if keyterms:
+            query[KEYTERM_PARAMETER] = ",".join(keyterms)
         if query:
             voice_url += "?" + urlencode(query)
         try:

@@ -49,13 +49,18 @@ def stream_twiml(
     return str(response)
 
 
-def talk_twiml(stream: str, talk_parameter: str) -> str:
+def talk_twiml(
+    stream: str, talk_parameter: str, parameters: Mapping[str, str] | None = None
+) -> str:
     """`<Connect><Stream>`: the one stream Twilio takes audio back on, carrying the caller's
     side only (the relay is the other party; nothing after it runs until the stream ends).
     `talk_parameter` marks the stream as one the relay asked to be bidirectional."""
     response = VoiceResponse()
     connect = Connect()
-    connect.stream(url=stream).parameter(name=talk_parameter, value="1")
+    stream_verb = connect.stream(url=stream)
+    stream_verb.parameter(name=talk_parameter, value="1")
+    for name, value in (parameters or {}).items():
+        stream_verb.parameter(name=name, value=value)
     response.append(connect)
     return str(response)
 

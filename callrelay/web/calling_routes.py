@@ -10,6 +10,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from callrelay.access import destination_allowed
 from callrelay.config import is_e164
+from callrelay.keyterms import keyterm_list
 from callrelay.logs import log_event
 from callrelay.relay import Relay
 from callrelay.twilio.calls import CallingNotConfigured, TwilioRefused
@@ -105,9 +106,10 @@ def make_call(relay: Relay) -> tuple[Response, int]:
         raise Refused(
             400, "a 'talk' call cannot bridge: <Connect><Stream> holds the call until it ends"
         )
+    keyterms = _keyterms(form.get("keyterms"))
     _check_allowed(relay, to, bridge_to)
     try:
-        placed = relay.calls.place(to, bridge_to, mode)
+        placed = relay.calls.place(to, bridge_to, mode, keyterms)
     except CallingNotConfigured as problem:
         return error(503, str(problem), missing=problem.missing)
     except TwilioRefused as refusal:
@@ -135,6 +137,20 @@ def hang_up(relay: Relay, call_sid: str) -> tuple[Response, int]:
         status = 404 if refusal.status == 404 else 502
         return error(status, refusal.message, twilioCode=refusal.code, twilioStatus=refusal.status)
     return jsonify({"callSid": result.call_sid, "status": result.status}), 200
+
+
+def _keyterms(value: object) -> list[str]:
+    """A call's own keyterms: a list of words, or one comma-separated string."""
+    if value is None:
+        return []
+    if isinstance(value, list) and all(isinstance(term, str) for term in value):
+        value = ",".join(value)
+    if not isinstance(value, str):
+        raise Refused(400, "'keyterms' must be a list of words or a comma-separated string")
+    try:
+        return keyterm_list(value)
+    except ValueError as problem:
+        raise Refused(400, f"'keyterms': {problem}") from None
 
 
 def set_paused(relay: Relay, call_sid: str, paused: bool) -> tuple[Response, int]:

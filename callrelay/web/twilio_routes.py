@@ -9,6 +9,7 @@ from flask import Blueprint, Response, request
 
 from callrelay.access import destination_allowed
 from callrelay.config import Settings, is_e164
+from callrelay.keyterms import KEYTERM_PARAMETER, keyterm_list
 from callrelay.logs import log_event
 from callrelay.relay import Relay
 from callrelay.talkback import TALK_PARAMETER
@@ -69,8 +70,9 @@ def voice(relay: Relay) -> Response:
     if call_sid is not None:
         relay.history.webhook(call_sid, form)
     bridge_to: str | None = None
+    parameters = _call_keyterms()
     if talk:
-        twiml = talk_twiml(url, TALK_PARAMETER)
+        twiml = talk_twiml(url, TALK_PARAMETER, parameters)
     else:
         if from_browser:
             bridge_to, refusal = browser_destination(relay, form.get("To"))
@@ -82,13 +84,24 @@ def voice(relay: Relay) -> Response:
                 bridge_to = None
             if bridge_to is None and inbound:
                 bridge_to = settings.forward_to
-        twiml = stream_twiml(url, dial=bridge_to, caller_id=settings.twilio_number)
+        twiml = stream_twiml(
+            url, dial=bridge_to, caller_id=settings.twilio_number, parameters=parameters
+        )
     _log_voice(
         mode="talk" if talk else "listen",
         bridged=bridge_to is not None,
         **({"fromBrowser": form.get("From")} if from_browser else {}),
     )
     return Response(twiml, mimetype="text/xml")
+
+
+def _call_keyterms() -> dict[str, str]:
+    """The call's own keyterms, from the voice URL `/make-call` gave Twilio, for its stream."""
+    try:
+        terms = keyterm_list(request.args.get(KEYTERM_PARAMETER, ""))
+    except ValueError:
+        return {}  # only /make-call writes this URL, and it checked them
+    return {KEYTERM_PARAMETER: ",".join(terms)} if terms else {}
 
 
 def _log_voice(**fields: object) -> None:

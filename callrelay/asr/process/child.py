@@ -183,8 +183,8 @@ def _serve_relay(
         stopping = False
         for request in batch.requests:
             match request:
-                case NewRecogniser(key):
-                    recognisers[key] = engine.new_recogniser()
+                case NewRecogniser(key, keyterms):
+                    recognisers[key] = engine.new_recogniser(keyterms)
                 case RecogniserCall():
                     answer = _start(recognisers, request)
                     if answer.done():

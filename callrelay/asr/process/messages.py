@@ -13,6 +13,8 @@ from callrelay.asr.base import RecogniserMethod
 @dataclass(frozen=True)
 class NewRecogniser:
     key: int
+    keyterms: tuple[str, ...] = ()
+    """Words its call's recognition favours (`keyterms` of the call)."""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from functools import partial
 from multiprocessing.connection import Connection
@@ -164,25 +164,26 @@ class ProcessSpeechEngine(SpeechEngine):
         """Whether the process of `generation` still runs (current, or draining)."""
         return generation in self._links
 
-    def new_recogniser(self) -> TrackRecogniser:
+    def new_recogniser(self, keyterms: Sequence[str] = ()) -> TrackRecogniser:
         key = next(self._recogniser_keys)
+        terms = tuple(keyterms)
         with self._lock:
             generation = self.generation
             self._made += 1
             self._in_use[generation] += 1
-        recogniser = RemoteRecogniser(self, key, generation)
+        recogniser = RemoteRecogniser(self, key, generation, terms)
         if self.alive:
-            self._sender.send(NewRecogniser(key), generation)
+            self._sender.send(NewRecogniser(key, terms), generation)
         return recogniser
 
-    def renew(self, key: int, position: int, previous: int) -> int:
+    def renew(self, key: int, position: int, previous: int, keyterms: tuple[str, ...] = ()) -> int:
         """Make recogniser `key` again in the current process, `position` samples into its
         track (its own process died); the generation that serves it now."""
         with self._lock:
             generation = self.generation
             self._in_use[previous] -= 1
             self._in_use[generation] += 1
-        self._sender.send(NewRecogniser(key), generation)
+        self._sender.send(NewRecogniser(key, keyterms), generation)
         if position:
             self._sender.send(
                 RecogniserCall(next(self._request_ids), key, "skip", position), generation

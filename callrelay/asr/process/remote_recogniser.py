@@ -18,7 +18,7 @@ class RecogniserHost(Protocol):
 
     def serves(self, generation: int) -> bool: ...
 
-    def renew(self, key: int, position: int, previous: int) -> int: ...
+    def renew(self, key: int, position: int, previous: int, keyterms: tuple[str, ...]) -> int: ...
 
     def call(
         self, key: int, method: RecogniserMethod, argument: Any, generation: int
@@ -31,9 +31,12 @@ class RemoteRecogniser(TrackRecogniser):
     """A track's recogniser living in a recognition process; its calls go through the engine
     that holds that process, and follow the track into a new process if that one dies."""
 
-    def __init__(self, engine: RecogniserHost, key: int, generation: int) -> None:
+    def __init__(
+        self, engine: RecogniserHost, key: int, generation: int, keyterms: tuple[str, ...] = ()
+    ) -> None:
         self._engine = engine
         self._key = key
+        self._keyterms = keyterms
         self._generation = generation
         """The process that serves it (a recycled one serves it until it finishes)."""
         self._position = 0
@@ -57,7 +60,9 @@ class RemoteRecogniser(TrackRecogniser):
 
     def _call(self, method: RecogniserMethod, argument: Any) -> Answer:
         if not self._engine.serves(self._generation) and self._engine.alive:
-            self._generation = self._engine.renew(self._key, self._position, self._generation)
+            self._generation = self._engine.renew(
+                self._key, self._position, self._generation, self._keyterms
+            )
         return self._engine.call(self._key, method, argument, self._generation)
 
 
