@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from callrelay.storage.files import EVENTS_FILE, CallFiles
@@ -22,62 +22,9 @@ def fold(events: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """What a call is, from what happened to it (in the order it happened)."""
     call: dict[str, Any] = {"streams": []}
     for event in events:
-        kind, at = event.get("event"), event.get("at")
-        if kind == "webhook":
-            for key in ("from", "to", "direction"):
-                if event.get(key):
-                    call.setdefault(key, event[key])
-            call.setdefault("createdAt", at)
-        elif kind == "placed":
-            call.setdefault("to", event.get("to"))
-            call.setdefault("from", event.get("from"))
-            call.setdefault("direction", "outbound-api")
-            call.setdefault("createdAt", at)
-            if event.get("bridgeTo"):
-                call["bridgeTo"] = event["bridgeTo"]
-        elif kind == "stream_started":
-            call.setdefault("startedAt", at)
-            call["streams"].append(
-                {
-                    "streamSid": event.get("streamSid"),
-                    "startedAt": at,
-                    "tracks": event.get("tracks", []),
-                    "customParameters": event.get("customParameters", {}),
-                }
-            )
-            call["status"] = "in-progress"
-        elif kind == "stream_ended":
-            for stream in call["streams"]:
-                if stream["streamSid"] == event.get("streamSid"):
-                    stream.update(endedAt=at, reason=event.get("reason"))
-            call["endedAt"] = at
-            if call.get("status") in (None, "in-progress"):
-                call["status"] = "ended"
-        elif kind == "status":
-            status = event.get("callStatus")
-            if status:
-                call["twilioStatus"] = status
-                if status in ("completed", "busy", "failed", "no-answer", "canceled"):
-                    call["status"] = status
-            if event.get("callDuration"):
-                call["twilioDuration"] = int(event["callDuration"])
-            for key in ("from", "to", "direction"):
-                if event.get(key):
-                    call.setdefault(key, event[key])
-        elif kind == "transcribed":
-            call["transcribed"] = True
-        elif kind == "paused":
-            call.setdefault("pauses", []).append(
-                {"start": at, "end": None, "reason": event.get("reason")}
-            )
-        elif kind == "resumed" and call.get("pauses") and call["pauses"][-1]["end"] is None:
-            call["pauses"][-1]["end"] = at
-        elif kind == "completed":
-            call["completedAt"] = at
-            call["analytics"] = event.get("analytics")
-            call["speech"] = event.get("speech")
-            if event.get("recordedSeconds") is not None:
-                call["recordedSeconds"] = event["recordedSeconds"]
+        folder = _FOLDERS.get(str(event.get("event")))
+        if folder is not None:
+            folder(call, event, event.get("at"))
     for pause in call.get("pauses", []):
         if pause["end"] is None and call.get("endedAt") is not None:
             pause["end"] = call["endedAt"]  # paused until its stream ended
@@ -87,6 +34,99 @@ def fold(events: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     if started is not None and ended is not None:
         call["seconds"] = round(ended - started, 3)
     return call
+
+
+Call = dict[str, Any]
+Event = Mapping[str, Any]
+FINAL_STATUSES = ("completed", "busy", "failed", "no-answer", "canceled")
+
+
+def _numbers(call: Call, event: Event) -> None:
+    for key in ("from", "to", "direction"):
+        if event.get(key):
+            call.setdefault(key, event[key])
+
+
+def _webhook(call: Call, event: Event, at: Any) -> None:
+    _numbers(call, event)
+    call.setdefault("createdAt", at)
+
+
+def _placed(call: Call, event: Event, at: Any) -> None:
+    call.setdefault("to", event.get("to"))
+    call.setdefault("from", event.get("from"))
+    call.setdefault("direction", "outbound-api")
+    call.setdefault("createdAt", at)
+    if event.get("bridgeTo"):
+        call["bridgeTo"] = event["bridgeTo"]
+
+
+def _stream_started(call: Call, event: Event, at: Any) -> None:
+    call.setdefault("startedAt", at)
+    call["streams"].append(
+        {
+            "streamSid": event.get("streamSid"),
+            "startedAt": at,
+            "tracks": event.get("tracks", []),
+            "customParameters": event.get("customParameters", {}),
+        }
+    )
+    call["status"] = "in-progress"
+
+
+def _stream_ended(call: Call, event: Event, at: Any) -> None:
+    for stream in call["streams"]:
+        if stream["streamSid"] == event.get("streamSid"):
+            stream.update(endedAt=at, reason=event.get("reason"))
+    call["endedAt"] = at
+    if call.get("status") in (None, "in-progress"):
+        call["status"] = "ended"
+
+
+def _status(call: Call, event: Event, at: Any) -> None:
+    status = event.get("callStatus")
+    if status:
+        call["twilioStatus"] = status
+        if status in FINAL_STATUSES:
+            call["status"] = status
+    if event.get("callDuration"):
+        call["twilioDuration"] = int(event["callDuration"])
+    _numbers(call, event)
+
+
+def _transcribed(call: Call, event: Event, at: Any) -> None:
+    call["transcribed"] = True
+
+
+def _paused(call: Call, event: Event, at: Any) -> None:
+    call.setdefault("pauses", []).append({"start": at, "end": None, "reason": event.get("reason")})
+
+
+def _resumed(call: Call, event: Event, at: Any) -> None:
+    if call.get("pauses") and call["pauses"][-1]["end"] is None:
+        call["pauses"][-1]["end"] = at
+
+
+def _completed(call: Call, event: Event, at: Any) -> None:
+    call["completedAt"] = at
+    call["analytics"] = event.get("analytics")
+    call["speech"] = event.get("speech")
+    if event.get("recordedSeconds") is not None:
+        call["recordedSeconds"] = event["recordedSeconds"]
+
+
+_FOLDERS: dict[str, Callable[[Call, Event, Any], None]] = {
+    "webhook": _webhook,
+    "placed": _placed,
+    "stream_started": _stream_started,
+    "stream_ended": _stream_ended,
+    "status": _status,
+    "transcribed": _transcribed,
+    "paused": _paused,
+    "resumed": _resumed,
+    "completed": _completed,
+}
+"""How each line of a call's log changes what the call is."""
 
 
 class CallLogs:

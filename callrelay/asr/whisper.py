@@ -125,6 +125,9 @@ class WhisperEngine(SpeechEngine):
         self._prepare_short_window()
         self._decodes = DecodeQueue(self.decode, workers=workers)
         self.load_seconds = time.monotonic() - started
+        self._log_loaded(cpu_threads, workers)
+
+    def _log_loaded(self, cpu_threads: int, workers: int) -> None:
         log_event(
             logger,
             "asr_loaded",
@@ -133,6 +136,7 @@ class WhisperEngine(SpeechEngine):
             seconds=round(self.load_seconds, 2),
             threads=cpu_threads,
             workers=workers,
+            **({"keyterms": self.hotwords} if self.hotwords else {}),
         )
 
     def new_recogniser(self, keyterms: Sequence[str] = ()) -> WhisperRecogniser:
