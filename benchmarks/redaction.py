@@ -21,7 +21,7 @@ import argparse
 import re
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ from callrelay.audio import Upsampler2x
 from callrelay.call import AudioChunk
 from callrelay.config import Settings
 from callrelay.recording_masks import DelayedMasking
+from callrelay.redaction.entities import EntityFinder
 from callrelay.redaction.track import RedactMode, TrackRedactor
 from callrelay.simulator.audio_source import frames, load_telephone_audio
 from callrelay.speech import Speech
@@ -85,6 +86,8 @@ CALLS: dict[str, list[Said]] = {
     ],
     "phone at once": [Said("My number is", "2124567891", "phone"), Said("Thanks.")],
     "email": [Said("My email is ann dot lee at example dot com.", kind="email")],
+    "name": [Said("Hello, my name is Sarah Johnson.", kind="name"), Said("Thank you.")],
+    "address": [Said("Please send it to 42 Baker Street in London.", kind="address")],
     "ordinary numbers": [
         Said("I'd like", "2", None),
         Said("tickets for the show at", "3", None),
@@ -95,6 +98,12 @@ CALLS: dict[str, list[Said]] = {
     ],
 }
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+SAID_WORDS = {
+    "email": ("lee", "example"),
+    "name": ("sarah", "johnson"),
+    "address": ("baker", "london"),
+}
+"""What must not be left of the sensitive things that are not numbers."""
 DIGIT_GAP_SECONDS = 0.12
 """Between the digits of one group."""
 
@@ -182,8 +191,8 @@ def left_of_it(kind: str, texts: list[str]) -> bool:
     """Whether anything of a number (a digit, or a digit said as a word), or of an email (its
     words), is left unmasked in the finals said while it was."""
     said = " ".join(re.sub(r"\[[a-z ]+\]", " ", text.lower()) for text in texts)
-    if kind == "email":
-        return "lee" in said or "example" in said
+    if kind in SAID_WORDS:
+        return any(word in said for word in SAID_WORDS[kind])
     return bool(re.search(r"\d", said)) or any(re.search(rf"\b{w}\b", said) for w in WORDS)
 
 
@@ -195,6 +204,8 @@ def main() -> None:
     assert engine is not None
     speech = Speech()
     digits = digit_voice(engine)
+    finder = EntityFinder() if args.mode == "pii" else None
+    find_seconds = 0.0
     caught: dict[str, list[bool]] = {}
     true_spans = false_spans = finals_seen = 0
     energy: list[tuple[float, float]] = []
@@ -203,6 +214,10 @@ def main() -> None:
         for name, said in CALLS.items():
             pcm, starts = spoken_call(speech, digits, said, Path(scratch))
             finals = recognised(engine, pcm)
+            if finder is not None:
+                started = time.perf_counter()
+                finals = [replace(t, entities=finder.find(t.text)) for t in finals]
+                find_seconds += time.perf_counter() - started
             redactor = TrackRedactor(RedactMode(args.mode))
             out: list[Transcript] = []
             for number, final in enumerate(finals):
@@ -237,6 +252,11 @@ def main() -> None:
         print(
             f"  audio over the masked stretches, median: {before:.1f} dBFS as said, "
             f"{after:.1f} dBFS as recorded ({len(energy)} stretches)"
+        )
+    if finder is not None:
+        print(
+            f"  names and places (presidio, in the recognition process) per final "
+            f"{1000 * find_seconds / max(1, finals_seen):.1f} ms"
         )
     print(f"  redaction per final {1e6 * redact_seconds / max(1, finals_seen):.0f} us "
           f"({finals_seen} finals)")  # fmt: skip

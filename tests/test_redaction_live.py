@@ -17,6 +17,7 @@ from callrelay.simulator.audio_source import load_telephone_audio
 from callrelay.simulator.local_relay import RunningRelay, stop_relay
 from callrelay.simulator.media_client import StreamOptions, new_sid
 from callrelay.speech import Speech
+from callrelay.twilio.media_stream import Track
 from tests.helpers import start_relay, stream_call
 from tests.receiver import WebhookReceiver, new_secret
 
@@ -151,5 +152,30 @@ def test_with_redaction_off_the_same_call_comes_out_as_said(
         assert keys == PIN
         assert "[card number]" not in " ".join(texts)
         assert leaks(" ".join(texts))  # the card's groups, as Whisper wrote them
+    finally:
+        stop_relay(relay)
+
+
+def test_with_pii_a_name_said_reaches_no_client_and_no_file(tmp_path: Path) -> None:
+    samples, rate = Speech().say("Hello, my name is Sarah Johnson.")
+    path = tmp_path / "name.wav"
+    soundfile.write(path, np.concatenate([samples, np.zeros(rate, np.int16)]), rate)
+    caller = load_telephone_audio(path)
+    audio: dict[Track, bytes] = {
+        "inbound": caller,
+        "outbound": bytes([MULAW_SILENCE]) * len(caller),
+    }
+    relay = start_relay(tmp_path / "relay", {"ASR_ENGINE": "whisper", "REDACT": "pii"})
+    try:
+        call_sid = new_sid("CA")
+        observer = relay.observer(call_sid=call_sid, audio=False)
+        stream_call(relay, audio, StreamOptions(speed=0), call_sid)
+        assert observer.completed.wait(120)
+        observer.close()
+        texts = [d["text"] for n, d in observer.events if n in ("Caller", "partial")]
+        assert any("[name]" in text for text in texts), texts
+        kept = (relay.captures / call_sid / "transcript.jsonl").read_text()
+        for text in [*texts, kept, relay.log_file.read_text()]:
+            assert "Sarah" not in text and "Johnson" not in text
     finally:
         stop_relay(relay)

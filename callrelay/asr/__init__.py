@@ -61,7 +61,18 @@ def _vosk(settings: Settings) -> SpeechEngine:
 
 
 def load_engine(settings: Settings) -> SpeechEngine | None:
-    """The configured engine, loaded once; None when recognition is off or cannot run."""
+    """The configured engine, loaded once; None when recognition is off or cannot run. With
+    `REDACT=pii` its transcripts carry the names and places in them."""
+    engine = _load(settings)
+    if engine is None or settings.redact != "pii":
+        return engine
+    from callrelay.asr.entity_engine import EntityTaggingEngine
+    from callrelay.redaction.entities import EntityFinder
+
+    return EntityTaggingEngine(engine, EntityFinder())
+
+
+def _load(settings: Settings) -> SpeechEngine | None:
     choice = settings.asr_engine
     if choice == "off":
         return None

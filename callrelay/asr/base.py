@@ -44,6 +44,16 @@ class Redacted:
 
 
 @dataclass(frozen=True)
+class Entity:
+    """A name or place found in a transcript's text (`REDACT=pii`): its kind and where it is,
+    as character offsets into the text."""
+
+    kind: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
 class Transcript:
     """A recognised stretch of one track; times in seconds on the call's timeline."""
 
@@ -60,6 +70,8 @@ class Transcript:
     """Each word's times, from engines that align them (Whisper); empty otherwise."""
     redacted: tuple[Redacted, ...] = ()
     """What redaction masked in it, if anything."""
+    entities: tuple[Entity, ...] = ()
+    """People's names and places found in its text, for redaction to mask (`REDACT=pii`)."""
 
 
 RecogniserMethod = Literal["accept", "skip", "finish"]

@@ -45,6 +45,8 @@ class Kind(StrEnum):
     SSN = "ssn"
     PHONE = "phone"
     EMAIL = "email"
+    NAME = "name"
+    ADDRESS = "address"
     NUMBER = "number"
     """A number in a partial: every one is masked there, whatever it turns out to be."""
 
@@ -169,9 +171,13 @@ class TrackRedactor:
     # Finding what is sensitive.
 
     def _mask_said_within(self, final: _Final) -> None:
-        """What one final shows by itself: emails (pii), and digits after a keyword that says
-        what they are (an expiry date, a security code, a social security number)."""
+        """What one final shows by itself: emails, names and places (pii), and digits after a
+        keyword that says what they are (an expiry date, a security code)."""
         if self.mode is RedactMode.PII:
+            for entity in final.transcript.entities:
+                kind = Kind.NAME if entity.kind == "name" else Kind.ADDRESS
+                for index in _words_within(final.transcript.text, entity.start, entity.end):
+                    final.masks.setdefault(index, kind)
             for first, last in _emails(final.words):
                 for index in range(first, last + 1):
                     final.masks.setdefault(index, Kind.EMAIL)
@@ -338,6 +344,16 @@ def _emails(words: Sequence[Token]) -> list[tuple[int, int]]:
                     start -= 2
                 found.append((start, min(end, len(words) - 1)))
     return found
+
+
+def _words_within(text: str, start: int, end: int) -> list[int]:
+    """The indices of the words (as `str.split` cuts them) that overlap characters
+    `start`..`end` of `text`."""
+    return [
+        index
+        for index, word in enumerate(re.finditer(r"\S+", text))
+        if word.start() < end and word.end() > start
+    ]
 
 
 def _last_said(words: Sequence[Token]) -> int | None:
