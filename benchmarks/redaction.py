@@ -199,8 +199,9 @@ def left_of_it(kind: str, texts: list[str]) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mode", choices=("pci", "pii"), default="pii")
+    parser.add_argument("--model", help="a CTranslate2 Whisper model folder (default: tiny.en)")
     args = parser.parse_args()
-    engine = load_engine(Settings(asr_engine="whisper"))
+    engine = load_engine(Settings(asr_engine="whisper", whisper_model=args.model))
     assert engine is not None
     speech = Speech()
     digits = digit_voice(engine)
@@ -240,7 +241,8 @@ def main() -> None:
                     false_spans += 1
             print(f"  {name:<28} {' | '.join(texts)}")
     print(
-        f"\nREDACT={args.mode}; Whisper tiny.en; numbers said by a person (counting.flac), "
+        f"\nREDACT={args.mode}; Whisper {args.model or 'tiny.en'}; numbers said by a person "
+        "(counting.flac), "
         "the rest by eSpeak NG; through the telephone path"
     )
     for kind, results in caught.items():
