@@ -15,10 +15,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 from callrelay.background import start_task
+from callrelay.call_queue import CallQueue
 from callrelay.logs import log_event
 from callrelay.outage import RETRY_SECONDS, Outage
 from callrelay.storage.files import CallFiles
@@ -40,11 +40,8 @@ class IndexWriter:
         self._files = files
         self._index = index
         self._make_row = make_row
-        self._pending: dict[str, bool] = {}
-        """Calls to index, oldest mark first, each with whether to read its words."""
-        self._changed = threading.Condition()
-        self._busy = False
-        self._stopping = False
+        self._queue = CallQueue()
+        """Calls to index, each with whether to read its words."""
         self._outage = Outage(
             logger,
             "history_index_unavailable",
@@ -59,7 +56,7 @@ class IndexWriter:
     @property
     def backlog(self) -> int:
         """Calls whose latest state the index does not have yet."""
-        return len(self._pending)
+        return len(self._queue)
 
     @property
     def reachable(self) -> bool:
@@ -70,11 +67,7 @@ class IndexWriter:
 
     def mark(self, call_sid: str, with_words: bool = False) -> None:
         """The call's record changed: queue its row (never waits on the index)."""
-        with self._changed:
-            new = call_sid not in self._pending
-            self._pending[call_sid] = self._pending.get(call_sid, False) or with_words
-            self._changed.notify_all()
-        if new:
+        if self._queue.put(call_sid, with_words):
             try:
                 self._files.set_flag(call_sid, UNINDEXED, True)
             except OSError as error:  # the disk is full or the folder gone: the queue holds it
@@ -88,29 +81,30 @@ class IndexWriter:
 
     def wait_indexed(self, timeout: float) -> bool:
         """Wait until every mark so far is in the index; False if `timeout` passed first."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while self._pending or self._busy or not self.ready.is_set():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._changed.wait(min(left, RETRY_SECONDS))
-        return True
+        return self._queue.wait_empty(timeout, self.ready)
 
     def stop(self) -> None:
-        with self._changed:
-            self._stopping = True
-            self._changed.notify_all()
+        self._queue.stop()
 
     def _run(self) -> None:
-        while not self._stopping and not self._catch_up():
-            self._pause(RETRY_SECONDS)
-        while not self._stopping:
-            with self._changed:
-                while not self._pending and not self._stopping:
-                    self._changed.wait()
-            if not self._write_pending():
-                self._pause(RETRY_SECONDS)
+        while not self._queue.stopping and not self._catch_up():
+            self._queue.pause(RETRY_SECONDS)
+        while (taken := self._queue.take()) is not None:
+            call_sid, with_words = taken
+            try:
+                if self._files.has(call_sid):  # else deleted meanwhile: nothing to index
+                    self._index.record(self._make_row(call_sid, with_words))
+                    self.writes += 1
+            except Exception as error:  # whatever the index's driver raises when it is away
+                self.failures += 1
+                self._outage.failed(error)
+                self._queue.retry(call_sid, with_words, RETRY_SECONDS)
+                continue
+            self._outage.succeeded(backlog=len(self._queue))
+            if call_sid not in self._queue:  # a flag that cannot be lowered: indexed again
+                with contextlib.suppress(OSError):  # at the next start
+                    self._files.set_flag(call_sid, UNINDEXED, False)
+            self._queue.done()
 
     def _catch_up(self) -> bool:
         """Bring the schema up to date and queue what the index lacks; False if it could not
@@ -130,43 +124,8 @@ class IndexWriter:
             return False
         self._outage.succeeded()
         self.ready.set()
-        with self._changed:
-            self._changed.notify_all()
+        self._queue.wake()
         return True
-
-    def _write_pending(self) -> bool:
-        """Write the queued calls' rows, oldest first; False when the index failed."""
-        while True:
-            with self._changed:
-                if not self._pending or self._stopping:
-                    self._busy = False
-                    self._changed.notify_all()
-                    return True
-                call_sid = next(iter(self._pending))
-                with_words = self._pending.pop(call_sid)
-                self._busy = True
-            try:
-                if self._files.has(call_sid):  # else deleted meanwhile: nothing to index
-                    self._index.record(self._make_row(call_sid, with_words))
-                    self.writes += 1
-            except Exception as error:
-                self.failures += 1
-                with self._changed:
-                    self._pending[call_sid] = self._pending.get(call_sid, False) or with_words
-                    self._busy = False
-                self._outage.failed(error)
-                return False
-            self._outage.succeeded(backlog=len(self._pending))
-            with self._changed:
-                still_marked = call_sid in self._pending
-            if not still_marked:  # a flag that cannot be lowered: indexed again at next start
-                with contextlib.suppress(OSError):
-                    self._files.set_flag(call_sid, UNINDEXED, False)
-
-    def _pause(self, seconds: float) -> None:
-        with self._changed:
-            if not self._stopping:
-                self._changed.wait(seconds)
 
 
 def _batches(items: Iterator[str], size: int) -> Iterator[list[str]]:

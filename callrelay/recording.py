@@ -288,7 +288,11 @@ class CallRecorder(CallSink):
             self._warned.discard(call.stream_sid)
             self._resumed.discard(call.stream_sid)
         if tracks:
-            self._finish(call, tracks)
+            self._ended(call, tracks)
+
+    def _ended(self, call: CallInfo, tracks: dict[Track, TrackRecording]) -> None:
+        """The stream's audio is over: its recordings are final now."""
+        self._finish(call, tracks)
 
     def _finish(self, call: CallInfo, tracks: dict[Track, TrackRecording]) -> None:
         """Pad the tracks to one length and close them: the recordings are final."""

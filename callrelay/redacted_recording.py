@@ -32,15 +32,10 @@ class RedactedCallRecorder(CallRecorder, TranscriptListener):
     def _new_track(self, path: Path) -> TrackRecording:
         return TrackRecording(path, DelayedMasking())
 
-    def call_ended(self, call: CallInfo, reason: str) -> None:
+    def _ended(self, call: CallInfo, tracks: dict[Track, TrackRecording]) -> None:
         """The stream's audio is over; what waits to be masked waits for its last finals."""
-        with self._lock:
-            tracks = self._calls.pop(call.stream_sid, {})
-            self._warned.discard(call.stream_sid)
-            self._resumed.discard(call.stream_sid)
-        if tracks:
-            with self._ending_lock:
-                self._ending[call.stream_sid] = (call, tracks)
+        with self._ending_lock:
+            self._ending[call.stream_sid] = (call, tracks)
 
     def transcript(self, call: CallInfo, track: Track, transcript: Transcript) -> None:
         if not transcript.redacted:

@@ -8,57 +8,32 @@ got. The shorter side is padded with silence.
 
 from __future__ import annotations
 
-import io
 import os
 from typing import BinaryIO
 
 import numpy as np
 
+from callrelay.ranged_file import RangedFile
 from callrelay.recording import HEADER_BYTES, wav_header
 
 BYTES_PER_FRAME = 4
 """A stereo PCM16 frame: two 2-byte samples."""
 
 
-class StereoWav(io.RawIOBase):
+class StereoWav(RangedFile):
     """A seekable, read-only stereo WAV over two mono PCM16 WAVs (`None`: a side never heard)."""
 
     def __init__(self, left: BinaryIO | None, right: BinaryIO | None, rate: int) -> None:
-        super().__init__()
         self._sides = (left, right)
         self._frames = [self._samples(side) for side in self._sides]
         self._header = wav_header(max(self._frames) * BYTES_PER_FRAME, rate, channels=2)
-        self._size = HEADER_BYTES + max(self._frames) * BYTES_PER_FRAME
-        self._position = 0
+        super().__init__(HEADER_BYTES + max(self._frames) * BYTES_PER_FRAME)
 
     @staticmethod
     def _samples(side: BinaryIO | None) -> int:
         if side is None:
             return 0
         return max(0, side.seek(0, os.SEEK_END) - HEADER_BYTES) // 2
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self._size}[whence]
-        self._position = max(0, base + offset)
-        return self._position
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        wanted = min(len(buffer), self._size - self._position)
-        if wanted <= 0:
-            return 0
-        data = self._read(self._position, wanted)
-        memoryview(buffer)[: len(data)] = data
-        self._position += len(data)
-        return len(data)
 
     def _read(self, position: int, count: int) -> bytes:
         header = self._header[position : position + count]

@@ -20,12 +20,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from callrelay.background import start_task
+from callrelay.call_queue import CallQueue
 from callrelay.logs import log_event
 from callrelay.outage import Outage
 from callrelay.recording_formats import ENCODED_NAMES
@@ -56,10 +56,7 @@ class CallUploader:
         self._store = store
         self._keep_local = keep_local
         self._announce: Callable[[str], None] = lambda call_sid: None
-        self._queue: dict[str, None] = {}
-        self._changed = threading.Condition()
-        self._busy = False
-        self._stopping = False
+        self._queue = CallQueue()
         self._outage = Outage(
             logger,
             "recordings_store_unavailable",
@@ -83,7 +80,7 @@ class CallUploader:
         tells the world of a complete call once it is stored."""
         self._announce = announce
         for call_sid in self._files.flagged(UPLOAD):
-            self._queue[call_sid] = None
+            self._queue.put(call_sid)
         start_task("uploads", self._run)
 
     def store(self, call_sid: str, announce: bool = False) -> None:
@@ -92,9 +89,7 @@ class CallUploader:
             self._files.set_flag(call_sid, UPLOAD, True)
             if announce:
                 self._files.set_flag(call_sid, ANNOUNCE, True)
-        with self._changed:
-            self._queue[call_sid] = None
-            self._changed.notify_all()
+        self._queue.put(call_sid)
 
     def changed(self, call_sid: str) -> None:
         """The call's files changed: store them again if they were stored (a late line in its
@@ -104,47 +99,26 @@ class CallUploader:
 
     def wait_stored(self, timeout: float) -> bool:
         """Wait until every call queued so far is stored; False if `timeout` passed first."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while self._queue or self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._changed.wait(min(left, 1.0))
-        return True
+        return self._queue.wait_empty(timeout)
 
     def stop(self) -> None:
-        with self._changed:
-            self._stopping = True
-            self._changed.notify_all()
+        self._queue.stop()
 
     def _run(self) -> None:
         wait = FIRST_RETRY_SECONDS
-        while True:
-            with self._changed:
-                while not self._queue and not self._stopping:
-                    self._changed.wait()
-                if self._stopping:
-                    return
-                call_sid = next(iter(self._queue))
-                del self._queue[call_sid]
-                self._busy = True
+        while (taken := self._queue.take()) is not None:
+            call_sid, _ = taken
             try:
                 self.store_files(call_sid)
             except Exception as error:  # boto3's errors, or the disk's
                 self.failures += 1
                 self._outage.failed(error)
-                with self._changed:
-                    self._queue[call_sid] = None
-                    self._busy = False
-                    self._changed.wait(wait)
+                self._queue.retry(call_sid, False, wait)
                 wait = min(wait * 2, LAST_RETRY_SECONDS)
                 continue
             self._outage.succeeded(backlog=len(self._queue))
             wait = FIRST_RETRY_SECONDS
-            with self._changed:
-                self._busy = False
-                self._changed.notify_all()
+            self._queue.done()
 
     def store_files(self, call_sid: str) -> None:
         """Store the call's files now, in the calling task (what the upload task does for each

@@ -103,6 +103,26 @@ def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
+def plays_from(page: Page, seconds: float, seek_to: float) -> None:
+    """The first recording's player knows its length, seeks to `seek_to` and plays on from
+    there (a stored file served in byte ranges)."""
+    page.wait_for_function("() => document.querySelector('.recording audio').readyState >= 1")
+    duration = page.evaluate("document.querySelector('.recording audio').duration")
+    assert duration == pytest.approx(seconds, abs=0.1)
+    page.evaluate(
+        """(to) => new Promise((seeked) => {
+            const audio = document.querySelector('.recording audio');
+            audio.onseeked = seeked;
+            audio.currentTime = to;
+        })""",
+        seek_to,
+    )
+    page.evaluate("document.querySelector('.recording audio').play()")
+    page.wait_for_function(
+        "(to) => document.querySelector('.recording audio').currentTime > to + 0.2", arg=seek_to
+    )
+
+
 def no_page_errors(page: Page) -> None:
     assert page.errors == []  # type: ignore[attr-defined]
 
@@ -393,18 +413,7 @@ def test_a_call_kept_compressed_plays_and_seeks_in_the_browser(
         page.locator(f"#call-list .call-item[data-call-sid='{call_sid}']").click()
         expect(page.locator(".recording audio")).to_have_count(1)  # only the stereo file
         expect(page.locator(".recording .name span")).to_have_text("Both sides (stereo) · 00:04")
-        page.wait_for_function("() => document.querySelector('.recording audio').readyState >= 1")
-        duration = page.evaluate("document.querySelector('.recording audio').duration")
-        assert duration == pytest.approx(4.0, abs=0.1)
-        page.evaluate(
-            """() => new Promise((seeked) => {
-                const audio = document.querySelector('.recording audio');
-                audio.onseeked = seeked;
-                audio.currentTime = 2.5;
-            })"""
-        )
-        page.evaluate("document.querySelector('.recording audio').play()")
-        page.wait_for_function("() => document.querySelector('.recording audio').currentTime > 2.7")
+        plays_from(page, seconds=4.0, seek_to=2.5)
         href = page.locator(".recording a[download]").get_attribute("href")
         assert href and f"recording.{kept_as}" in href
         no_page_errors(page)
@@ -434,19 +443,7 @@ def test_the_console_on_one_host_lists_and_plays_a_call_another_host_took(
         page.get_by_role("tab", name="History").click()
         page.locator(f"#call-list .call-item[data-call-sid='{call_sid}']").click()
         expect(page.locator(".recording audio")).to_have_count(3)
-        page.wait_for_function("() => document.querySelector('.recording audio').readyState >= 1")
-        assert page.evaluate(
-            "document.querySelector('.recording audio').duration"
-        ) == pytest.approx(4.0, abs=0.1)
-        page.evaluate(
-            """() => new Promise((seeked) => {
-                const audio = document.querySelector('.recording audio');
-                audio.onseeked = seeked;
-                audio.currentTime = 3;
-            })"""
-        )
-        page.evaluate("document.querySelector('.recording audio').play()")
-        page.wait_for_function("() => document.querySelector('.recording audio').currentTime > 3.2")
+        plays_from(page, seconds=4.0, seek_to=3.0)
         no_page_errors(page)
         page.close()
     finally:

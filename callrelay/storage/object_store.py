@@ -26,6 +26,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from callrelay.ranged_file import RangedFile
 from callrelay.twilio.sids import is_call_sid
 
 MULTIPART_BYTES = 16 * 1024 * 1024
@@ -140,36 +141,15 @@ class ObjectStore:
                     yield call_sid
 
 
-class StoredFileReader(io.RawIOBase):
+class StoredFileReader(RangedFile):
     """A stored file, seekable, each read one ranged GET."""
 
     def __init__(self, store: ObjectStore, call_sid: str, name: str, size: int) -> None:
-        super().__init__()
-        self._store, self._call_sid, self._name, self._size = store, call_sid, name, size
-        self._position = 0
+        super().__init__(size)
+        self._store, self._call_sid, self._name = store, call_sid, name
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self._size}[whence]
-        self._position = max(0, base + offset)
-        return self._position
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        end = min(self._size, self._position + len(buffer))
-        if end <= self._position:
-            return 0
-        data = self._store.read(self._call_sid, self._name, self._position, end)
-        memoryview(buffer)[: len(data)] = data
-        self._position += len(data)
-        return len(data)
+    def _read(self, position: int, count: int) -> bytes:
+        return self._store.read(self._call_sid, self._name, position, position + count)
 
 
 def _custom_endpoint() -> bool:
