@@ -58,9 +58,11 @@ class _Redactor:
 
 
 class JsonLineFormatter(logging.Formatter):
-    def __init__(self, redact: _Redactor) -> None:
+    def __init__(self, redact: _Redactor, with_pid: bool = False) -> None:
+        """`with_pid`: each line names the process that wrote it (several share the file)."""
         super().__init__()
         self._redact = redact
+        self._with_pid = with_pid
 
     def format(self, record: logging.LogRecord) -> str:
         evt, fields = _record_fields(record)
@@ -70,6 +72,7 @@ class JsonLineFormatter(logging.Formatter):
             .replace("+00:00", "Z"),
             "level": record.levelname,
             "evt": evt,
+            **({"pid": record.process} if self._with_pid else {}),
             **fields,
         }
         return self._redact(json.dumps(line, default=str, ensure_ascii=False))
@@ -114,7 +117,7 @@ def configure_logging(
     file_handler = rotating(
         log_file, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
     )
-    file_handler.setFormatter(JsonLineFormatter(redact))
+    file_handler.setFormatter(JsonLineFormatter(redact, with_pid=processes > 1))
     root.addHandler(file_handler)
     for name in ("gunicorn.error", "engineio.server", "socketio.server"):
         other = logging.getLogger(name)

@@ -111,6 +111,14 @@ INDEX_BACKLOG = Gauge(
 INDEX_FAILURES = Counter(
     "callrelay_history_index_failures", "History index writes that failed and will be retried"
 )
+AUDIO_ACROSS = Counter(
+    "callrelay_audio_events_across_processes",
+    "Audio events published through Redis for a listener in another process",
+)
+CONNECTIONS_HANDED_OVER = Counter(
+    "callrelay_connections_handed_over",
+    "Connections passed to the process of the call they name (WORKERS above 1)",
+)
 QUEUE_UP = Gauge(
     "callrelay_message_queue_up",
     "1 when Redis carries Socket.IO events between processes (0 down, -1 none configured)",
@@ -172,6 +180,7 @@ class RelayMetrics(CallSink):
                 "storedBytes": STORED_BYTES,
                 "storeFailures": STORE_FAILURES,
                 "indexFailures": INDEX_FAILURES,
+                "audioAcross": AUDIO_ACROSS,
             }
             for name, counter in totals.items():
                 if name in figures:

@@ -15,7 +15,7 @@ from engineio import packet as eio_packet
 from engineio import socket as eio_socket
 from flask import Flask
 from gunicorn.arbiter import Arbiter
-from gunicorn.workers import base_async
+from gunicorn.workers import base_async, ggevent
 from simple_websocket import Client, ConnectionClosed
 from socketio import packet as sio_packet
 from werkzeug.serving import make_server
@@ -135,3 +135,21 @@ def test_gunicorns_master_calls_manage_workers_from_its_loop() -> None:
     assert "self.manage_workers()" in inspect.getsource(Arbiter.run)
     assert inspect.signature(Arbiter.manage_workers).parameters.keys() == {"self"}
     assert Arbiter.WORKER_BOOT_ERROR == 3
+
+
+def test_gunicorns_gevent_worker_hands_each_accepted_connection_to_its_handle() -> None:
+    """web/call_routing.py peeks at a connection and may pass it on in `handle`, before any of
+    it is read: gunicorn's gevent worker must call `handle(listener, client, addr)` for each
+    connection one of `self.sockets` accepted, and parse HTTP only inside it."""
+    run = inspect.getsource(ggevent.GeventWorker.run)
+    assert "for s in self.sockets:" in run
+    assert "hfun = partial(self.handle, s)" in run
+    assert "StreamServer(s, handle=hfun" in run
+    assert list(inspect.signature(ggevent.GeventWorker.handle).parameters) == [
+        "self",
+        "listener",
+        "client",
+        "addr",
+    ]
+    assert "get_parser(self.cfg, client, addr)" in inspect.getsource(base_async.AsyncWorker.handle)
+    assert "worker.sockets = sock.create_sockets(" in inspect.getsource(Arbiter.spawn_worker)

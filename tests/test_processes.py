@@ -206,7 +206,7 @@ def test_two_workers_on_one_port_share_the_calls_and_deliver_every_frame(
         received = "callrelay_frames_received_total[('track', 'inbound')]"
         wait_for(lambda: metrics().get(received) == 8 * 100)
         polling = requests.get(relay.url + "/socket.io/?EIO=4&transport=polling", timeout=5)
-        assert polling.status_code == 400  # one port, two processes: WebSocket only
+        assert polling.status_code == 400  # long-polling must name its call (test_call_routing)
     finally:
         stop_relay(relay)
 

@@ -70,7 +70,8 @@ class RelayObserver:
         self._client.on("connect_error", lambda data: refusals.append(_reason(data)))
         try:
             self._client.connect(
-                server_url,
+                # In the URL too, where several processes route the client to its call's.
+                f"{server_url}?callSid={call_sid}" if call_sid else server_url,
                 auth=auth,
                 transports=["websocket"],
                 wait_timeout=10,

@@ -14,6 +14,7 @@ from callrelay.asr import SpeechEngine
 from callrelay.config import Settings
 from callrelay.redis_state import RedisState
 from callrelay.relay import LOAD_FROM_SETTINGS, Relay, RelayParts
+from callrelay.web.call_routing import polling_needs_a_call
 from callrelay.web.client_events import ClientEvents
 from callrelay.web.console import console_routes
 from callrelay.web.engineio_queues import engineio_clients, queued_packets
@@ -36,6 +37,7 @@ def _socketio_figures(socketio: SocketIO, publisher: SocketIORelay) -> dict[str,
         "socketioQueueMax": max((queued_packets(c) for c in clients), default=0),
         "socketioDropped": publisher.dropped_audio,
         "framesRelayed": dict(publisher.relayed),
+        "audioAcross": publisher.published_audio,
         "queueUp": int(manager.up) if isinstance(manager, GuardedRedisManager) else -1,
     }
 
@@ -93,11 +95,7 @@ def _socketio(app: Flask, settings: Settings) -> SocketIO:
     queue: dict[str, Any] = {}
     if settings.redis_url:
         queue["client_manager"] = GuardedRedisManager(settings.redis_url)
-    if settings.worker_count > 1:
-        # Long-polling spreads one session over many requests, which need the process that
-        # holds it; the processes share one port, so a client must use the WebSocket.
-        queue["transports"] = ["websocket"]
-    return SocketIO(
+    socketio = SocketIO(
         app,
         **queue,
         # The server is gunicorn's gevent worker (see server.py); explicit, since
@@ -108,6 +106,11 @@ def _socketio(app: Flask, settings: Settings) -> SocketIO:
         logger=False,
         engineio_logger=False,
     )
+    if settings.worker_count > 1:
+        # Long-polling spreads one session over many requests: they reach its process when
+        # they name its call (call_routing.py), and only then.
+        app.wsgi_app = polling_needs_a_call(app.wsgi_app)  # type: ignore[method-assign]
+    return socketio
 
 
 def _refuse(socketio: SocketIO, sid: str, event: str, call_sid: str, error: str) -> None:

@@ -3,9 +3,11 @@ talk call, `play` and `clear`.
 
 A client connects with its API token, `auth={"token": "..."}`; without it the connection is
 refused. Every client receives every call unless it picks one: `"callSid": "CA..."` in that
-`auth`, or the `subscribe` event, puts it in that call's room only; `unsubscribe` returns it to
-all calls. `"audio": false` in either leaves out `media_in`/`media_out` (50 events a second per
-track) for clients that only want transcripts and call events.
+`auth` or in the URL's query (`?callSid=CA...`, where several processes route the client to
+the call's own: call_routing.py), or the `subscribe` event, puts it in that call's room only;
+`unsubscribe` returns it to all calls. `"audio": false` in either leaves out
+`media_in`/`media_out` (50 events a second per track) for clients that only want transcripts
+and call events.
 
 Handlers run in the event loop, one greenlet per client message.
 """
@@ -73,7 +75,7 @@ class ClientEvents:
                 "unauthorized: missing or wrong API token (send it as 'token' in the auth "
                 "object of the Socket.IO connection)"
             )
-        call_sid = requested_call_sid(auth)
+        call_sid = requested_call_sid(auth) or requested_call_sid(request.args)
         follow(call_sid, auth, self.audio_rooms)
         log_event(logger, "client_connected", logging.DEBUG, sid=_sid(), callSid=call_sid)
 

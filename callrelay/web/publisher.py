@@ -60,6 +60,8 @@ class SocketIORelay(CallPublisher):
         self.dropped_audio = 0
         self.relayed: Counter[str] = Counter()
         """Audio events emitted, by track."""
+        self.published_audio = 0
+        """Audio events that crossed to other processes through Redis."""
         self._slow_clients: set[str] = set()
 
     def _audio_listeners(self, rooms: list[str]) -> int:
@@ -127,6 +129,7 @@ class SocketIORelay(CallPublisher):
         }
         if len(chunks) > 1:
             payload["frames"] = len(chunks)
+        self.published_audio += remote
         self._socketio.emit(
             MEDIA_EVENTS[chunks[0].track],
             payload,

@@ -2,7 +2,8 @@
 
 Every Twilio stream sends 100 messages a second and every listener receives as many: with an
 OS thread per socket each message costs a thread wake-up, the largest part of the relay's CPU;
-greenlets on one event loop cost a switch. `WORKERS` processes share the port; what they
+greenlets on one event loop cost a switch. `WORKERS` processes share the port, and each
+connection that names a call is served by that call's process (call_routing.py); what they
 share otherwise goes through Redis. With `ASR_PROCESSES` below `WORKERS`, the master starts the
 recognition processes the workers share.
 """
@@ -11,11 +12,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import threading
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal
 
 import gevent
@@ -29,6 +32,7 @@ from callrelay.config import Settings
 from callrelay.relay import LOAD_FROM_SETTINGS
 from callrelay.runtime import settle_heap
 from callrelay.web.app import WebRelay, create_web_relay
+from callrelay.web.call_routing import CallRoutingWorker, free_index, make_route_folder
 
 WORKER_CONNECTIONS = 10_000
 """Sockets one process serves at once (Twilio streams, Socket.IO clients, HTTP requests)."""
@@ -47,6 +51,8 @@ class RelayServer(BaseApplication):  # type: ignore[misc]
         )
         """Recognition processes the workers share (ASR_PROCESSES below WORKERS)."""
         self._recognition_socket: str | None = None
+        self._route_folder: Path | None = None
+        """Where the workers' inboxes are, for connections handed between them."""
         self._announced = multiprocessing.Value("b", False)
         """Whether a worker has said it is ready: the first one does, for all of them."""
         super().__init__()
@@ -74,15 +80,23 @@ class RelayServer(BaseApplication):  # type: ignore[misc]
             "loglevel": "warning",
             "proc_name": "callrelay",
         }
+        if s.worker_count > 1:
+            options.update(
+                # Each connection that names a call is handed to that call's process
+                # (call_routing.py), which needs every request on a connection of its own:
+                # a kept-alive connection would carry the next request, for another call,
+                # to the process the first one chose.
+                worker_class=CallRoutingWorker,
+                keepalive=0,
+            )
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
             options["child_exit"] = _forget_worker_metrics
-        if self._recognition is not None:
-            options.update(
-                on_starting=lambda server: self._recognition.start(),
-                pre_fork=self._give_recognition_socket,
-                post_fork=self._take_recognition_socket,
-                on_exit=lambda server: self._recognition.stop(),
-            )
+        options.update(
+            on_starting=self._starting,
+            pre_fork=self._before_fork,
+            post_fork=self._after_fork,
+            on_exit=self._exiting,
+        )
         for key, value in options.items():
             self.cfg.set(key, value)
 
@@ -110,15 +124,37 @@ class RelayServer(BaseApplication):  # type: ignore[misc]
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
         return self.web.app
 
-    def _give_recognition_socket(self, server: Any, worker: Any) -> None:
-        """In the master, before a worker forks: the shared recognition process it uses."""
-        assert self._recognition is not None
-        worker.recognition_socket = self._recognition.least_used(
-            getattr(running, "recognition_socket", None) for running in server.WORKERS.values()
-        )
+    # gunicorn's hooks, in the master (`_starting`, `_before_fork`, `_exiting`) and in a
+    # new worker (`_after_fork`).
 
-    def _take_recognition_socket(self, server: Any, worker: Any) -> None:
-        self._recognition_socket = worker.recognition_socket
+    def _starting(self, server: Any) -> None:
+        if self.settings.worker_count > 1:
+            self._route_folder = make_route_folder()
+        if self._recognition is not None:
+            self._recognition.start()
+
+    def _before_fork(self, server: Any, worker: Any) -> None:
+        """What a worker is given before it forks: its place among the workers (the calls it
+        takes), and the shared recognition process it uses."""
+        running = list(server.WORKERS.values())
+        if isinstance(worker, CallRoutingWorker) and self._route_folder is not None:
+            worker.route_folder = self._route_folder
+            worker.route_index = free_index(
+                (w.route_index for w in running), self.settings.worker_count
+            )
+        if self._recognition is not None:
+            worker.recognition_socket = self._recognition.least_used(
+                getattr(w, "recognition_socket", None) for w in running
+            )
+
+    def _after_fork(self, server: Any, worker: Any) -> None:
+        self._recognition_socket = getattr(worker, "recognition_socket", None)
+
+    def _exiting(self, server: Any) -> None:
+        if self._recognition is not None:
+            self._recognition.stop()
+        if self._route_folder is not None:
+            shutil.rmtree(self._route_folder, ignore_errors=True)
 
     def _worker_ready(self, worker: Any) -> None:
         settle_heap()

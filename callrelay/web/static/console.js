@@ -589,6 +589,8 @@ $("delete").addEventListener("click", async () => {
 function openAudio(call) {
   const socket = io({
     auth: { token: state.token, callSid: call.callSid, audioBatchMs: 100 },
+    // In the URL too, where several server processes route the socket to the call's own.
+    query: { callSid: call.callSid },
     transports: ["websocket"],
     forceNew: true,
   });
