@@ -1,8 +1,8 @@
 """Benchmark: the relay's cost per call and its frame latency, beside a minimal relay.
 
     callrelay bench relay [--calls 5,20,40] [--seconds 20] [--listeners per-call|one|none]
-                          [--workers N] [--ramp] [--baseline | --no-baseline] [--server URL]
-                          [--webhooks off|slow|down]
+                          [--workers N[,N...]] [--core-share F] [--ramp]
+                          [--baseline | --no-baseline] [--server URL] [--webhooks off|slow|down]
     (or python -m benchmarks.relay)
 
 For each N it starts the server (`callrelay serve`, recognition off, recording on; or targets
@@ -16,9 +16,12 @@ server's RSS in all and per call. With `--baseline` (the default) every N runs a
 minimal relay written here (aiohttp + python-socketio's AsyncServer: Twilio JSON, base64,
 mu-law, upsampling, a raw file per track, an emit to the call's room), in the same run, and
 the cost of ours is shown as a ratio to it. `--ramp` raises N until p99 passes 50 ms or a
-frame is lost. `--webhooks slow` posts every call's events to a receiver that takes 10 s
-to answer each (the relay's 5 s timeout ends each try, so every delivery is retried);
-`--webhooks down` to a port where nothing listens.
+frame is lost, then narrows down the largest N within that. `--workers 1,2` runs each in turn
+and prints how the second scales beside the first; `--core-share 0.3` limits each server
+process to 0.3 of a core (core_limit.py), a simulated box of WORKERS slower cores that leaves
+the load generator cores of its own. `--webhooks slow` posts every call's events to a
+receiver that takes 10 s to answer each (the relay's 5 s timeout ends each try, so every
+delivery is retried); `--webhooks down` to a port where nothing listens.
 
 The load generator is one asyncio process: messages are formatted from pre-encoded payloads,
 and the listeners speak Socket.IO's WebSocket protocol directly, reading only each event's
@@ -47,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.core_limit import CoreLimit
 from benchmarks.meter import ProcessMeter, percentile
 from callrelay.access import generate_token
 from callrelay.simulator.audio_source import frames, load_telephone_audio
@@ -425,8 +429,26 @@ HEADER = (
 )
 
 
+SETTLED_CORES = 0.02
+"""A server is idle once its processes together take less than this."""
+
+
+def wait_until_idle(meter: ProcessMeter, timeout: float = 60.0) -> None:
+    """A server answers before all of its processes have finished starting (the others are
+    still importing and loading): the load begins once they are idle."""
+    deadline = time.monotonic() + timeout
+    before = meter.cpu_seconds()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = meter.cpu_seconds()
+        if (now - before) / 0.5 < SETTLED_CORES:
+            return
+        before = now
+
+
 def measure(server: Server, calls: int, seconds: float, listeners: str) -> Row:
     meter = ProcessMeter(*server.pids)
+    wait_until_idle(meter)
     idle_rss = meter.rss_mb()
     generator_before = _own_cpu()
     server_before = meter.cpu_by_process()
@@ -465,6 +487,7 @@ def run(
     listeners: str,
     target: str | None,
     extra_env: dict[str, str],
+    core_share: float | None = None,
 ) -> dict[str, Row]:
     rows: dict[str, Row] = {}
     for name in servers:
@@ -476,10 +499,15 @@ def run(
                 server = start_baseline(Path(tmp))
             else:
                 server = start_ours(Path(tmp), extra_env)
+            limit = CoreLimit(core_share) if core_share else None
             try:
+                if limit is not None:
+                    limit.apply(ProcessMeter(*server.pids).pids())
                 rows[name] = measure(server, calls, seconds, listeners)
             finally:
                 server.stop()
+                if limit is not None:
+                    limit.remove()
     return rows
 
 
@@ -529,7 +557,16 @@ def main() -> None:
     parser.add_argument("--ramp", action="store_true", help="raise N until p99 > 50 ms or loss")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument(
-        "--workers", default="1", help="the server's WORKERS (above 1: with a redis-server)"
+        "--workers",
+        default="1",
+        help="the server's WORKERS, or several, comma-separated, each in turn and their "
+        "scaling beside the first (above 1: with a redis-server)",
+    )
+    parser.add_argument(
+        "--core-share",
+        type=float,
+        help="limit each server process to this share of a core (a cgroup each; needs root): "
+        "a simulated box of WORKERS slower cores, with the rest left to the load generator",
     )
     parser.add_argument("--server", help="a running relay to target (RELAY_API_TOKEN its token)")
     parser.add_argument(
@@ -559,8 +596,6 @@ def main() -> None:
         serve_baseline(int(port), Path(captures), token)
         return
     extra_env = dict(item.split("=", 1) for item in args.env)
-    if args.workers != "1":
-        extra_env["WORKERS"] = args.workers
     if args.webhooks != "off":
         extra_env.update(webhook_receiver(slow=args.webhooks == "slow"))
     servers = ["callrelay"] + (["baseline"] if args.baseline and not args.server else [])
@@ -574,35 +609,109 @@ def main() -> None:
         f"{args.seconds:.0f} s calls, both tracks in real time, {listeners}; "
         f"latency in ms, frame due -> listener; RSS per call beyond the idle server"
     )
-    print(HEADER)
-    calls = loads[0]
-    index = 0
-    while True:
-        rows = run(
-            args.server_pid, servers, calls, args.seconds, args.listeners, args.server, extra_env
+    if args.core_share:
+        print(
+            f"each server process limited to {args.core_share:g} of a core (a simulated box "
+            f"of WORKERS such cores; Redis and the load generator not limited)"
         )
-        baseline = rows.get("baseline")
-        for name in servers:
-            print(rows[name].line(baseline if name != "baseline" else None), flush=True)
-            if len(rows[name].process_cores) > 2:
-                busy = [f"{cores:.2f}" for cores in rows[name].process_cores if cores >= 0.01]
-                print(f"    cores of each process, busiest first: {' '.join(busy)}")
-            for failure in rows[name].result.failures[:3]:
-                print(f"    failure: {failure}")
-        ours = rows["callrelay"]
-        if args.ramp:
-            if ours.p99 > P99_TARGET_MS or ours.lost:
-                print(
-                    f"ramp: the largest load within p99 <= {P99_TARGET_MS:.0f} ms and no loss "
-                    f"is below {calls} calls"
-                )
-                break
-            calls = calls + max(5, calls // 4)
+    sweeps: dict[int, Sweep] = {}
+    for workers in [int(n) for n in args.workers.split(",")]:
+        env = {**extra_env, **({"WORKERS": str(workers)} if workers != 1 else {})}
+        print(f"WORKERS={workers}")
+        print(HEADER)
+        sweeps[workers] = sweep(args, loads, servers, env)
+    if len(sweeps) > 1:
+        print_scaling(sweeps, args.ramp)
+
+
+@dataclass
+class Sweep:
+    rows: dict[int, Row] = field(default_factory=dict)
+    """Ours, by load."""
+    carried: int | None = None
+    """With --ramp: the largest load within p99 <= 50 ms and no loss."""
+
+
+def within_target(row: Row) -> bool:
+    return row.p99 <= P99_TARGET_MS and not row.lost
+
+
+def sweep(args: Any, loads: list[int], servers: list[str], env: dict[str, str]) -> Sweep:
+    """Each load of `loads` in turn; with --ramp, from the first load up by a quarter until a
+    load misses the target, then halving the step between the last load within it and the
+    first past it, down to 5%."""
+    found = Sweep()
+    calls: int | None = loads[0]
+    index, failed = 0, None
+    while calls is not None:
+        rows = run(
+            args.server_pid,
+            servers,
+            calls,
+            args.seconds,
+            args.listeners,
+            args.server,
+            env,
+            args.core_share,
+        )
+        print_rows(rows, servers)
+        ours = found.rows[calls] = rows["callrelay"]
+        if not args.ramp:
+            index += 1
+            calls = loads[index] if index < len(loads) else None
             continue
-        index += 1
-        if index >= len(loads):
-            break
-        calls = loads[index]
+        if within_target(ours):
+            found.carried = max(found.carried or 0, calls)
+        else:
+            failed = min(failed or calls, calls)
+        low = found.carried or 0
+        if failed is None:
+            calls = calls + max(5, calls // 4)
+        elif failed - low > max(1, round(low * 0.05)):
+            calls = (low + failed) // 2 if low else max(1, failed // 2)
+        else:
+            calls = None
+    if args.ramp:
+        print(
+            f"ramp: the largest load within p99 <= {P99_TARGET_MS:.0f} ms and no loss: "
+            f"{found.carried or 'none'} calls"
+        )
+    return found
+
+
+def print_rows(rows: dict[str, Row], servers: list[str]) -> None:
+    baseline = rows.get("baseline")
+    for name in servers:
+        print(rows[name].line(baseline if name != "baseline" else None), flush=True)
+        if len(rows[name].process_cores) > 2:
+            busy = [f"{cores:.2f}" for cores in rows[name].process_cores if cores >= 0.01]
+            print(f"    cores of each process, busiest first: {' '.join(busy)}")
+        for failure in rows[name].result.failures[:3]:
+            print(f"    failure: {failure}")
+
+
+def print_scaling(sweeps: dict[int, Sweep], ramp: bool) -> None:
+    """Each WORKERS beside the first: the calls it carried (--ramp), and its cores per call
+    where both ran the same load."""
+    first_workers, first = next(iter(sweeps.items()))
+    print(f"scaling, beside WORKERS={first_workers}:")
+    for workers, other in list(sweeps.items())[1:]:
+        parts = [f"WORKERS={workers}:"]
+        if ramp and first.carried and other.carried:
+            parts.append(
+                f"carries {other.carried / first.carried:.2f}x the calls "
+                f"({other.carried} / {first.carried})"
+            )
+        common = sorted(set(first.rows) & set(other.rows))
+        for calls in common[-1:] if ramp else common:
+            mine, theirs = other.rows[calls], first.rows[calls]
+            per_call = (mine.server_cores / calls) / (theirs.server_cores / calls)
+            parts.append(f"cores per call at {calls} calls {per_call:.2f}x")
+        if ramp and first.carried and other.carried:
+            mine, theirs = other.rows[other.carried], first.rows[first.carried]
+            per_call = (mine.server_cores / mine.calls) / (theirs.server_cores / theirs.calls)
+            parts.append(f"at the loads each carried {per_call:.2f}x")
+        print(f"  {parts[0]} {'; '.join(parts[1:])}")
 
 
 if __name__ == "__main__":
