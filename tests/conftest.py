@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from callrelay.simulator.fake_twilio import FakeTwilio
-from callrelay.simulator.local_relay import RunningRelay, stop_relay
-from tests.helpers import calling_settings, simulated_twilio, start_relay
+from callrelay.simulator.local_relay import RunningRelay, free_port, stop_relay
+from tests.helpers import RedisServer, calling_settings, simulated_twilio, start_relay
 from tests.postgres import PostgresServer
 from tests.s3_server import S3Server
 
@@ -63,3 +63,11 @@ def s3() -> Iterator[S3Server]:
     server = S3Server().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, on a free loopback port."""
+    server = RedisServer(free_port()).start()
+    yield server
+    server.kill()

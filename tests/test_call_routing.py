@@ -21,7 +21,7 @@ import socketio
 from prometheus_client.parser import text_string_to_metric_families
 
 from callrelay.redis_state import ROOMS_CHANNEL
-from callrelay.simulator.local_relay import RunningRelay, free_port, stop_relay
+from callrelay.simulator.local_relay import RunningRelay, stop_relay
 from callrelay.simulator.media_client import StreamOptions, StreamTarget, new_sid, play_stream
 from callrelay.web.call_routing import free_index, owner, routing_key
 from callrelay.web.message_queue import CHANNEL
@@ -72,13 +72,6 @@ def test_a_worker_that_replaces_one_takes_its_place() -> None:
 
 
 # Over real sockets, against `WORKERS=2`.
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer(free_port()).start()
-    yield server
-    server.kill()
 
 
 @pytest.fixture

@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import requests
 import soundfile
 
 from callrelay.audio import mulaw_encode
 from callrelay.pauses import CallPauses, PauseListener
-from callrelay.simulator.local_relay import RunningRelay, free_port, stop_relay
+from callrelay.simulator.local_relay import RunningRelay, stop_relay
 from callrelay.simulator.media_client import StreamOptions, new_sid
 from tests.helpers import RedisServer, start_relay, stream_call, wait_for, wait_until_recorded
 from tests.receiver import WebhookReceiver, new_secret
@@ -155,13 +154,6 @@ def test_keypad_digits_pause_the_call_with_pause_on_dtmf(tmp_path: Path) -> None
     samples, _ = soundfile.read(relay.captures / call_sid / "caller.wav", dtype="int16")
     [(first, last)] = [r for r in silent_runs(samples) if r[0] > 1000]
     assert 0.9 <= first / 16000 <= 1.3 and 4.0 <= (last - first) / 16000 <= 5.0
-
-
-@pytest.fixture
-def redis_server() -> Any:
-    server = RedisServer(free_port()).start()
-    yield server
-    server.kill()
 
 
 def test_a_call_is_paused_from_a_process_that_does_not_hold_it(

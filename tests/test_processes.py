@@ -15,7 +15,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from callrelay.simulator.fake_twilio import FakeTwilio
-from callrelay.simulator.local_relay import RunningRelay, free_port, stop_relay
+from callrelay.simulator.local_relay import RunningRelay, stop_relay
 from callrelay.simulator.media_client import StreamOptions, StreamReport, new_sid, play_stream
 from callrelay.talkback import TALK_PARAMETER, clip_from_pcm
 from callrelay.tracks import MEDIA_EVENTS
@@ -31,13 +31,6 @@ from tests.helpers import (
     stream_call,
     wait_for,
 )
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer(free_port()).start()
-    yield server
-    server.kill()
 
 
 @pytest.fixture
