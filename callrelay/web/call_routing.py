@@ -20,7 +20,6 @@ inbox are greenlets' waits.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import tempfile
 import time
@@ -193,10 +192,8 @@ class CallRoutingWorker(GeventWorker):  # type: ignore[misc]
                 except OSError:
                     client.close()  # gone while it was handed over
                     continue
-                self._handed.spawn(self._serve_handed, self.sockets[data[0]], client, address)
-
-    def _serve_handed(self, listener: Any, client: Any, address: Any) -> None:
-        GeventWorker.handle(self, listener, client, address)
+                # Served as gunicorn serves what it accepts, not routed again.
+                self._handed.spawn(super().handle, self.sockets[data[0]], client, address)
 
 
 def _peek_request_line(client: Any) -> bytes:
@@ -214,12 +211,10 @@ def _peek_request_line(client: Any) -> bytes:
         gevent.sleep(0.005)  # the rest of the line is on its way
 
 
-def make_route_folder(base: str | None = None) -> Path:
-    """A folder only this user can use for the workers' inboxes: a connection handed over is
-    one the receiver serves as its own."""
-    folder = Path(tempfile.mkdtemp(prefix="callrelay-workers-", dir=base))
-    os.chmod(folder, 0o700)
-    return folder
+def make_route_folder() -> Path:
+    """A folder only this user can use for the workers' inboxes (mkdtemp makes it 0700): a
+    connection handed over is one the receiver serves as its own."""
+    return Path(tempfile.mkdtemp(prefix="callrelay-workers-"))
 
 
 POLLING_NEEDS_A_CALL = (
@@ -234,12 +229,10 @@ def polling_needs_a_call(app: Any) -> Any:
     in one process and each of its requests would reach any of them."""
 
     def refuse_unrouted_polling(environ: dict[str, Any], start_response: Any) -> Any:
+        if not environ.get("PATH_INFO", "").startswith("/socket.io"):
+            return app(environ, start_response)
         query = parse_qs(environ.get("QUERY_STRING", ""))
-        if (
-            environ.get("PATH_INFO", "").startswith("/socket.io")
-            and query.get("transport") == ["polling"]
-            and not query.get("callSid")
-        ):
+        if query.get("transport") == ["polling"] and not query.get("callSid"):
             start_response(
                 "400 Bad Request",
                 [
