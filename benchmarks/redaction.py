@@ -70,6 +70,19 @@ CALLS: dict[str, list[Said]] = {
         Said("and the security code is", "731", "card"),
     ],
     "card in one breath": [Said("It is", "4539148853436467", "card"), Said("Thanks.")],
+    "card in two halves": [*card("45391488", "53436467", text="Card number"), Said("That's it.")],
+    "card in words": [
+        Said("Sure, it is four zero one two", kind="card"),
+        Said("eight eight eight eight", kind="card"),
+        Said("eight eight eight eight", kind="card"),
+        Said("one eight eight one", kind="card"),
+        Said("Is that okay?"),
+    ],
+    "code, then the card": [
+        Said("The security code is", "382", "card"),
+        *card("4916", "3385", "6274", "8912", text="and the number is"),
+        Said("Thanks."),
+    ],
     "amex": card("3782", "822463", "1115", text="My american express is"),
     "ssn in groups": [
         Said("My social security number is", "123", "ssn"),
@@ -95,6 +108,13 @@ CALLS: dict[str, list[Said]] = {
         Said("We ordered", "15", None),
         Said("items, and the shop opens at", "9", None),
         Said("I have been a customer since twenty nineteen."),
+    ],
+    "ordinary numbers, a table": [
+        Said("A table for", "4", None),
+        Said("at", "8", None),
+        Said("please. We are", "6", None),
+        Said("people, and", "2", None),
+        Said("of them are children."),
     ],
 }
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -228,11 +248,14 @@ def main() -> None:
             out += redactor.flush()
             finals_seen += len(finals)
             texts = [t.text for t in out]
-            for kind in {i.kind for i in said if i.kind}:
+            missed = []
+            for kind in sorted({i.kind for i in said if i.kind}):
                 if args.mode == "pci" and kind != "card":
                     continue
                 during = [t.text for t in out if said_at(said, starts, t.start).kind == kind]
                 caught.setdefault(kind, []).append(bool(during) and not left_of_it(kind, during))
+                if not caught[kind][-1]:
+                    missed.append(kind)
             energy += masked_energy(pcm, out)
             for span in (span for transcript in out for span in transcript.redacted):
                 if said_at(said, starts, span.start).kind:
@@ -240,6 +263,8 @@ def main() -> None:
                 else:
                     false_spans += 1
             print(f"  {name:<28} {' | '.join(texts)}")
+            if missed:
+                print(f"  {'':<28} missed: {', '.join(missed)}")
     print(
         f"\nREDACT={args.mode}; Whisper {args.model or 'tiny.en'}; numbers said by a person "
         "(counting.flac), "

@@ -150,3 +150,39 @@ def test_partials_show_no_number() -> None:
 def test_the_last_group_of_a_phone_number_said_after_a_pause_is_masked_too() -> None:
     out = said(TrackRedactor(PII), "Call me on 415 555", "0100, thank you.", "2389.")
     assert out == ["Call me on [phone]", "[phone], thank you.", "[phone]."]
+
+
+def test_a_word_misheard_among_digits_read_out_does_not_end_the_number() -> None:
+    out = said(TrackRedactor(PCI), "4539", "one sides eight eight", "0343", "6467.")
+    assert out == ["[card number]"] * 3 + ["[card number]."]
+    assert said(TrackRedactor(PII), "Room 2 or 3.") == ["Room 2 or 3."]
+
+
+def test_a_word_that_sounds_like_a_digit_is_one_beside_digits() -> None:
+    out = said(TrackRedactor(PCI), "4539", "one for eight eight", "0343", "6467.")
+    assert out == ["[card number]"] * 3 + ["[card number]."]
+    assert said(TrackRedactor(PCI), "A table for 4 at 8, please.") == [
+        "A table for 4 at 8, please."
+    ]
+
+
+@pytest.mark.parametrize("misheard", [("hey hey hey",), ("hey hey hey", "hey, hey")])
+def test_short_finals_between_two_groups_are_masked_when_the_number_goes_on(
+    misheard: tuple[str, ...],
+) -> None:
+    out = said(TrackRedactor(PCI), "4539", "1488", *misheard, "0343 6467.")
+    assert out == ["[card number]"] * (2 + len(misheard)) + ["[card number]."]
+
+
+def test_three_short_finals_in_a_row_end_a_number() -> None:
+    finals = ("4539", "1488", "hey", "you", "there", "6467.")
+    assert said(TrackRedactor(PCI), *finals) == list(finals)
+
+
+def test_a_short_final_after_a_number_goes_out_as_said_when_the_number_does_not_go_on() -> None:
+    finals = ("My order is 4539 1488", "thank you", "goodbye.")
+    assert said(TrackRedactor(PCI), *finals) == list(finals)
+    assert said(TrackRedactor(PCI), "My order is 4539 1488", "thank you") == [
+        "My order is 4539 1488",
+        "thank you",
+    ]

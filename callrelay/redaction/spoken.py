@@ -27,8 +27,12 @@ TENS = {
     "ninety": 9,
 }  # fmt: skip
 REPEATS = {"double": 2, "triple": 3}
+HOMOPHONES = {"for": "4", "to": "2", "too": "2", "won": "1", "ate": "8"}
+"""Words a recogniser writes for a digit (`one for` for `one four`): digits only next to one."""
 FILLERS = {"uh", "um", "er", "erm", "ah", "-", "\N{EN DASH}", "\N{EM DASH}", "and"}
 """Words said between the groups of one number that do not end it."""
+MISHEARD = "?"
+"""A digit the recogniser wrote as another word (`five sides five` for `five five five`)."""
 _EDGES = re.compile(r"^[\"'(\[]+|[\"')\].,;:!?]+$")
 _NUMERAL = re.compile(r"\+?\d+(?:[-/.]\d+)*")
 
@@ -45,6 +49,8 @@ class Token:
     """A tens word (`twenty`): a unit said after it joins it (`twenty seven` is 27)."""
     repeat: int = 0
     """`double` (2) or `triple` (3): the digit said next, that many times."""
+    sounds_like: str = ""
+    """The digit a word sounds like (`for`): it is that digit next to another."""
 
     @property
     def bare(self) -> str:
@@ -82,7 +88,7 @@ def said(text: str, start: float, end: float) -> Token:
         return Token(text, start, end, str(TENS[bare] * 10), tens=True)
     if bare in REPEATS:
         return Token(text, start, end, repeat=REPEATS[bare])
-    return Token(text, start, end)
+    return Token(text, start, end, sounds_like=HOMOPHONES.get(bare, ""))
 
 
 @dataclass(frozen=True)
@@ -111,7 +117,9 @@ def runs(words: Sequence[Token]) -> list[Run]:
         last = index
         while index < len(words):
             word = words[index]
-            if word.repeat and index + 1 < len(words) and len(words[index + 1].digits) == 1:
+            if word.sounds_like and index == first:
+                groups.append(word.sounds_like)  # `for one`: before a digit
+            elif word.repeat and index + 1 < len(words) and len(words[index + 1].digits) == 1:
                 groups.append(words[index + 1].digits * word.repeat)
                 last = index = index + 1
             elif word.tens and index + 1 < len(words) and _unit(words[index + 1]):
@@ -119,6 +127,9 @@ def runs(words: Sequence[Token]) -> list[Run]:
                 last = index = index + 1
             elif word.digits:
                 groups.append(word.digits)
+                last = index
+            elif word.sounds_like and (index + 1 == len(words) or words[index + 1].digits):
+                groups.append(word.sounds_like)  # `one for eight`, or `one for` at the end
                 last = index
             elif not (word.is_filler and _starts_digits(words, index + 1)):
                 break
@@ -132,6 +143,8 @@ def _starts_digits(words: Sequence[Token], index: int) -> bool:
     if index >= len(words):
         return False
     word = words[index]
+    if word.sounds_like:
+        return index + 1 < len(words) and bool(words[index + 1].digits)
     return bool(word.digits) or (word.repeat > 0 and index + 1 < len(words))
 
 
@@ -156,3 +169,29 @@ def _grouped(digits: list[str]) -> tuple[str, ...]:
     if singles:
         groups.append(singles)
     return tuple(groups)
+
+
+def reads_digits(words: Sequence[Token], found: Sequence[Run]) -> bool:
+    """Whether a transcript is mostly digits (at least two, and half its words): someone
+    reading a number out, where a word that is not a digit is more likely one misheard."""
+    said = [word for word in words if not word.is_filler]
+    in_runs = sum(run.last + 1 - run.first for run in found)
+    return in_runs >= 2 and 2 * in_runs >= len(said)
+
+
+def read_out(words: Sequence[Token], found: list[Run]) -> list[Run]:
+    """The runs of a transcript that reads digits out, where one word between two runs
+    (`five sides five`) is taken for a digit the recogniser misheard: the runs join, that word
+    counting as one digit unknown (`MISHEARD`). Other transcripts' runs are as found."""
+    if len(found) < 2 or not reads_digits(words, found):
+        return found
+    joined = [found[0]]
+    for run in found[1:]:
+        previous = joined[-1]
+        between = [w for w in words[previous.last + 1 : run.first] if not w.is_filler]
+        if len(between) == 1:
+            groups = (*previous.groups, MISHEARD, *run.groups)
+            joined[-1] = Run(previous.first, run.last, groups)
+        else:
+            joined.append(run)
+    return joined

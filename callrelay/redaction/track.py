@@ -19,12 +19,24 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from callrelay.asr.base import Redacted, Transcript, Word
-from callrelay.redaction.spoken import Run, Token, runs, tokens
+from callrelay.redaction.spoken import (
+    MISHEARD,
+    Run,
+    Token,
+    read_out,
+    reads_digits,
+    runs,
+    tokens,
+)
 
 HOLD_SECONDS = 10.0
 """How long a final ending in digits waits for the rest of a number said in groups."""
 MAX_NUMBER_DIGITS = 24
 """The longest number looked for: a card number said with its expiry and code in one breath."""
+GAP_WORDS = 4
+"""The most words of a final without digits that may be a group of a number misheard."""
+GAP_FINALS = 2
+"""The most such finals in a row between two groups of one number."""
 RECENT_FINALS = 3
 """How many of the track's last finals are read for words that say what a number is."""
 CARD_CONTEXT_SECONDS = 60.0
@@ -62,16 +74,32 @@ class _Final:
     runs: list[Run]
     masks: dict[int, Kind] = field(default_factory=dict)
     held_at: float = 0.0
+    gap: bool = False
+    """A few words without digits between two groups of a number, held as a group the
+    recogniser misheard (`eight eight eight | hey, hey, hey | one eight eight one`): its
+    words count as digits if the next final goes on with the number, else as said."""
+
+    def as_gap(self) -> None:
+        said = [index for index, word in enumerate(self.words) if not word.is_filler]
+        self.runs = [Run(said[0], said[-1], (MISHEARD * len(said),))]
+        self.gap = True
+
+    def not_a_gap(self) -> None:
+        self.runs, self.gap = [], False
 
     @property
     def ends_in_digits(self) -> bool:
-        last = _last_said(self.words)
-        return bool(self.runs) and last is not None and self.runs[-1].last >= last
+        """Whether its last run ends it: nothing said after, or in a final that reads digits
+        out, one word (a digit misheard: `five, five sides`)."""
+        return bool(self.runs) and self._said_outside(self.runs[-1].last + 1, len(self.words))
 
     @property
     def starts_in_digits(self) -> bool:
-        first = _first_said(self.words)
-        return bool(self.runs) and first is not None and self.runs[0].first <= first
+        return bool(self.runs) and self._said_outside(0, self.runs[0].first)
+
+    def _said_outside(self, start: int, end: int) -> bool:
+        said = sum(not word.is_filler for word in self.words[start:end])
+        return said == 0 or (said == 1 and reads_digits(self.words, self.runs))
 
     def mask(self, run: Run, kind: Kind) -> None:
         for index in range(run.first, run.last + 1):
@@ -136,8 +164,14 @@ class TrackRedactor:
     def final(self, transcript: Transcript, now: float) -> list[Transcript]:
         """The finals to send now, masked, in order: none while this one is held."""
         said = tokens(transcript)
-        final = _Final(transcript, said, runs(said), held_at=now)
+        final = _Final(transcript, said, read_out(said, runs(said)), held_at=now)
         self._mask_said_within(final)
+        if self._may_be_a_gap(final):
+            final.as_gap()
+            self._held.append(final)
+            return []
+        if not final.starts_in_digits:
+            self._undo_gaps()
         chain = [*self._held, final]
         self._mask_numbers(chain)
         if final.ends_in_digits and self._may_continue(chain):
@@ -147,6 +181,29 @@ class TrackRedactor:
         self._recent.extend(" ".join(w.bare for w in f.words) for f in chain)
         return [f.masked() for f in chain]
 
+    def _may_be_a_gap(self, final: _Final) -> bool:
+        said = sum(not word.is_filler for word in final.words)
+        gaps = len(self._held) - len(self._held_before_gaps())
+        return (
+            not final.runs
+            and 1 <= said <= GAP_WORDS
+            and bool(self._held)
+            and gaps < GAP_FINALS
+            and self._may_continue(self._held)
+        )
+
+    def _held_before_gaps(self) -> list[_Final]:
+        held = list(self._held)
+        while held and held[-1].gap:
+            held.pop()
+        return held
+
+    def _undo_gaps(self) -> None:
+        """The held finals that were taken for misheard groups are said as they are: what
+        came after them did not go on with the number."""
+        for final in self._held[len(self._held_before_gaps()) :]:
+            final.not_a_gap()
+
     def expire(self, now: float) -> list[Transcript]:
         """The held finals, if the first has waited its time: the number did not go on."""
         if not self._held or now - self._held[0].held_at < self.hold_seconds:
@@ -155,13 +212,14 @@ class TrackRedactor:
 
     def flush(self) -> list[Transcript]:
         """Every held final (the track ended)."""
+        self._undo_gaps()
         held, self._held = self._held, []
         return [f.masked() for f in held]
 
     def partial(self, transcript: Transcript) -> Transcript:
         """A partial with every number in it masked, and whatever else a final would be."""
         said = tokens(transcript)
-        final = _Final(transcript, said, runs(said))
+        final = _Final(transcript, said, read_out(said, runs(said)))
         self._mask_said_within(final)
         for run in final.runs:
             if len(run.digits) >= 2:
@@ -310,6 +368,8 @@ def _personal_number(count: int, about_ssn: bool) -> Kind | None:
 
 
 def _luhn(digits: str) -> bool:
+    if not digits.isdigit():
+        return False  # a digit misheard: the check cannot tell
     total = 0
     for position, digit in enumerate(reversed(digits)):
         value = int(digit) * (2 if position % 2 else 1)
@@ -319,7 +379,7 @@ def _luhn(digits: str) -> bool:
 
 def _looks_like_expiry(run: Run) -> bool:
     digits = run.digits
-    return len(digits) == 4 and 1 <= int(digits[:2]) <= 12
+    return len(digits) == 4 and digits.isdigit() and 1 <= int(digits[:2]) <= 12
 
 
 _CARD_WORDS = re.compile(r"\bcard\b|credit|debit|\bvisa\b|mastercard|master card|\bamex\b")
@@ -354,17 +414,3 @@ def _words_within(text: str, start: int, end: int) -> list[int]:
         for index, word in enumerate(re.finditer(r"\S+", text))
         if word.start() < end and word.end() > start
     ]
-
-
-def _last_said(words: Sequence[Token]) -> int | None:
-    for index in range(len(words) - 1, -1, -1):
-        if not words[index].is_filler:
-            return index
-    return None
-
-
-def _first_said(words: Sequence[Token]) -> int | None:
-    for index, word in enumerate(words):
-        if not word.is_filler:
-            return index
-    return None
