@@ -46,6 +46,17 @@ def test_a_card_number_said_in_groups_is_masked_in_every_final(groups: tuple[str
     assert not any(ch.isdigit() for text in out for ch in text), out
 
 
+def test_a_number_is_named_by_all_of_it_not_by_its_first_groups() -> None:
+    # With pii, 4539 1488 alone would be a phone number, 4539 14 a number of six digits.
+    assert said(TrackRedactor(PII), "4539 14", "88", "0343", "6467.") == (
+        ["[card number]"] * 3 + ["[card number]."]
+    )
+    assert said(TrackRedactor(PII), "Call me on 415 555", "0100.") == [
+        "Call me on [phone]",
+        "[phone].",
+    ]
+
+
 def test_nothing_of_a_card_number_leaves_before_it_is_complete() -> None:
     redactor = TrackRedactor(PCI)
     assert redactor.final(final("4539"), 0.0) == []
@@ -112,6 +123,20 @@ def test_phone_numbers_are_masked_with_pii() -> None:
     assert said(TrackRedactor(PII), "Call me on 415 555", "0100 please.") == [
         "Call me on [phone]",
         "[phone] please.",
+    ]
+
+
+def test_a_number_of_six_digits_is_masked_with_pii() -> None:
+    assert said(TrackRedactor(PII), "My member number is 482913.") == [
+        "My member number is [number]."
+    ]
+    assert said(TrackRedactor(PII), "five, three, four", "one, two, three.", "Okay.") == [
+        "[number]",
+        "[number].",
+        "Okay.",
+    ]
+    assert said(TrackRedactor(PCI), "My member number is 482913.") == [
+        "My member number is 482913."
     ]
 
 

@@ -60,7 +60,8 @@ class Kind(StrEnum):
     NAME = "name"
     ADDRESS = "address"
     NUMBER = "number"
-    """A number in a partial: every one is masked there, whatever it turns out to be."""
+    """A number in a partial: every one is masked there, whatever it turns out to be; with
+    `pii`, a number of six digits in a final (an account or member number, a PIN)."""
 
     @property
     def label(self) -> str:
@@ -73,6 +74,9 @@ class _Final:
     words: list[Token]
     runs: list[Run]
     masks: dict[int, Kind] = field(default_factory=dict)
+    shown_by_itself: dict[int, Kind] = field(default_factory=dict)
+    """Its masks before the numbers around it were read: a held final's numbers are read
+    again as the chain grows (`415 555` is no number of six but the start of a phone's)."""
     held_at: float = 0.0
     gap: bool = False
     """A few words without digits between two groups of a number, held as a group the
@@ -166,6 +170,7 @@ class TrackRedactor:
         said = tokens(transcript)
         final = _Final(transcript, said, read_out(said, runs(said)), held_at=now)
         self._mask_said_within(final)
+        final.shown_by_itself = dict(final.masks)
         if self._may_be_a_gap(final):
             final.as_gap()
             self._held.append(final)
@@ -248,6 +253,8 @@ class TrackRedactor:
                 final.mask(run, Kind.CODE)
 
     def _mask_numbers(self, chain: Sequence[_Final]) -> None:
+        for final in chain:
+            final.masks = dict(final.shown_by_itself)
         for segment in _segments(chain):
             self._mask_segment(segment, chain)
 
@@ -291,7 +298,7 @@ class TrackRedactor:
         complete = (
             len(digits) >= 19
             or (len(digits) >= 13 and _luhn(digits))
-            or kinds <= {Kind.SSN, Kind.PHONE, Kind.EXPIRY, Kind.CODE}
+            or kinds <= {Kind.SSN, Kind.EXPIRY, Kind.CODE}
         )
         if complete:
             return False  # what is said next, near a card, is masked as its expiry or code
@@ -359,11 +366,14 @@ def _long_as_a_card(count: int, groups: int, about_cards: bool, about_ssn: bool)
 
 def _personal_number(count: int, about_ssn: bool) -> Kind | None:
     """With `pii`, a number by its length: 9 digits (8 to 10 where the call speaks of social
-    security) an SSN, 7 to 11 a phone number."""
+    security) an SSN, 7 to 11 a phone number, 6 some other number of a person's (an account,
+    a PIN, or one of those above with digits the recogniser dropped)."""
     if count == 9 or (about_ssn and 8 <= count <= 10):
         return Kind.SSN
     if 7 <= count <= 11:
         return Kind.PHONE
+    if count == 6:
+        return Kind.NUMBER
     return None
 
 
