@@ -1,18 +1,20 @@
 """The history index in SQLite beside the recordings (`captures/index.sqlite3`): the default,
-with no server to run. Several processes share it (WAL: readers never wait)."""
+with no server to run. Several processes share it (WAL: readers never wait); its statements
+run in an OS thread, so one waiting for another process's write never holds the event loop."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 import sqlite3
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from callrelay.logs import log_event
 from callrelay.storage.index import MAX_PAGE, CallQuery, CallRow, sql_conditions
+from callrelay.storage.sqlite_file import SqliteFile
 
 logger = logging.getLogger("callrelay.history")
 
@@ -38,39 +40,34 @@ COLUMNS = tuple(field.name for field in dataclasses.fields(CallRow))
 class SqliteHistoryIndex:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
+        self._file: SqliteFile | None = None
+        """Set while open; its statements run in an OS thread (`sqlite_file`)."""
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        file = SqliteFile(self.path, _connect)
         try:
-            self._db = _connect(self.path)
+            file.run(_opened)
         except sqlite3.DatabaseError as error:
             log_event(logger, "history_index_unreadable", logging.WARNING, error=str(error))
             self.path.unlink(missing_ok=True)
-            self._db = _connect(self.path)
+            file.run(_opened)
+        self._file = file
 
     def migrate(self) -> None:
         """The schema is created as the file is opened."""
 
     def known(self, call_sids: Sequence[str]) -> set[str]:
-        with self._lock:
-            if self._db is None or not call_sids:
-                return set()
-            rows = self._db.execute(
-                f"SELECT call_sid FROM calls WHERE call_sid IN ({', '.join('?' * len(call_sids))})",
-                list(call_sids),
-            ).fetchall()
-        return {row[0] for row in rows}
+        sql = f"SELECT call_sid FROM calls WHERE call_sid IN ({', '.join('?' * len(call_sids))})"
+        return {row[0] for row in self._rows(sql, list(call_sids))} if call_sids else set()
 
     def record(self, row: CallRow) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.execute(
-                    f"INSERT OR REPLACE INTO calls ({', '.join(COLUMNS)}) "
-                    f"VALUES ({', '.join('?' * len(COLUMNS))})",
-                    dataclasses.astuple(row),
-                )
+        sql = (
+            f"INSERT OR REPLACE INTO calls ({', '.join(COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(COLUMNS))})"
+        )
+        if self._file is not None:
+            self._file.run(lambda db: db.execute(sql, dataclasses.astuple(row)))
 
     def query(self, query: CallQuery) -> list[CallRow]:
         where, values = sql_conditions(query, "?")
@@ -79,36 +76,35 @@ class SqliteHistoryIndex:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY started_at DESC LIMIT ?"
         values.append(max(1, min(query.limit, MAX_PAGE)))
-        with self._lock:
-            if self._db is None:
-                return []
-            rows = self._db.execute(sql, values).fetchall()
-        return [CallRow(*row) for row in rows]
+        return [CallRow(*row) for row in self._rows(sql, values)]
 
     def forget(self, call_sid: str) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.execute("DELETE FROM calls WHERE call_sid = ?", (call_sid,))
-                self._db.execute(
-                    "INSERT OR REPLACE INTO forgotten VALUES (?, ?)", (call_sid, time.time())
-                )
+        def forgotten(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM calls WHERE call_sid = ?", (call_sid,))
+            db.execute("INSERT OR REPLACE INTO forgotten VALUES (?, ?)", (call_sid, time.time()))
+
+        if self._file is not None:
+            self._file.run(forgotten)
 
     def forgotten(self, call_sids: Sequence[str]) -> set[str]:
-        with self._lock:
-            if self._db is None or not call_sids:
-                return set()
-            rows = self._db.execute(
-                "SELECT call_sid FROM forgotten "
-                f"WHERE call_sid IN ({', '.join('?' * len(call_sids))})",
-                list(call_sids),
-            ).fetchall()
-        return {row[0] for row in rows}
+        sql = (
+            f"SELECT call_sid FROM forgotten WHERE call_sid IN ({', '.join('?' * len(call_sids))})"
+        )
+        return {row[0] for row in self._rows(sql, list(call_sids))} if call_sids else set()
 
     def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        file, self._file = self._file, None
+        if file is not None:
+            file.close()
+
+    def _rows(self, sql: str, values: list[Any]) -> list[Any]:
+        if self._file is None:
+            return []
+        return self._file.run(lambda db: db.execute(sql, values).fetchall())
+
+
+def _opened(db: sqlite3.Connection) -> None:
+    """Nothing: opening the file (and making its schema) is the work."""
 
 
 def _connect(path: Path) -> sqlite3.Connection:

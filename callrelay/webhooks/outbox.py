@@ -10,17 +10,18 @@ server process owns the deliveries it wrote, and keeps a lease on them; the deli
 process that is gone (its lease ran out) are taken over by whichever process renews next.
 
 `Outbox` is the interface (a database fills in these few methods); `SqliteOutbox` keeps it in
-a SQLite file beside the recordings. Its calls are short and run on the calling task.
+a SQLite file beside the recordings. Its calls are short: each write runs in an OS thread while
+the calling task waits.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from callrelay.storage.sqlite_file import SqliteFile
 from callrelay.webhooks.events import WebhookEvent
 
 OUTBOX_FILE = "outbox.sqlite3"
@@ -101,22 +102,12 @@ may be tried. Finding what is due reads the heads' index, never the whole backlo
 
 class SqliteOutbox:
     """The outbox in one SQLite file (WAL: a commit survives a killed process without an
-    fsync), shared by the server processes of one host."""
+    fsync), shared by the server processes of one host; its writes run in an OS thread, so one
+    waiting for another process's write never holds the event loop (`sqlite_file`); its reads
+    of a few indexed rows run on the calling task."""
 
     def __init__(self, path: Path) -> None:
-        self._path = path
-        self._db: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._db is None:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self._path, timeout=2.0, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(SCHEMA)
-            self._db = db
-        return self._db
+        self._file = SqliteFile(path, _connect)
 
     def add(self, event: WebhookEvent, urls: list[str], owner: str, lease_until: float) -> None:
         body = event.body()
@@ -125,16 +116,17 @@ class SqliteOutbox:
             (event.id, event.type, event.call_sid, url, body, created, created, owner, lease_until)
             for url in urls
         ]
-        with self._lock, self._connection() as db:
-            db.executemany(
+        self._file.transaction(
+            lambda db: db.executemany(
                 "INSERT INTO deliveries (event_id, event_type, call_sid, url, body, created_at,"
                 " next_at, owner, lease_until, head) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
                 " NOT EXISTS (SELECT 1 FROM deliveries WHERE call_sid = ?3 AND url = ?4))",
                 rows,
             )
+        )
 
     def renew(self, owner: str, lease_until: float, now: float) -> int:
-        with self._lock, self._connection() as db:
+        def renewed(db: sqlite3.Connection) -> int:
             taken = db.execute(
                 "UPDATE deliveries SET owner = ?, lease_until = ? WHERE owner != ? AND"
                 " lease_until < ?",
@@ -143,19 +135,24 @@ class SqliteOutbox:
             db.execute(
                 "UPDATE deliveries SET lease_until = ? WHERE owner = ?", (lease_until, owner)
             )
-        return taken
+            return taken
+
+        return self._file.transaction(renewed)
 
     def owners(self) -> set[str]:
-        with self._lock:
-            rows = self._connection().execute("SELECT DISTINCT owner FROM deliveries").fetchall()
+        query = "SELECT DISTINCT owner FROM deliveries"  # the whole table: a thread's
+        rows = self._file.run(lambda db: db.execute(query).fetchall())
         return {str(row[0]) for row in rows}
 
     def take_over(self, previous: str, owner: str, lease_until: float) -> int:
-        with self._lock, self._connection() as db:
-            return db.execute(
-                "UPDATE deliveries SET owner = ?, lease_until = ? WHERE owner = ?",
-                (owner, lease_until, previous),
-            ).rowcount
+        return self._file.transaction(
+            lambda db: (
+                db.execute(
+                    "UPDATE deliveries SET owner = ?, lease_until = ? WHERE owner = ?",
+                    (owner, lease_until, previous),
+                ).rowcount
+            )
+        )
 
     def due(self, owner: str, now: float, limit: int, exclude: set[int]) -> list[Delivery]:
         query = (
@@ -163,28 +160,26 @@ class SqliteOutbox:
             " FROM deliveries WHERE owner = ? AND head = 1 AND next_at <= ?"
             " ORDER BY next_at LIMIT ?"
         )
-        with self._lock:
-            db = self._connection()
-            rows = db.execute(query, (owner, now, limit + len(exclude))).fetchall()
+        rows = self._rows(query, owner, now, limit + len(exclude))
         due = [Delivery(*row) for row in rows if row[0] not in exclude]
         return due[:limit]
 
     def next_due_at(self, owner: str) -> float | None:
         query = "SELECT MIN(next_at) FROM deliveries WHERE owner = ? AND head = 1"
-        with self._lock:
-            row = self._connection().execute(query, (owner,)).fetchone()
-        return None if row is None or row[0] is None else float(row[0])
+        [(first,)] = self._rows(query, owner)
+        return None if first is None else float(first)
 
     def retry(self, delivery_id: int, next_at: float, error: str) -> None:
-        with self._lock, self._connection() as db:
-            db.execute(
+        self._file.transaction(
+            lambda db: db.execute(
                 "UPDATE deliveries SET attempts = attempts + 1, next_at = ?, last_error = ?"
                 " WHERE id = ?",
                 (next_at, error, delivery_id),
             )
+        )
 
     def finished(self, delivery_id: int) -> None:
-        with self._lock, self._connection() as db:
+        def removed(db: sqlite3.Connection) -> None:
             chain = db.execute(
                 "DELETE FROM deliveries WHERE id = ? RETURNING call_sid, url", (delivery_id,)
             ).fetchone()
@@ -195,17 +190,24 @@ class SqliteOutbox:
                     chain,
                 )
 
+        self._file.transaction(removed)
+
     def backlog(self) -> Backlog:
-        with self._lock:
-            count, oldest = (
-                self._connection()
-                .execute("SELECT COUNT(*), MIN(created_at) FROM deliveries")
-                .fetchone()
-            )
+        query = "SELECT COUNT(*), MIN(created_at) FROM deliveries"  # the whole table: a thread's
+        [(count, oldest)] = self._file.run(lambda db: db.execute(query).fetchall())
         return Backlog(int(count), None if oldest is None else float(oldest))
 
     def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        self._file.close()
+
+    def _rows(self, query: str, *values: object) -> list[Any]:
+        return self._file.read_here(lambda db: db.execute(query, values).fetchall())
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=2.0, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(SCHEMA)
+    return db
