@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from callrelay.asr.base import Transcript, Word
-from callrelay.redaction.track import Kind, RedactMode, TrackRedactor
+from callrelay.redaction.kinds import Kind
+from callrelay.redaction.track import RedactMode, TrackRedactor
 
 PCI, PII = RedactMode.PCI, RedactMode.PII
 

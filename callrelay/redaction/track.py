@@ -19,6 +19,18 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from callrelay.asr.base import Redacted, Transcript, Word
+from callrelay.redaction.kinds import (
+    CARD_WORDS,
+    CODE_WORDS,
+    SSN_WORDS,
+    Kind,
+    emails,
+    long_as_a_card,
+    looks_like_expiry,
+    passes_luhn,
+    personal_number,
+    words_within,
+)
 from callrelay.redaction.spoken import (
     MISHEARD,
     Run,
@@ -48,24 +60,6 @@ class RedactMode(StrEnum):
     OFF = "off"
     PCI = "pci"
     PII = "pii"
-
-
-class Kind(StrEnum):
-    CARD = "card number"
-    EXPIRY = "expiry"
-    CODE = "security code"
-    SSN = "ssn"
-    PHONE = "phone"
-    EMAIL = "email"
-    NAME = "name"
-    ADDRESS = "address"
-    NUMBER = "number"
-    """A number in a partial: every one is masked there, whatever it turns out to be; with
-    `pii`, a number of six digits in a final (an account or member number, a PIN)."""
-
-    @property
-    def label(self) -> str:
-        return f"[{self.value}]"
 
 
 @dataclass
@@ -239,9 +233,9 @@ class TrackRedactor:
         if self.mode is RedactMode.PII:
             for entity in final.transcript.entities:
                 kind = Kind.NAME if entity.kind == "name" else Kind.ADDRESS
-                for index in _words_within(final.transcript.text, entity.start, entity.end):
+                for index in words_within(final.transcript.text, entity.start, entity.end):
                     final.masks.setdefault(index, kind)
-            for first, last in _emails(final.words):
+            for first, last in emails(final.words):
                 for index in range(first, last + 1):
                     final.masks.setdefault(index, Kind.EMAIL)
         for run in final.runs:
@@ -249,7 +243,7 @@ class TrackRedactor:
             if re.search(r"expir|\bexp\b|valid (thru|through|until)", before):
                 if 3 <= len(run.digits) <= 6:
                     final.mask(run, Kind.EXPIRY)
-            elif _CODE_WORDS.search(before) and 3 <= len(run.digits) <= 4:
+            elif CODE_WORDS.search(before) and 3 <= len(run.digits) <= 4:
                 final.mask(run, Kind.CODE)
 
     def _mask_numbers(self, chain: Sequence[_Final]) -> None:
@@ -265,17 +259,17 @@ class TrackRedactor:
         context = " ".join([*self._recent, *(w.bare for f in chain for w in f.words)])
         digits = "".join(run.digits for _, run in segment)
         kind = None
-        card = _longest(segment, lambda d: 13 <= len(d) <= 19 and _luhn(d))
-        about_cards = bool(_CARD_WORDS.search(context))
-        about_ssn = bool(_SSN_WORDS.search(context))
-        if card is None and _long_as_a_card(len(digits), len(segment), about_cards, about_ssn):
+        card = _longest(segment, lambda d: 13 <= len(d) <= 19 and passes_luhn(d))
+        about_cards = bool(CARD_WORDS.search(context))
+        about_ssn = bool(SSN_WORDS.search(context))
+        if card is None and long_as_a_card(len(digits), len(segment), about_cards, about_ssn):
             card = segment
         if card is not None:
             for final, run in card:
                 final.mask(run, Kind.CARD)
             self._card_until = card[-1][0].transcript.end + CARD_CONTEXT_SECONDS
         elif self.mode is RedactMode.PII:
-            kind = _personal_number(len(digits), about_ssn)
+            kind = personal_number(len(digits), about_ssn)
             if kind is not None:
                 self._number_until = segment[-1][0].transcript.end + CARD_CONTEXT_SECONDS
                 self._number_kind = kind
@@ -283,7 +277,7 @@ class TrackRedactor:
             if kind is not None:
                 final.mask(run, kind)
             elif final.transcript.start <= self._card_until and 3 <= len(run.digits) <= 6:
-                final.mask(run, Kind.EXPIRY if _looks_like_expiry(run) else Kind.CODE)
+                final.mask(run, Kind.EXPIRY if looks_like_expiry(run) else Kind.CODE)
             elif final.transcript.start <= self._number_until and 3 <= len(run.digits) <= 6:
                 final.mask(run, self._number_kind)  # the rest of a number the last one began
 
@@ -297,7 +291,7 @@ class TrackRedactor:
         kinds = {final.masks.get(run.first) for final, run in last}
         complete = (
             len(digits) >= 19
-            or (len(digits) >= 13 and _luhn(digits))
+            or (len(digits) >= 13 and passes_luhn(digits))
             or kinds <= {Kind.SSN, Kind.EXPIRY, Kind.CODE}
         )
         if complete:
@@ -349,78 +343,3 @@ def _longest(
             if wanted(digits) and (best is None or last + 1 - first > len(best)):
                 best = segment[first : last + 1]
     return best
-
-
-def _long_as_a_card(count: int, groups: int, about_cards: bool, about_ssn: bool) -> bool:
-    """Besides a stretch that passes Luhn's check: since a recogniser drops and mishears digits
-    (`zero three four three` as `0.3.3`), any 12 or more said in a row, 9 or more in three
-    groups or more (read out with pauses) unless the call speaks of social security, or 8 or
-    more where it speaks of cards. Masking a long account number, or a phone number read out
-    in groups, is the price."""
-    return (
-        count >= 12
-        or (count >= 9 and groups >= 3 and not about_ssn)
-        or (about_cards and count >= 8)
-    )
-
-
-def _personal_number(count: int, about_ssn: bool) -> Kind | None:
-    """With `pii`, a number by its length: 9 digits (8 to 10 where the call speaks of social
-    security) an SSN, 7 to 11 a phone number, 6 some other number of a person's (an account,
-    a PIN, or one of those above with digits the recogniser dropped)."""
-    if count == 9 or (about_ssn and 8 <= count <= 10):
-        return Kind.SSN
-    if 7 <= count <= 11:
-        return Kind.PHONE
-    if count == 6:
-        return Kind.NUMBER
-    return None
-
-
-def _luhn(digits: str) -> bool:
-    if not digits.isdigit():
-        return False  # a digit misheard: the check cannot tell
-    total = 0
-    for position, digit in enumerate(reversed(digits)):
-        value = int(digit) * (2 if position % 2 else 1)
-        total += value - 9 if value > 9 else value
-    return total % 10 == 0
-
-
-def _looks_like_expiry(run: Run) -> bool:
-    digits = run.digits
-    return len(digits) == 4 and digits.isdigit() and 1 <= int(digits[:2]) <= 12
-
-
-_CARD_WORDS = re.compile(r"\bcard\b|credit|debit|\bvisa\b|mastercard|master card|\bamex\b")
-_SSN_WORDS = re.compile(r"social|security number|\bssn\b")
-_CODE_WORDS = re.compile(r"security code|\bcvv|\bcvc|\bcsc\b|verification (code|number)|card code")
-_TOP_LEVEL = {"com", "org", "net", "io", "co", "uk", "edu", "gov", "us", "de", "fr", "ca", "info"}
-
-
-def _emails(words: Sequence[Token]) -> list[tuple[int, int]]:
-    """Emails written (`ann@example.com`) or said (`ann at example dot com`): their words."""
-    found = []
-    for index, word in enumerate(words):
-        if "@" in word.text:
-            found.append((index, index))
-        elif word.bare == "at" and index > 0:
-            end = index + 1
-            while end + 1 < len(words) and words[end + 1].bare == "dot":
-                end += 2
-            if end > index + 1 and words[end].bare in _TOP_LEVEL:
-                start = index - 1
-                while start >= 2 and words[start - 1].bare == "dot":
-                    start -= 2
-                found.append((start, min(end, len(words) - 1)))
-    return found
-
-
-def _words_within(text: str, start: int, end: int) -> list[int]:
-    """The indices of the words (as `str.split` cuts them) that overlap characters
-    `start`..`end` of `text`."""
-    return [
-        index
-        for index, word in enumerate(re.finditer(r"\S+", text))
-        if word.start() < end and word.end() > start
-    ]
