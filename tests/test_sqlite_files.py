@@ -55,7 +55,7 @@ holder = subprocess.Popen(
 assert holder.stdout.readline().strip() == "locked"
 writer = gevent.spawn(write)
 gevent.sleep(0)  # the writer starts, and waits on the other process's lock
-# Only if the writer's wait left the loop free does this run before SQLite gives up (2 s).
+# Only if the writer's wait left the loop free does this run before SQLite gives up.
 holder.stdin.write("release\\n")
 holder.stdin.flush()
 writer.get(timeout=30)

@@ -204,9 +204,14 @@ class SqliteOutbox:
         return self._file.read_here(lambda db: db.execute(query, values).fetchall())
 
 
+WAIT_FOR_LOCK_SECONDS = 10.0
+"""How long a write waits for another process's: only the task that writes waits (in an OS
+thread), and an event given up on is lost."""
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, timeout=2.0, check_same_thread=False)
+    db = sqlite3.connect(path, timeout=WAIT_FOR_LOCK_SECONDS, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.executescript(SCHEMA)
