@@ -120,6 +120,16 @@ def test_a_social_security_number_in_three_finals_is_masked_with_pii_only() -> N
     assert said(TrackRedactor(PCI), *groups) == list(groups)
 
 
+def test_an_ssn_the_recogniser_wrote_with_more_digits_is_still_an_ssn() -> None:
+    groups = ("My social security number is 1, 2, 3, 4.", "4, 5,", "6 7 8 9 10")
+    assert said(TrackRedactor(PII), *groups) == [
+        "My social security number is [ssn].",
+        "[ssn],",
+        "[ssn]",
+    ]
+    assert said(TrackRedactor(PCI), *groups)[1:] == ["[card number],", "[card number]"]
+
+
 def test_phone_numbers_are_masked_with_pii() -> None:
     assert said(TrackRedactor(PII), "Call me on 415 555", "0100 please.") == [
         "Call me on [phone]",

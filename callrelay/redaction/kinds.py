@@ -43,10 +43,10 @@ def long_as_a_card(count: int, groups: int, about_cards: bool, about_ssn: bool) 
 
 
 def personal_number(count: int, about_ssn: bool) -> Kind | None:
-    """With `pii`, a number by its length: 9 digits (8 to 10 where the call speaks of social
-    security) an SSN, 7 to 11 a phone number, 6 some other number of a person's (an account,
-    a PIN, or one of those above with digits the recogniser dropped)."""
-    if count == 9 or (about_ssn and 8 <= count <= 10):
+    """With `pii`, a number by its length: 9 digits (8 to 12 where the call speaks of social
+    security: a recogniser adds and drops digits) an SSN, 7 to 11 a phone number, 6 some other
+    number of a person's (an account, a PIN, or one of those above with digits dropped)."""
+    if count == 9 or (about_ssn and 8 <= count <= 12):
         return Kind.SSN
     if 7 <= count <= 11:
         return Kind.PHONE

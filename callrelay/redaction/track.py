@@ -262,7 +262,9 @@ class TrackRedactor:
         card = _longest(segment, lambda d: 13 <= len(d) <= 19 and passes_luhn(d))
         about_cards = bool(CARD_WORDS.search(context))
         about_ssn = bool(SSN_WORDS.search(context))
-        if card is None and long_as_a_card(len(digits), len(segment), about_cards, about_ssn):
+        an_ssn = self.mode is RedactMode.PII and about_ssn and len(digits) <= 12
+        long_enough = long_as_a_card(len(digits), len(segment), about_cards, about_ssn)
+        if card is None and long_enough and not an_ssn:
             card = segment
         if card is not None:
             for final, run in card:
