@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from callrelay.asr import SpeechEngine, Transcript
@@ -114,9 +114,28 @@ class TranscriptionSink(CallSink):
         if transcriber.redactor is None:
             self._send(transcriber, transcript)
             return
+        step = transcriber.redactor.pass_on
+        for ready in self._redacted(transcriber, step, transcript, time.monotonic()):
+            self._send(transcriber, ready)
+
+    def _redacted(
+        self, transcriber: TrackTranscriber, step: Callable[..., list[Transcript]], *args: Any
+    ) -> list[Transcript]:
+        """What the track's redactor lets out (`step(*args)`, under its lock). Should it fail,
+        what it was given is withheld, never sent unmasked, and the track goes on."""
         with transcriber.redaction_lock:
-            for ready in transcriber.redactor.pass_on(transcript, time.monotonic()):
-                self._send(transcriber, ready)
+            try:
+                return step(*args)
+            except Exception as error:
+                log_event(
+                    logger,
+                    "redaction_failed",
+                    logging.ERROR,
+                    callSid=transcriber.call.call_sid,
+                    speaker=SPEAKER_NAMES[transcriber.track],
+                    error=type(error).__name__,  # its message may quote what was said
+                )
+                return []
 
     def start(self) -> None:
         """With redaction on: a background task that sends on, twice a second, the held
@@ -134,10 +153,10 @@ class TranscriptionSink(CallSink):
         with self._lock:
             transcribers = [t for tracks in self._calls.values() for t in tracks.values()]
         for transcriber in transcribers:
-            if transcriber.redactor is not None and transcriber.redactor.holding:
-                with transcriber.redaction_lock:
-                    for ready in transcriber.redactor.expire(time.monotonic()):
-                        self._send(transcriber, ready)
+            redactor = transcriber.redactor
+            if redactor is not None and redactor.holding:
+                for ready in self._redacted(transcriber, redactor.expire, time.monotonic()):
+                    self._send(transcriber, ready)
 
     def _send(self, transcriber: TrackTranscriber, transcript: Transcript) -> None:
         call = transcriber.call
@@ -167,9 +186,8 @@ class TranscriptionSink(CallSink):
     def track_done(self, transcriber: TrackTranscriber) -> None:
         call = transcriber.call
         if transcriber.redactor is not None:
-            with transcriber.redaction_lock:
-                for ready in transcriber.redactor.flush():
-                    self._send(transcriber, ready)
+            for ready in self._redacted(transcriber, transcriber.redactor.flush):
+                self._send(transcriber, ready)
         with self._lock:
             tracks = self._calls.get(call.stream_sid, {})
             if not all(t.done.is_set() for t in tracks.values()):

@@ -14,6 +14,7 @@ import pytest
 from callrelay.asr import SpeechEngine, TrackRecogniser, Transcript
 from callrelay.asr.base import answered
 from callrelay.call import AudioChunk, CallInfo
+from callrelay.redaction.track import RedactMode, TrackRedactor
 from callrelay.transcription import TranscriptionSink, TranscriptListener
 
 RATE = 16000
@@ -194,3 +195,29 @@ def test_a_failing_recogniser_is_logged_and_the_call_still_ends(
     assert listener.ended.wait(10)
     assert any("recogniser failed" in r.getMessage() for r in caplog.records)
     assert ("inbound", "the rest") in listener.finals
+
+
+def test_a_final_the_redactor_fails_on_is_withheld_and_the_track_goes_on(
+    engine: LedgerEngine, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = TrackRedactor.final
+
+    def fails_on_second_3(
+        redactor: TrackRedactor, transcript: Transcript, now: float
+    ) -> list[Transcript]:
+        if transcript.text == "second 3":
+            raise ValueError("second 3")  # what was said: it must not reach the log either
+        return original(redactor, transcript, now)
+
+    monkeypatch.setattr(TrackRedactor, "final", fails_on_second_3)
+    listener = Listener()
+    sink = TranscriptionSink(engine, [listener], redact=RedactMode.PCI)
+    sink.call_started(CALL)
+    for i in range(5 * 50):
+        sink.audio(CALL, chunk("inbound", i))
+    sink.call_ended(CALL, "stop")
+    assert listener.ended.wait(10)
+    heard = [text for track, text in listener.finals if track == "inbound"]
+    assert heard == ["second 1", "second 2", "second 4", "second 5", "the rest"]
+    [failed] = [r for r in caplog.records if "redaction_failed" in r.getMessage()]
+    assert "second 3" not in failed.getMessage()

@@ -84,8 +84,8 @@ def emails(words: Sequence[Token]) -> list[tuple[int, int]]:
             found.append((index, index))
         elif word.bare == "at" and index > 0:
             end = index + 1
-            while end + 1 < len(words) and words[end + 1].bare == "dot":
-                end += 2
+            while end + 2 < len(words) and words[end + 1].bare == "dot":
+                end += 2  # `dot` and the word after it
             if end > index + 1 and words[end].bare in TOP_LEVEL:
                 start = index - 1
                 while start >= 2 and words[start - 1].bare == "dot":
