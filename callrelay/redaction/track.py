@@ -95,6 +95,10 @@ class _Final:
     def starts_in_digits(self) -> bool:
         return bool(self.runs) and self._said_outside(0, self.runs[0].first)
 
+    def said_before(self, run: Run, words: int = 6) -> str:
+        """The few words said before `run`: what may say what its number is."""
+        return " ".join(w.bare for w in self.words[max(0, run.first - words) : run.first])
+
     def _said_outside(self, start: int, end: int) -> bool:
         said = sum(not word.is_filler for word in self.words[start:end])
         return said == 0 or (said == 1 and reads_digits(self.words, self.runs))
@@ -239,7 +243,7 @@ class TrackRedactor:
                 for index in range(first, last + 1):
                     final.masks.setdefault(index, Kind.EMAIL)
         for run in final.runs:
-            before = " ".join(w.bare for w in final.words[max(0, run.first - 6) : run.first])
+            before = final.said_before(run)
             if re.search(r"expir|\bexp\b|valid (thru|through|until)", before):
                 if 3 <= len(run.digits) <= 6:
                     final.mask(run, Kind.EXPIRY)
@@ -256,7 +260,7 @@ class TrackRedactor:
         """One number (its runs, across finals): a card if a stretch of it is one, else, by
         how many digits it has, a card, an SSN or a phone number; digits soon after a card
         are its expiry and code."""
-        context = " ".join([*self._recent, *(w.bare for f in chain for w in f.words)])
+        context = self._context(chain)
         digits = "".join(run.digits for _, run in segment)
         kind = None
         card = _longest(segment, lambda d: 13 <= len(d) <= 19 and passes_luhn(d))
@@ -291,14 +295,20 @@ class TrackRedactor:
         last = segments[-1]
         digits = "".join(run.digits for _, run in last)
         kinds = {final.masks.get(run.first) for final, run in last}
+        # What is said after a complete card, near it, is masked as its expiry or code. Even
+        # one digit may begin a card (`Sure, it is 4`); a shorter number passes Luhn's check
+        # one time in ten, and nine digits are an SSN's only where the call speaks of one.
         complete = (
             len(digits) >= 19
-            or (len(digits) >= 13 and passes_luhn(digits))
-            or kinds <= {Kind.SSN, Kind.EXPIRY, Kind.CODE}
+            or (len(digits) >= 16 and passes_luhn(digits))
+            or kinds <= {Kind.EXPIRY, Kind.CODE}
+            or (kinds <= {Kind.SSN} and bool(SSN_WORDS.search(self._context(chain))))
         )
-        if complete:
-            return False  # what is said next, near a card, is masked as its expiry or code
-        return len(last[-1][1].digits) >= 2 or len(last) > 1
+        return not complete
+
+    def _context(self, chain: Sequence[_Final]) -> str:
+        """The track's last finals and the chain: where words say what a number is."""
+        return " ".join([*self._recent, *(w.bare for f in chain for w in f.words)])
 
 
 def _segments(chain: Sequence[_Final]) -> list[list[tuple[_Final, Run]]]:
