@@ -282,6 +282,8 @@ class TrackRedactor:
         for final, run in segment:
             if kind is not None:
                 final.mask(run, kind)
+            elif card is not None and run.digits:  # said on from the card, in one breath
+                final.mask(run, _after_a_card(run))
             elif final.transcript.start <= self._card_until and 3 <= len(run.digits) <= 6:
                 final.mask(run, Kind.EXPIRY if looks_like_expiry(run) else Kind.CODE)
             elif final.transcript.start <= self._number_until and 3 <= len(run.digits) <= 6:
@@ -297,18 +299,31 @@ class TrackRedactor:
         kinds = {final.masks.get(run.first) for final, run in last}
         # What is said after a complete card, near it, is masked as its expiry or code. Even
         # one digit may begin a card (`Sure, it is 4`); a shorter number passes Luhn's check
-        # one time in ten, and nine digits are an SSN's only where the call speaks of one.
+        # one time in ten, and nine digits (heard, not misheard) are an SSN's only where the
+        # call speaks of one.
         complete = (
             len(digits) >= 19
             or (len(digits) >= 16 and passes_luhn(digits))
             or kinds <= {Kind.EXPIRY, Kind.CODE}
-            or (kinds <= {Kind.SSN} and bool(SSN_WORDS.search(self._context(chain))))
+            or (
+                kinds <= {Kind.SSN}
+                and len(digits.replace(MISHEARD, "")) >= 9
+                and bool(SSN_WORDS.search(self._context(chain)))
+            )
         )
         return not complete
 
     def _context(self, chain: Sequence[_Final]) -> str:
         """The track's last finals and the chain: where words say what a number is."""
         return " ".join([*self._recent, *(w.bare for f in chain for w in f.words)])
+
+
+def _after_a_card(run: Run) -> Kind:
+    """What digits said on from a card number, with no pause, are: its expiry date, its
+    security code, or more of it."""
+    if looks_like_expiry(run):
+        return Kind.EXPIRY
+    return Kind.CODE if 3 <= len(run.digits) <= 4 else Kind.CARD
 
 
 def _segments(chain: Sequence[_Final]) -> list[list[tuple[_Final, Run]]]:
