@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,9 +17,11 @@ from callrelay.audio import MULAW_SILENCE, mulaw_decode
 from callrelay.simulator.audio_source import load_telephone_audio
 from callrelay.simulator.local_relay import RunningRelay, stop_relay
 from callrelay.simulator.media_client import StreamOptions, new_sid
+from callrelay.simulator.observer import RelayObserver
 from callrelay.speech import Speech
 from callrelay.twilio.media_stream import Track
-from tests.helpers import start_relay, stream_call
+from callrelay.web.call_routing import owner
+from tests.helpers import RedisServer, start_relay, stream_call, wait_for
 from tests.receiver import WebhookReceiver, new_secret
 
 CARD = "4539148803436467"
@@ -47,9 +50,11 @@ def card_call(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     return {"inbound": caller, "outbound": bytes([MULAW_SILENCE]) * len(caller)}
 
 
-def run_call(relay: RunningRelay, audio: dict[str, bytes]) -> tuple[str, list[str]]:
+def run_call(
+    relay: RunningRelay, audio: dict[str, bytes], call_sid: str | None = None
+) -> tuple[str, list[str]]:
     """Stream the call in real time with the PIN keyed in; the Caller texts a client got."""
-    call_sid = new_sid("CA")
+    call_sid = call_sid or new_sid("CA")
     observer = relay.observer(call_sid=call_sid, audio=False)
     try:
         dtmf = [(digit, 1.0 + 0.2 * i) for i, digit in enumerate(PIN)]
@@ -140,6 +145,66 @@ def test_a_card_number_read_in_groups_reaches_nothing_unmasked(
     finally:
         stop_relay(relay)
         receiver.stop()
+
+
+def test_with_two_processes_a_listener_on_the_other_process_gets_the_masked_call(
+    tmp_path: Path, card_call: dict[str, bytes], redis_server: RedisServer
+) -> None:
+    """The call is redacted in its own process; a listener that names it (served there) and
+    one that follows every call from the other process get only what it let out."""
+    relay = start_relay(
+        tmp_path,
+        {
+            "ASR_ENGINE": "whisper",
+            "ASR_PROCESSES": "1",
+            "REDACT": "pci",
+            "REDIS_URL": redis_server.url,
+            "WORKERS": "2",
+            "LOG_LEVEL": "DEBUG",  # `client_connected` says where each client is
+        },
+    )
+    try:
+        wait_for(lambda: len(logged(relay, "worker_routing")) == 2, timeout=60)
+        call_sid = new_sid("CA")
+        [calls_process] = [
+            line["pid"]
+            for line in logged(relay, "worker_routing")
+            if line["worker"] == owner(call_sid, 2)
+        ]
+        elsewhere = listener_not_in(relay, calls_process)
+        try:
+            _, heard = run_call(relay, card_call, call_sid)
+            assert elsewhere.completed.wait(30)
+        finally:
+            elsewhere.close()
+        *texts, keys = heard
+        assert keys == "*" * len(PIN)
+        assert "[card number]" in " ".join(texts), texts
+        followed = [d["text"] for name, d in elsewhere.events if name == "Caller"]
+        assert followed == texts
+        assert [d["digit"] for name, d in elsewhere.events if name == "dtmf"] == ["*"] * 4
+        kept = (relay.captures / call_sid / "transcript.jsonl").read_text().splitlines()
+        assert not leaks(" ".join(json.loads(line)["text"] for line in kept))
+    finally:
+        stop_relay(relay)
+
+
+def logged(relay: RunningRelay, evt: str) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in relay.log_file.read_text().splitlines()]
+    return [line for line in lines if line["evt"] == evt]
+
+
+def listener_not_in(relay: RunningRelay, pid: int) -> RelayObserver:
+    """A client following every call, served by a process other than `pid` (connections are
+    spread over the processes by the kernel: a few tries find one)."""
+    for _ in range(32):
+        before = len(logged(relay, "client_connected"))
+        observer = relay.observer(audio=False)
+        wait_for(lambda: len(logged(relay, "client_connected")) > before)  # noqa: B023
+        if logged(relay, "client_connected")[-1]["pid"] != pid:
+            return observer
+        observer.close()
+    raise AssertionError("every connection reached the same process")
 
 
 def test_with_redaction_off_the_same_call_comes_out_as_said(
